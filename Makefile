@@ -1,0 +1,40 @@
+# The two commands a newcomer needs (see README.md):
+#   make demo   set up from nothing and run the local end-to-end demo
+#   make test   set up from nothing and run the whole test suite
+# Both create their virtual environments on first use and reuse them after.
+
+PYTHON ?= python3.11
+VENV   := .venv
+# aws-sam-cli pins its own boto3 and click, so it lives in a venv of its own.
+SAMVENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed $(SAMVENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(SAMVENV)/.installed:
+	$(PYTHON) -m venv $(SAMVENV)
+	$(SAMVENV)/bin/pip install --quiet --upgrade pip
+	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/flywheel demo
+
+test: $(VENV)/.installed $(SAMVENV)/.installed
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/cfn-lint template.yaml
+
+clean:
+	rm -rf $(VENV) $(SAMVENV) .aws-sam .flywheel .flywheel-demo
