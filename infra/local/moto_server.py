@@ -1,0 +1,152 @@
+"""moto in server mode, with its state kept in the data directory.
+
+moto keeps everything in memory, so a restart would lose every upload, item and
+queued message. This wrapper pickles the in-process backends of the services
+the stack uses (S3 objects, DynamoDB items, SQS messages with their receive
+counts and visibility, SNS, EventBridge, CloudWatch) into ``moto-state.pkl``
+periodically and on stop, and puts them back before the server starts.
+SSM's backend does not pickle (it holds lambdas), so its parameters go through
+the API instead. Snapshots are written to a temp file and renamed, so a crash
+mid-write leaves the previous snapshot intact.
+"""
+
+from __future__ import annotations
+
+import _thread
+import copyreg
+import logging
+import os
+import pickle
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.backends import get_backend
+from moto.server import ThreadedMotoServer
+
+log = logging.getLogger(__name__)
+
+PICKLED_SERVICES = ("s3", "sqs", "dynamodb", "sns", "events", "cloudwatch")
+API_SERVICES = ("ssm",)
+ALL_SERVICES = PICKLED_SERVICES + API_SERVICES
+
+# SQS queues hold locks; a restored queue gets fresh ones.
+copyreg.pickle(type(threading.RLock()), lambda _lock: (threading.RLock, ()))
+copyreg.pickle(_thread.LockType, lambda _lock: (threading.Lock, ()))
+
+REGION = "us-east-1"
+
+
+def client(service: str, endpoint_url: str, region: str = REGION) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+class MotoServer:
+    """A ThreadedMotoServer on 127.0.0.1 whose state survives restarts."""
+
+    def __init__(self, state_dir: Path, port: int = 0, host: str = "127.0.0.1",
+                 snapshot_every_s: float = 10.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.state_file = self.state_dir / "moto-state.pkl"
+        self.host, self.port = host, port
+        self.snapshot_every_s = snapshot_every_s
+        self._server: ThreadedMotoServer | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.url = ""
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> str:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        for service in ALL_SERVICES:  # the backends are process-global
+            get_backend(service).reset()
+        ssm_params = self._restore_pickled()
+        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        if ssm_params:
+            self._restore_ssm(ssm_params)
+        if self.snapshot_every_s > 0:
+            self._thread = threading.Thread(target=self._snapshot_loop, name="moto-snapshot",
+                                            daemon=True)
+            self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._server:
+            self.snapshot()
+            self._server.stop()
+            self._server = None
+
+    # -- snapshots -----------------------------------------------------------
+
+    def snapshot(self) -> None:
+        """Write the current state atomically; safe to call from any thread."""
+        with self._lock:
+            state = {"version": 1, "services": {}, "ssm": self._dump_ssm()}
+            for service in PICKLED_SERVICES:
+                backend_dict = get_backend(service)
+                state["services"][service] = {
+                    account: dict(backend_dict[account].items()) for account in list(backend_dict.keys())
+                }
+            for attempt in range(5):
+                try:
+                    data = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+                    break
+                except RuntimeError:  # a dict changed size under a live request: retry
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.state_file)
+
+    def _snapshot_loop(self) -> None:
+        while not self._stop.wait(self.snapshot_every_s):
+            try:
+                self.snapshot()
+            except Exception:  # a failed snapshot must not take the stack down
+                log.exception("moto snapshot failed")
+
+    def _restore_pickled(self) -> list[dict[str, Any]]:
+        if not self.state_file.exists():
+            return []
+        state = pickle.loads(self.state_file.read_bytes())
+        for service, accounts in state["services"].items():
+            backend_dict = get_backend(service)
+            for account, regions in accounts.items():
+                for region, backend in regions.items():
+                    backend_dict[account][region] = backend
+        return state.get("ssm", [])
+
+    def _dump_ssm(self) -> list[dict[str, Any]]:
+        if not self._server:
+            return []
+        ssm = client("ssm", self.url)
+        names = [p["Name"] for page in ssm.get_paginator("describe_parameters").paginate()
+                 for p in page["Parameters"]]
+        params = []
+        for i in range(0, len(names), 10):
+            for p in ssm.get_parameters(Names=names[i:i + 10], WithDecryption=True)["Parameters"]:
+                params.append({"Name": p["Name"], "Value": p["Value"], "Type": p["Type"]})
+        return params
+
+    def _restore_ssm(self, params: list[dict[str, Any]]) -> None:
+        ssm = client("ssm", self.url)
+        for p in params:
+            ssm.put_parameter(Name=p["Name"], Value=p["Value"], Type=p["Type"], Overwrite=True)
