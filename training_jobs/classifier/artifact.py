@@ -1,0 +1,103 @@
+"""The model artifact (what model.tar.gz holds) and training checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import torch
+
+from classifier.metrics import validate_metrics
+from classifier.models import build_model
+
+CODE_DIR = Path(__file__).resolve().parent.parent  # training_jobs/: inference.py and classifier/
+# What the PyTorch inference container installs from code/requirements.txt (torch, numpy and
+# scipy come with the image; this OpenCV accepts NumPy 1.x and 2.x).
+INFERENCE_REQUIREMENTS = "opencv-python-headless>=4.8,<4.12\n"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def find_artifact(path: str | Path) -> Path:
+    """A model.tar.gz, a directory holding one, or an extracted artifact directory."""
+    path = Path(path)
+    if path.is_dir() and not (path / "model_config.json").is_file():
+        tarballs = sorted(path.glob("*.tar.gz"))
+        if len(tarballs) != 1:
+            raise ValueError(f"{path} holds neither model_config.json nor exactly one *.tar.gz")
+        path = tarballs[0]
+    if not path.exists():
+        raise ValueError(f"model artifact {path} does not exist")
+    return path
+
+
+def read_artifact(path: str | Path) -> tuple[dict, dict]:
+    """(model_config, state_dict) of an artifact, without extracting the tarball."""
+    path = find_artifact(path)
+    if path.is_dir():
+        config = json.loads((path / "model_config.json").read_text())
+        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        return config, state
+    with tarfile.open(path, "r:*") as tar:
+        members = {Path(m.name).as_posix().removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+        if "model_config.json" not in members or "model.pt" not in members:
+            raise ValueError(f"{path} lacks model_config.json or model.pt")
+        config = json.load(tar.extractfile(members["model_config.json"]))
+        buffer = io.BytesIO(tar.extractfile(members["model.pt"]).read())
+    return config, torch.load(buffer, map_location="cpu", weights_only=True)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    config, state = read_artifact(path)
+    model = build_model(config["arch"], len(config["classes"]))
+    model.load_state_dict(state)
+    model.to(device, memory_format=torch.channels_last).eval()
+    return model, config
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dict) -> None:
+    """model.pt, model_config.json, metrics.json and code/ in `model_dir` (SageMaker tars it)."""
+    validate_metrics(metrics)  # before writing anything: a bad artifact must never be promoted
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(state, model_dir / "model.pt")
+    write_json(model_dir / "model_config.json", config)
+    code = model_dir / "code"
+    shutil.rmtree(code, ignore_errors=True)
+    shutil.copytree(CODE_DIR / "classifier", code / "classifier", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(CODE_DIR / "inference.py", code / "inference.py")
+    (code / "requirements.txt").write_text(INFERENCE_REQUIREMENTS)
+    write_json(model_dir / "metrics.json", metrics)  # last: its presence means a complete artifact
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(directory: str | Path, checkpoint: dict) -> None:
+    """Temp file then os.replace: an interruption leaves the previous checkpoint intact."""
+    path = Path(directory) / "checkpoint.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"checkpoint.pt.tmp{os.getpid()}")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(directory: str | Path | None) -> dict | None:
+    path = Path(directory) / "checkpoint.pt" if directory else None
+    if path is None or not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,199 @@
+"""Datasets: ImageFolder trees and Ground Truth augmented manifests, decoded with OpenCV.
+
+A channel directory is either `<class>/<image>` or holds one `*.manifest` / `*.jsonl`
+augmented manifest (JSON lines with `source-ref`, a label attribute and its
+`<attribute>-metadata.class-name`) next to the images it references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+MANIFEST_SUFFIXES = (".manifest", ".jsonl")
+
+Sample = tuple[str, str]  # (image path, class name)
+
+
+# ----------------------------------------------------------------------------- reading channels
+
+
+def find_manifest(root: Path) -> Path | None:
+    manifests = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(MANIFEST_SUFFIXES))
+    if len(manifests) > 1:
+        raise ValueError(f"channel {root} holds {len(manifests)} manifests, expected one")
+    return manifests[0] if manifests else None
+
+
+def scan_image_folder(root: Path) -> list[Sample]:
+    samples = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for image in sorted(class_dir.rglob("*")):
+            if image.is_file() and image.suffix.lower() in IMAGE_EXTENSIONS:
+                samples.append((str(image), class_dir.name))
+    return samples
+
+
+def resolve_source_ref(source_ref: str, root: Path) -> Path | None:
+    """Map `s3://bucket/a/b/c.png` (or a local path) to a file inside the channel directory.
+
+    SageMaker copies the objects under the channel's S3 prefix, so the longest suffix of the
+    key that exists below `root` is the file; the basename is the last resort.
+    """
+    if not source_ref.startswith("s3://") and Path(source_ref).is_file():
+        return Path(source_ref)
+    parts = [p for p in source_ref.removeprefix("s3://").split("/") if p][1:] or [source_ref]
+    for i in range(len(parts)):
+        candidate = root.joinpath(*parts[i:])
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_manifest(manifest: Path, root: Path, label_attribute: str) -> list[Sample]:
+    samples, missing = [], []
+    for line_no, line in enumerate(manifest.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        metadata = record.get(f"{label_attribute}-metadata") or {}
+        label = metadata.get("class-name")
+        if label is None and isinstance(record.get(label_attribute), str):
+            label = record[label_attribute]
+        if "source-ref" not in record or label is None:
+            raise ValueError(
+                f"{manifest.name} line {line_no}: needs 'source-ref' and "
+                f"'{label_attribute}-metadata.class-name' (set --label-attribute)"
+            )
+        path = resolve_source_ref(record["source-ref"], root)
+        if path is None:
+            missing.append(record["source-ref"])
+        else:
+            samples.append((str(path), str(label)))
+    if missing:
+        raise ValueError(f"{manifest.name}: {len(missing)} source-ref not found in {root}, e.g. {missing[0]}")
+    return samples
+
+
+def load_channel(root: str | Path | None, label_attribute: str) -> list[Sample]:
+    """All (path, class) samples of a channel; [] when the channel is absent."""
+    if not root or not Path(root).is_dir():
+        return []
+    root = Path(root)
+    manifest = find_manifest(root)
+    return read_manifest(manifest, root, label_attribute) if manifest else scan_image_folder(root)
+
+
+def split_fraction(path: str) -> float:
+    """A stable number in [0, 1) from the file name: the same image stays in the same split as
+    the dataset grows round after round (no leakage from train into a later test split)."""
+    digest = hashlib.sha256(Path(path).name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_samples(
+    samples: list[Sample], val_fraction: float, test_fraction: float
+) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    train, val, test = [], [], []
+    for sample in samples:
+        u = split_fraction(sample[0])
+        (test if u < test_fraction else val if u < test_fraction + val_fraction else train).append(sample)
+    return train, val, test
+
+
+def test_set_id(samples: list[Sample]) -> str:
+    """sha256 over the sorted test image file names (one per line)."""
+    names = sorted(Path(path).name for path, _ in samples)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def native_size(samples: list[Sample], limit: int = 32) -> int:
+    """Median longest side of a few images (used to avoid upsampling 8x8 digits to 224)."""
+    sides = []
+    for path, _ in samples[:limit]:
+        image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if image is not None:
+            sides.append(max(image.shape[:2]))
+    return int(np.median(sides)) if sides else 224
+
+
+def auto_image_size(arch_default: int, samples: list[Sample]) -> int:
+    return min(arch_default, max(32, math.ceil(native_size(samples) / 32) * 32))
+
+
+# ----------------------------------------------------------------------------- decoding and transforms
+
+
+def decode_rgb(data: bytes | np.ndarray) -> np.ndarray | None:
+    buffer = np.frombuffer(data, np.uint8) if isinstance(data, bytes | bytearray) else data
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    interpolation = cv2.INTER_AREA if max(image.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """HWC uint8 RGB -> CHW uint8 tensor of size x size (normalisation happens on the device)."""
+    return torch.from_numpy(np.ascontiguousarray(resize(image, size).transpose(2, 0, 1)))
+
+
+def random_affine(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Rotation, scale, shift and brightness/contrast jitter scaled by `strength` in [0, 1].
+    No flips: they change the label of digits and text."""
+    h, w = image.shape[:2]
+    angle = rng.uniform(-15, 15) * strength
+    scale = 1 + rng.uniform(-0.15, 0.15) * strength
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+    matrix[:, 2] += rng.uniform(-0.1, 0.1, size=2) * strength * np.array([w, h])
+    image = cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT101)
+    contrast = 1 + rng.uniform(-0.2, 0.2) * strength
+    brightness = rng.uniform(-20, 20) * strength
+    return cv2.convertScaleAbs(image, alpha=contrast, beta=brightness)
+
+
+def normalize(batch: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """uint8 NCHW on any device -> float NCHW, in the layout the model runs in."""
+    mean_t = torch.tensor(mean, device=batch.device).view(1, -1, 1, 1) * 255
+    std_t = torch.tensor(std, device=batch.device).view(1, -1, 1, 1) * 255
+    return ((batch.float() - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+
+
+class ImageDataset(Dataset):
+    """(uint8 CHW tensor, class index) from files on disk."""
+
+    def __init__(self, samples: list[Sample], class_to_idx: dict[str, int], size: int, augment: float = 0.0):
+        self.samples, self.class_to_idx, self.size, self.augment = samples, class_to_idx, size, augment
+        self.rng = np.random.default_rng()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        image = decode_rgb(np.fromfile(path, np.uint8))
+        if image is None:
+            raise ValueError(f"cannot decode image {path}")
+        if self.augment > 0:
+            image = random_affine(resize(image, self.size), self.augment, self.rng)
+        return to_tensor(image, self.size), self.class_to_idx[label]
+
+
+def worker_init(worker_id: int) -> None:
+    # One thread per worker: the workers and the training process share few cores.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    info = torch.utils.data.get_worker_info()
+    info.dataset.rng = np.random.default_rng(info.seed)

@@ -1,0 +1,163 @@
+"""Serving handlers for the AWS PyTorch inference container (and the local SageMaker endpoint).
+
+The container loads `code/inference.py` from model.tar.gz and calls, per request,
+    model_fn(model_dir) once, then input_fn(body, content_type) -> predict_fn(data, model)
+    -> output_fn(prediction, accept)
+
+Requests: one image (image/jpeg, image/png, application/x-image) or a JSON batch
+{"images": ["<base64>", ...]}. Response: {"model_version", "predictions": [{"label",
+"confidence", "auto_label", "threshold", "top_k": [{"label", "confidence"}]}]}.
+Bad input raises InvalidInput (HTTP 400 in the container, a 4xx ModelError locally).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # code/classifier/ next to this file
+from classifier import artifact, calibration, data  # noqa: E402
+
+try:  # the inference toolkit turns these into an HTTP status instead of a 500
+    from sagemaker_inference.errors import BaseInferenceToolkitError as _ToolkitError
+except ImportError:
+    _ToolkitError = Exception
+
+IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}
+JSON_TYPE = "application/json"
+MAX_REQUEST_BYTES = 25 * 1024 * 1024  # SageMaker's real-time payload limit
+MAX_PIXELS = 36_000_000  # per image, read from the header before decoding (decompression bombs)
+MAX_BATCH = 64
+
+
+class InvalidInput(ValueError, _ToolkitError):
+    """The request is wrong (client error, HTTP 400); the message says what to fix."""
+
+    def __init__(self, message: str):
+        ValueError.__init__(self, message)
+        self.status_code, self.message, self.phrase = 400, message, message
+
+
+# ----------------------------------------------------------------------------- image checks
+
+
+def image_dimensions(blob: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG or JPEG header, without decoding the pixels."""
+    if blob.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(blob) < 24 or blob[12:16] != b"IHDR":
+            raise InvalidInput("corrupt PNG: no IHDR header")
+        return struct.unpack(">II", blob[16:24])
+    if blob.startswith(b"\xff\xd8"):
+        pos = 2
+        while pos + 4 <= len(blob):
+            if blob[pos] != 0xFF:
+                raise InvalidInput("corrupt JPEG: bad marker")
+            marker = blob[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker in (0x01, *range(0xD0, 0xDA)):  # no length field
+                pos += 2
+                continue
+            (length,) = struct.unpack(">H", blob[pos + 2 : pos + 4])
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                if pos + 9 > len(blob):
+                    break
+                height, width = struct.unpack(">HH", blob[pos + 5 : pos + 9])
+                return width, height
+            pos += 2 + length
+        raise InvalidInput("corrupt JPEG: no frame header")
+    raise InvalidInput("unsupported image format: send JPEG or PNG")
+
+
+def decode_image(blob: bytes, name: str = "image") -> np.ndarray:
+    if not blob:
+        raise InvalidInput(f"{name} is empty")
+    width, height = image_dimensions(blob)
+    if width == 0 or height == 0:
+        raise InvalidInput(f"{name} has zero width or height")
+    if width * height > MAX_PIXELS:
+        raise InvalidInput(f"{name} is {width}x{height}: more than {MAX_PIXELS} pixels")
+    image = data.decode_rgb(blob)
+    if image is None:
+        raise InvalidInput(f"{name} is corrupt: cannot decode it")
+    return image
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def model_fn(model_dir: str) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, config = artifact.load_model(model_dir, device)
+    return {"model": model, "config": config, "device": device}
+
+
+def input_fn(request_body: bytes | str, request_content_type: str | None) -> list[np.ndarray]:
+    """Decoded RGB images (HWC uint8) of the request."""
+    content_type = (request_content_type or "").split(";")[0].strip().lower()
+    body = request_body.encode() if isinstance(request_body, str) else bytes(request_body or b"")
+    if not body:
+        raise InvalidInput("empty request body")
+    if len(body) > MAX_REQUEST_BYTES:
+        raise InvalidInput(f"request body is {len(body)} bytes: more than {MAX_REQUEST_BYTES}")
+    if content_type in IMAGE_TYPES:
+        return [decode_image(body)]
+    if content_type != JSON_TYPE:
+        raise InvalidInput(
+            f"unsupported content type {request_content_type!r}: use {', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}"
+        )
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInput("request body is not valid JSON") from None
+    images = payload.get("images") if isinstance(payload, dict) else None
+    if not isinstance(images, list) or not images:
+        raise InvalidInput('JSON body must be {"images": ["<base64>", ...]} with at least one image')
+    if len(images) > MAX_BATCH:
+        raise InvalidInput(f"{len(images)} images in one request: at most {MAX_BATCH}")
+    decoded = []
+    for i, item in enumerate(images):
+        if not isinstance(item, str):
+            raise InvalidInput(f"images[{i}] must be a base64 string, not {type(item).__name__}")
+        try:
+            blob = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"images[{i}] is not valid base64") from None
+        decoded.append(decode_image(blob, f"images[{i}]"))
+    return decoded
+
+
+@torch.no_grad()
+def predict_fn(input_data: list[np.ndarray], model: dict) -> dict:
+    config, device = model["config"], model["device"]
+    batch = torch.stack([data.to_tensor(image, config["image_size"]) for image in input_data]).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model["model"](data.normalize(batch, config["mean"], config["std"]))
+    probs = calibration.softmax(logits.float().cpu().numpy(), config["temperature"])
+    classes, threshold, k = config["classes"], config["threshold"], config["topk"]
+    predictions = []
+    for row in probs:
+        top = np.argsort(-row)[:k]
+        confidence = float(row[top[0]])
+        predictions.append({
+            "label": classes[top[0]], "confidence": confidence, "auto_label": confidence >= threshold,
+            "threshold": threshold,
+            "top_k": [{"label": classes[i], "confidence": float(row[i])} for i in top],
+        })  # fmt: skip
+    return {"model_version": config["model_version"], "predictions": predictions}
+
+
+def output_fn(prediction: dict, accept: str | None) -> tuple[str, str]:
+    """(body, content type): the toolkit sends the body with that Content-Type."""
+    accept = (accept or JSON_TYPE).split(";")[0].strip().lower()
+    if accept not in (JSON_TYPE, "*/*"):
+        raise InvalidInput(f"unsupported Accept {accept!r}: responses are {JSON_TYPE}")
+    return json.dumps(prediction), JSON_TYPE

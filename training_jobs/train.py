@@ -1,0 +1,355 @@
+"""Train the flywheel's image classifier: the SageMaker training job, also runnable locally.
+
+    python training_jobs/train.py --train path/to/imagefolder --epochs 5      # local, CPU
+    torchrun --nproc_per_node=2 training_jobs/train.py --train ...            # several processes
+
+In the AWS PyTorch training container the hyperparameters arrive as these flags and the paths
+from SM_* variables; see docs/training.md. One metric line per epoch:
+    epoch=3 train_loss=0.4100 val_loss=0.3800 val_accuracy=0.9120
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # classifier/ sits next to this file
+from classifier import artifact, calibration, data, metrics, models  # noqa: E402
+
+# ----------------------------------------------------------------------------- configuration
+
+
+def str2bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.strip().lower() in ("true", "1", "yes", "y", "t"):
+        return True
+    if value.strip().lower() in ("false", "0", "no", "n", "f", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {value!r}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # a bad hyperparameter: raise so __main__ writes the failure file
+        raise ValueError(f"bad hyperparameter: {message}")
+
+
+def env(name: str, fallback: str = "") -> str:
+    return os.environ.get(name) or fallback
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # optimisation (AdamW, cosine schedule with linear warmup, early stopping on validation)
+    p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
+    p.add_argument("--batch-size", type=int, default=64, help="per process (default 64)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (default 3e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup (default 1)")
+    p.add_argument("--patience", type=int, default=8, help="stop after N epochs without val gain, 0 = never (default 8)")
+    # model
+    p.add_argument("--arch", default="small_cnn", help="small_cnn or a torchvision model, e.g. resnet18, mobilenet_v3_small")
+    p.add_argument("--pretrained", type=str2bool, default=False, help="torchvision weights (default false)")
+    p.add_argument("--image-size", type=int, default=0, help="input side; 0 = auto: the arch's size, no more than the images' (default 0)")
+    p.add_argument("--augment", type=float, default=0.5, help="augmentation strength in [0, 1] (default 0.5)")
+    p.add_argument("--init-model", default="", help="fine-tune from a model.tar.gz or its directory; 'champion' = the champion channel")
+    # data
+    p.add_argument("--label-attribute", default="label", help="Ground Truth label attribute (default label)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="split off train when no validation channel (default 0.2)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="split off train when no test channel (default 0.2)")
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader processes per GPU/process")
+    p.add_argument("--seed", type=int, default=0)
+    # auto-label threshold
+    p.add_argument("--target-accuracy", type=float, default=0.95, help="auto-label accuracy to certify (default 0.95)")
+    p.add_argument("--threshold-data", choices=["heldout", "validation"], default="heldout",
+                   help="samples that certify the threshold: validation+test (default) or validation only")
+    # paths: SageMaker's variables, local fallbacks
+    p.add_argument("--train", default=env("SM_CHANNEL_TRAIN", "data/train"))
+    p.add_argument("--validation", default=env("SM_CHANNEL_VALIDATION"))
+    p.add_argument("--test", default=env("SM_CHANNEL_TEST"))
+    p.add_argument("--champion", default=env("SM_CHANNEL_CHAMPION"), help="the serving model, evaluated on the same test set")
+    p.add_argument("--model-dir", default=env("SM_MODEL_DIR", "model"))
+    p.add_argument("--output-data-dir", default=env("SM_OUTPUT_DATA_DIR", "output/data"))
+    p.add_argument("--checkpoint-dir", default="/opt/ml/checkpoints" if os.path.isdir("/opt/ml/checkpoints") else "",
+                   help="resume from / save to checkpoint.pt here; empty = no checkpoints")
+    p.add_argument("--num-gpus", type=int, default=int(env("SM_NUM_GPUS", "-1")), help="0 forces the CPU")
+    p.add_argument("--model-version", default=env("TRAINING_JOB_NAME", time.strftime("local-%Y%m%d-%H%M%S")))
+    return p  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args, unknown = get_args_parser().parse_known_args(argv)
+    # SageMaker adds its own hyperparameters (sagemaker_*, _tuning_objective_metric): skip those.
+    bad = [u for u in unknown if u.startswith("--") and not u.lstrip("-").startswith(("_", "sagemaker_"))]
+    if bad:
+        raise ValueError(f"bad hyperparameter: unknown {', '.join(bad)}")
+    checks = {
+        "epochs >= 1": args.epochs >= 1, "batch-size >= 1": args.batch_size >= 1, "lr > 0": args.lr > 0,
+        "weight-decay >= 0": args.weight_decay >= 0, "augment in [0, 1]": 0 <= args.augment <= 1,
+        "target-accuracy in (0, 1)": 0 < args.target_accuracy < 1, "patience >= 0": args.patience >= 0,
+        "val-fraction + test-fraction < 1": 0 <= args.val_fraction and 0 <= args.test_fraction
+        and args.val_fraction + args.test_fraction < 1,
+        f"arch in {models.available_archs()[:4]}...": args.arch in models.available_archs(),
+    }  # fmt: skip
+    failed = [rule for rule, ok in checks.items() if not ok]
+    if failed:
+        raise ValueError(f"bad hyperparameter: need {'; '.join(failed)}")
+    return args
+
+
+# ----------------------------------------------------------------------------- training and evaluation
+
+
+def lr_at(step: int, args: argparse.Namespace, total: int, warmup: int) -> float:
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_one_epoch(model, loader, optimizer, step, args, total, warmup, device, amp, mean, std):
+    model.train()
+    loss_sum, count = torch.zeros((), device=device), 0
+    for images, labels in loader:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args, total, warmup)
+        images = data.normalize(images.to(device, non_blocking=True), mean, std)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach().float() * len(labels)  # no .item(): keep the GPU running ahead
+        count, step = count + len(labels), step + 1
+    totals = torch.stack([loss_sum, torch.tensor(float(count), device=device)])
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    return (totals[0] / totals[1]).item(), step
+
+
+@torch.no_grad()
+def predict(model, loader, device, amp, mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (float32) and labels of a whole loader, in order."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for images, labels in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(data.normalize(images.to(device, non_blocking=True), mean, std))
+        all_logits.append(logits.float().cpu())
+        all_labels.append(labels)
+    return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
+
+
+def make_loader(samples, class_to_idx, size, args, device, augment=0.0, sampler=None, shuffle=False):
+    workers = min(args.workers, max(1, len(samples) // args.batch_size))
+    return DataLoader(
+        data.ImageDataset(samples, class_to_idx, size, augment), batch_size=args.batch_size,
+        shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0, worker_init_fn=data.worker_init,
+        drop_last=shuffle and len(samples) > args.batch_size,  # a batch of 1 breaks BatchNorm
+    )  # fmt: skip
+
+
+def evaluate_champion(path, test, args, device, amp) -> dict | None:
+    """The serving model on the same test images (its own classes, input size and normalisation)."""
+    try:
+        champion, config = artifact.load_model(artifact.find_artifact(path), device)
+    except ValueError as error:
+        print(f"champion not evaluated: {error}", flush=True)
+        return None
+    index = {name: i for i, name in enumerate(sorted({c for _, c in test}))}
+    loader = make_loader(test, index, config["image_size"], args, device)
+    logits, _ = predict(champion, loader, device, amp, config["mean"], config["std"])
+    predicted = [config["classes"][i] for i in logits.argmax(1)]
+    report = metrics.classification_report([c for _, c in test], predicted, config["classes"])
+    return {**report, "model_version": config.get("model_version", "unknown")}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(args: argparse.Namespace) -> dict:
+    # -- processes and device: torchrun sets WORLD_SIZE/RANK/LOCAL_RANK, one process per GPU
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    use_cuda = torch.cuda.is_available() and args.num_gpus != 0
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank, local_rank = (dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))) if distributed else (0, 0)
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    master, amp = rank == 0, device.type == "cuda"  # one mixed-precision path: bf16 on CUDA
+    log = (lambda *a: print(*a, flush=True)) if master else (lambda *a: None)
+    torch.manual_seed(args.seed + rank)
+
+    # -- data: channels, deterministic split of train when validation/test are absent
+    train = data.load_channel(args.train, args.label_attribute)
+    if not train:
+        raise ValueError(f"no training images in {args.train!r} (ImageFolder <class>/<image> or one manifest)")
+    val = data.load_channel(args.validation, args.label_attribute)
+    test = data.load_channel(args.test, args.label_attribute)
+    train, split_val, split_test = data.split_samples(
+        train, 0 if val else args.val_fraction, 0 if test else args.test_fraction
+    )
+    val, test = val or split_val, test or split_test
+    if not val or not test:
+        raise ValueError(f"need validation and test images: got {len(val)} and {len(test)}")
+    init_path = args.champion if args.init_model == "champion" else args.init_model
+    init = artifact.read_artifact(init_path) if init_path else None
+    if init and init[0]["arch"] != args.arch:
+        log(f"init-model is {init[0]['arch']}, not {args.arch}: training from scratch")
+        init = None
+    # Fixed class list: a class absent from one split never shifts the indices of the others.
+    classes = sorted({c for _, c in train + val + test} | set(init[0]["classes"] if init else []))
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    size = args.image_size or data.auto_image_size(models.default_image_size(args.arch), train)
+    mean, std = models.IMAGENET_MEAN, models.IMAGENET_STD
+    log(f"data train={len(train)} validation={len(val)} test={len(test)} classes={len(classes)} image_size={size}")
+
+    sampler = DistributedSampler(data.ImageDataset(train, class_to_idx, size), seed=args.seed) if distributed else None
+    train_loader = make_loader(train, class_to_idx, size, args, device, args.augment, sampler, shuffle=True)
+    val_loader = make_loader(val, class_to_idx, size, args, device)
+
+    # -- model, optimizer, checkpoint resume
+    model = models.build_model(args.arch, len(classes), args.pretrained)
+    if init:
+        carried = models.transfer_weights(model, classes, init[1], init[0]["classes"])
+        log(f"init-model {init[0].get('model_version')}: {carried}/{len(classes)} classes carried over")
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0, "bad_epochs": 0}
+    checkpoint = artifact.load_checkpoint(args.checkpoint_dir) if master else None
+    if distributed:  # every process resumes from rank 0's checkpoint
+        box = [checkpoint]
+        dist.broadcast_object_list(box)
+        checkpoint = box[0]
+    if checkpoint and checkpoint["classes"] == classes and checkpoint["arch"] == args.arch:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        log(f"resumed from {args.checkpoint_dir}/checkpoint.pt after epoch {state['epoch']}")
+    raw_model = model
+    if distributed:
+        model = DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
+
+    # -- the loop: one metric line per epoch, checkpoint after each, early stopping on validation
+    total, warmup = args.epochs * len(train_loader), int(args.warmup_epochs * len(train_loader))
+    step = state["epoch"] * len(train_loader)
+    for epoch in range(state["epoch"] + 1, args.epochs + 1):
+        stop = bool(args.patience and state["bad_epochs"] >= args.patience)
+        if distributed:  # only rank 0 evaluates: it decides for everyone
+            box = [stop]
+            dist.broadcast_object_list(box)
+            stop = box[0]
+        if stop:
+            break
+        if sampler:
+            sampler.set_epoch(epoch)
+        train_loss, step = train_one_epoch(model, train_loader, optimizer, step, args, total, warmup, device, amp, mean, std)
+        if master:
+            logits, labels = predict(raw_model, val_loader, device, amp, mean, std)
+            val_loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()).item()
+            val_accuracy = float((logits.argmax(1) == labels).mean())
+            log(f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}")
+            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy})
+            # Accuracy first, loss breaks ties: a small validation set saturates at 1.0 early.
+            if [val_accuracy, -val_loss] > state["best_key"]:
+                state.update(best={k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()},
+                             best_key=[val_accuracy, -val_loss], best_epoch=epoch, bad_epochs=0)  # fmt: skip
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            if args.checkpoint_dir:
+                artifact.save_checkpoint(args.checkpoint_dir, {
+                    "classes": classes, "arch": args.arch, "model": raw_model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "state": state})  # fmt: skip
+    if distributed:
+        dist.destroy_process_group()
+    if not master:
+        return {}
+
+    # -- calibration (temperature on validation) and the auto-label threshold
+    raw_model.load_state_dict(state["best"])
+    val_logits, val_labels = predict(raw_model, val_loader, device, amp, mean, std)
+    temperature = calibration.fit_temperature(val_logits, val_labels)
+    test_loader = make_loader(test, class_to_idx, size, args, device)
+    test_logits, test_labels = predict(raw_model, test_loader, device, amp, mean, std)
+
+    def confidence_and_correct(logits, labels, t):
+        probs = calibration.softmax(logits, t)
+        return probs.max(1), probs.argmax(1) == labels
+
+    ece_before = calibration.expected_calibration_error(*confidence_and_correct(val_logits, val_labels, 1.0))
+    ece_after = calibration.expected_calibration_error(*confidence_and_correct(val_logits, val_labels, temperature))
+    pool = [(val_logits, val_labels)] + ([(test_logits, test_labels)] if args.threshold_data == "heldout" else [])
+    conf, correct = map(np.concatenate, zip(*(confidence_and_correct(*p, temperature) for p in pool), strict=True))
+    choice = calibration.choose_threshold(conf, correct, args.target_accuracy)
+    log(f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} ece_after={ece_after:.4f}")
+    if choice.reached:
+        log(f"threshold={choice.threshold:.4f} coverage={choice.coverage:.3f} lower_bound={choice.lower_bound:.4f} n={choice.n}")
+    else:
+        need = calibration.min_samples_for(args.target_accuracy)
+        log(f"threshold: no confidence certifies {args.target_accuracy} with {choice.n} held-out images "
+            f"(needs >= {need} all correct): auto-label nothing (threshold={choice.threshold})")  # fmt: skip
+
+    # -- evaluation on the test split, and of the champion on the same images
+    test_report = metrics.classification_report(
+        [c for _, c in test], [classes[i] for i in test_logits.argmax(1)], classes
+    )
+    champion = artifact.find_artifact(args.champion) if args.champion and Path(args.champion).exists() else None
+    champion_test = evaluate_champion(champion, test, args, device, amp) if champion else None
+    log(f"test_accuracy={test_report['accuracy']:.4f}")
+    if champion_test:
+        log(f"champion_test_accuracy={champion_test['accuracy']:.4f}")
+
+    # -- the artifact: weights, config, metrics, serving code
+    result = {
+        "schema_version": metrics.SCHEMA_VERSION, "model_version": args.model_version, "arch": args.arch,
+        "classes": classes, "epochs": state["history"], "best_epoch": state["best_epoch"],
+        "validation": metrics.classification_report(
+            [c for _, c in val], [classes[i] for i in val_logits.argmax(1)], classes),
+        "test": test_report, "test_set_id": data.test_set_id(test), "champion_test": champion_test,
+        "calibration": {"temperature": temperature, "ece_before": ece_before, "ece_after": ece_after, "n": len(val)},
+        "threshold": {**choice.as_dict(), "data": args.threshold_data},
+        "data": {"train": len(train), "validation": len(val), "test": len(test)},
+    }  # fmt: skip
+    config = {
+        "arch": args.arch, "classes": classes, "image_size": size, "mean": mean, "std": std,
+        "temperature": temperature, "threshold": choice.threshold, "target_accuracy": args.target_accuracy,
+        "model_version": args.model_version, "topk": min(5, len(classes)),
+    }  # fmt: skip
+    artifact.save_artifact(args.model_dir, state["best"], config, result)
+    Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
+    artifact.write_json(Path(args.output_data_dir) / "metrics.json", result)
+    return result
+
+
+def write_failure(message: str) -> None:
+    """SageMaker shows the failure file as the job's FailureReason (first 1 KiB)."""
+    output = os.environ.get("SM_OUTPUT_DIR") or ("/opt/ml/output" if os.path.isdir("/opt/ml/output") else "")
+    if output:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        (Path(output) / "failure").write_text(message[:1024])
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except Exception as error:
+        traceback.print_exc()
+        write_failure(f"{type(error).__name__}: {error}")
+        sys.exit(1)
