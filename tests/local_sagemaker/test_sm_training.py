@@ -1,0 +1,120 @@
+"""Training jobs through boto3: the container contract, metrics, failure, stop, events."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import urllib.request
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from sm_support import BUCKET, drain_queue, training_request, unique, wait_for, wait_training
+
+
+def test_training_job_completes_with_model_metrics_and_checkpoints(sm: Any, s3: Any, bucket: str, service: Any) -> None:
+    # Given a job with a checkpoint config and a boolean hyperparameter
+    name = unique("train-ok")
+    sm.create_training_job(**training_request(name, checkpoint=True, epochs=3, quality=0.9, flag="true"))
+
+    # When it runs to the end
+    job = wait_training(sm, name)
+
+    # Then it completed, with the model uploaded where SageMaker puts it
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    uri = job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert uri == f"s3://{BUCKET}/models/{name}/output/model.tar.gz"
+    body = s3.get_object(Bucket=BUCKET, Key=f"models/{name}/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert {"model.json", "code/inference.py"} <= set(tar.getnames())
+    # the last value of each metric, from the log
+    final = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
+    assert final == pytest.approx({"val_accuracy": 0.9, "test_accuracy": 0.9})
+    # checkpoints synced to S3
+    ckpt = s3.get_object(Bucket=BUCKET, Key=f"checkpoints/{name}/state.json")["Body"].read()
+    assert json.loads(ckpt) == {"epoch": 3}
+    # secondary statuses and timestamps like the real thing
+    assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert job["TrainingStartTime"] <= job["TrainingEndTime"]
+    # the log: hyperparameters JSON-decoded like the toolkit (true -> True), sagemaker_* stripped
+    log = urllib.request.urlopen(f"{service.url}/_local/logs/{name}").read().decode()
+    assert "'--flag', 'True'" in log and "sagemaker_program" not in log.split("argv")[1]
+    assert "--checkpoint-dir" in log and "files ['img0.txt', 'img1.txt', 'img2.txt']" in log
+    # and it is listed
+    names = [j["TrainingJobName"] for j in sm.list_training_jobs(NameContains="train-ok")["TrainingJobSummaries"]]
+    assert name in names
+
+
+def test_failing_job_reports_failure_reason(sm: Any, bucket: str) -> None:
+    name = unique("train-bad")
+    sm.create_training_job(**training_request(name, lr=-1))
+    job = wait_training(sm, name)
+    assert job["TrainingJobStatus"] == "Failed"
+    assert "lr must be positive, got -1.0" in job["FailureReason"]
+    assert "ModelArtifacts" not in job
+
+
+def test_stop_training_job(sm: Any, bucket: str) -> None:
+    name = unique("train-stop")
+    sm.create_training_job(**training_request(name, epochs=100, sleep=0.5))
+    wait_for(lambda: sm.describe_training_job(TrainingJobName=name), lambda d: d["SecondaryStatus"] == "Training")
+    sm.stop_training_job(TrainingJobName=name)
+    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in ("Stopping", "Stopped")
+    job = wait_training(sm, name, timeout=20)
+    assert job["TrainingJobStatus"] == "Stopped"
+    with pytest.raises(ClientError) as err:
+        sm.stop_training_job(TrainingJobName=name)
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_max_runtime_stops_the_job(sm: Any, bucket: str) -> None:
+    name = unique("train-slow")
+    sm.create_training_job(**training_request(name, max_runtime=2, epochs=100, sleep=0.5))
+    job = wait_training(sm, name, timeout=30)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+
+
+def test_resumes_from_existing_checkpoint(sm: Any, s3: Any, bucket: str, service: Any) -> None:
+    # Given a checkpoint left by an interrupted run (a managed spot restart)
+    name = unique("train-resume")
+    s3.put_object(Bucket=BUCKET, Key=f"checkpoints/{name}/state.json", Body=json.dumps({"epoch": 2}))
+    sm.create_training_job(**training_request(name, checkpoint=True, epochs=3))
+    job = wait_training(sm, name)
+    assert job["TrainingJobStatus"] == "Completed"
+    log = urllib.request.urlopen(f"{service.url}/_local/logs/{name}").read().decode()
+    assert "resuming from epoch 2" in log and "epoch=1 " not in log and "epoch=3 " in log
+
+
+def test_errors_have_the_aws_shape(sm: Any, bucket: str) -> None:
+    name = unique("train-dup")
+    sm.create_training_job(**training_request(name))
+    with pytest.raises(ClientError) as err:
+        sm.create_training_job(**training_request(name))
+    assert err.value.response["Error"]["Code"] == "ResourceInUse"
+    with pytest.raises(ClientError) as err:
+        sm.describe_training_job(TrainingJobName="no-such-job")
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    wait_training(sm, name)
+
+
+def test_state_change_events_reach_eventbridge_and_the_callback(
+    sm: Any, bucket: str, moto_url: str, event_queue: str, callback_events: Any
+) -> None:
+    name = unique("train-events")
+    sm.create_training_job(**training_request(name, quality=0.7), Tags=[{"Key": "app", "Value": "dfw"}])
+    wait_training(sm, name)
+
+    def completed(events: list[dict[str, Any]]) -> bool:
+        return any(e["detail"].get("TrainingJobName") == name and e["detail"]["TrainingJobStatus"] == "Completed" for e in events)
+
+    events = drain_queue(moto_url, event_queue, completed)
+    event = next(e for e in events if e["detail"].get("TrainingJobName") == name and e["detail"]["TrainingJobStatus"] == "Completed")
+    assert event["source"] == "aws.sagemaker"
+    assert event["detail-type"] == "SageMaker Training Job State Change"
+    assert event["resources"] == [event["detail"]["TrainingJobArn"]]
+    assert event["detail"]["ModelArtifacts"]["S3ModelArtifacts"].endswith(f"/{name}/output/model.tar.gz")
+    assert event["detail"]["HyperParameters"]["quality"] == "0.7"
+    assert event["detail"]["Tags"] == {"app": "dfw"}
+    assert isinstance(event["detail"]["CreationTime"], int)  # epoch millis
+    assert any(e["detail"]["TrainingJobName"] == name for e in callback_events.of("SageMaker Training Job State Change"))
