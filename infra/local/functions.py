@@ -86,6 +86,9 @@ class FunctionWorker:
         return env
 
     def start(self) -> None:
+        if not self.spec.code_dir.is_dir():
+            raise InvocationError({"errorType": "Runtime.InvalidEntrypoint",
+                                   "errorMessage": f"CodeUri {self.spec.code_dir} does not exist"})
         authkey = secrets.token_hex(16)
         listener = Listener(("127.0.0.1", 0), authkey=bytes.fromhex(authkey))
         host, port = listener.address

@@ -1,0 +1,168 @@
+"""The template's resources in moto, and its functions as local specs.
+
+Resolution and resource creation are ``infra/cfn.py``'s (the template's own
+properties, the same code the moto tests use). This module adds what only the
+local runtime needs:
+
+- bucket policies are not applied: moto enforces them, and the template's
+  ``aws:SecureTransport`` deny would refuse every request to a plain-HTTP
+  local endpoint;
+- idempotence across restarts: the restored moto state already holds the
+  resources, so creating one that exists is skipped, and a bucket's
+  notification is only put on a new bucket (S3 sends a test event to the
+  queue each time one is put);
+- the template's CloudWatch alarms (the local SageMaker reads their state to
+  roll a blue/green update back);
+- a "tap" SQS queue subscribed to every SNS topic, so ``flywheel status`` and
+  tests read what a subscriber would receive;
+- ``FunctionSpec``s: Globals merged, layers mapped to local folders
+  (a ``BuildMethod: python*`` layer is importable, as ``/opt/python`` is in
+  Lambda; any other layer is what ``/opt`` holds, so environment values under
+  ``/opt`` point at its folder), environment resolved to the local names.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from infra import cfn
+from infra.local.functions import FunctionSpec
+from infra.local.moto_server import REGION, client
+
+log = logging.getLogger(__name__)
+
+NOTIFICATIONS_TAP = "notifications-tap"
+
+
+class _Session:
+    """A boto3-session stand-in whose clients make cfn.provision safe to repeat."""
+
+    def __init__(self, moto_url: str) -> None:
+        self.moto_url = moto_url
+
+    def client(self, service: str, region_name: str = REGION) -> Any:
+        return _Idempotent(client(service, self.moto_url, region_name))
+
+
+class _Idempotent:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._new_buckets: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def create_bucket(self, **kwargs: Any) -> Any:
+        existing = {b["Name"] for b in self._inner.list_buckets().get("Buckets", [])}
+        if kwargs["Bucket"] in existing:
+            return {}
+        self._new_buckets.add(kwargs["Bucket"])
+        return self._inner.create_bucket(**kwargs)
+
+    def put_bucket_notification_configuration(self, **kwargs: Any) -> Any:
+        if kwargs["Bucket"] not in self._new_buckets:
+            return {}
+        return self._inner.put_bucket_notification_configuration(**kwargs)
+
+    def put_bucket_policy(self, **kwargs: Any) -> Any:
+        # moto enforces bucket policies, and the template's deny-non-TLS statement
+        # would refuse every request to the local (plain HTTP) endpoint.
+        return {}
+
+    def create_table(self, **kwargs: Any) -> Any:
+        try:
+            return self._inner.create_table(**kwargs)
+        except self._inner.exceptions.ResourceInUseException:
+            return {}
+
+    def update_time_to_live(self, **kwargs: Any) -> Any:
+        try:
+            return self._inner.update_time_to_live(**kwargs)
+        except self._inner.exceptions.ClientError:  # already enabled
+            return {}
+
+
+def resolve(template_path: Path, stack_name: str, parameters: dict[str, str]) -> dict[str, Any]:
+    resolved = cfn.resolve(cfn.load_template(template_path), stack_name, parameters)
+    resolved["TemplateRoot"] = str(Path(template_path).resolve().parent)
+    return resolved
+
+
+def provision(resolved: dict[str, Any], moto_url: str) -> dict[str, str]:
+    """Create everything the stack needs in moto; return Ref values by logical id."""
+    physical = cfn.provision(resolved, _Session(moto_url))
+    sqs, sns, cw = (client(s, moto_url) for s in ("sqs", "sns", "cloudwatch"))
+
+    tap_url = sqs.create_queue(QueueName=f"{resolved['StackName']}-{NOTIFICATIONS_TAP}")["QueueUrl"]
+    tap_arn = sqs.get_queue_attributes(QueueUrl=tap_url,
+                                       AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    physical["_NotificationsTap"] = tap_url
+    for lid, res in resolved["Resources"].items():
+        if res["Type"] != "AWS::SNS::Topic":
+            continue
+        subs = sns.list_subscriptions_by_topic(TopicArn=physical[lid])["Subscriptions"]
+        if not any(s["Endpoint"] == tap_arn for s in subs):
+            sns.subscribe(TopicArn=physical[lid], Protocol="sqs", Endpoint=tap_arn)
+
+    keys = ("AlarmDescription", "Namespace", "MetricName", "Dimensions", "Statistic",
+            "ExtendedStatistic", "Period", "EvaluationPeriods", "Threshold",
+            "ComparisonOperator", "TreatMissingData", "AlarmActions", "DatapointsToAlarm")
+    for lid, res in resolved["Resources"].items():
+        if res["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = res["Properties"]
+        kwargs = {k: props[k] for k in keys if k in props}
+        for k in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if k in kwargs:
+                kwargs[k] = int(kwargs[k])
+        if "Threshold" in kwargs:
+            kwargs["Threshold"] = float(kwargs["Threshold"])
+        name = resolved["Refs"][lid]
+        cw.put_metric_alarm(AlarmName=name, **kwargs)
+        physical[lid] = name
+    return physical
+
+
+def function_specs(resolved: dict[str, Any], physical: dict[str, str]) -> list[FunctionSpec]:
+    """Every AWS::Serverless::Function of the template, ready to run locally."""
+    root = Path(resolved["TemplateRoot"])
+    globals_ = (resolved.get("Globals") or {}).get("Function") or {}
+    layer_by_ref = {ref: lid for lid, ref in resolved["Refs"].items()
+                    if resolved["Resources"][lid]["Type"] in ("AWS::Serverless::LayerVersion",
+                                                              "AWS::Lambda::LayerVersion")}
+    specs = []
+    for lid, res in resolved["Resources"].items():
+        if res["Type"] != "AWS::Serverless::Function":
+            continue
+        props = {**globals_, **res["Properties"]}
+        python_paths: list[Path] = []
+        opt_dir: Path | None = None
+        for ref in props.get("Layers") or []:
+            layer = layer_by_ref.get(ref)
+            if layer is None:
+                log.warning("%s: layer %s is not in the template; skipped", lid, ref)
+                continue
+            content = (root / resolved["Resources"][layer]["Properties"]["ContentUri"]).resolve()
+            build = (resolved["Resources"][layer].get("Metadata") or {}).get("BuildMethod", "")
+            if str(build).startswith("python"):
+                python_paths.append(content)
+            else:
+                opt_dir = content
+        env = cfn.function_environment(resolved, lid, physical)
+        if opt_dir is not None:
+            env = {k: (str(opt_dir) + v[len("/opt"):] if v == "/opt" or v.startswith("/opt/") else v)
+                   for k, v in env.items()}
+        specs.append(FunctionSpec(
+            logical_id=lid,
+            name=resolved["Refs"][lid],
+            handler=props["Handler"],
+            code_dir=(root / props["CodeUri"]).resolve(),
+            layer_paths=python_paths,
+            environment=env,
+            timeout_s=float(props.get("Timeout", 3)),
+            memory_mb=int(props.get("MemorySize", 128)),
+            events=props.get("Events") or {},
+        ))
+    return specs

@@ -1,0 +1,235 @@
+"""The whole stack on 127.0.0.1: ``LocalStack(data_dir).start()``.
+
+    moto server (S3, DynamoDB, SQS, SNS, EventBridge, SSM, CloudWatch)
+      + the template's resources, created from its own properties
+    local SageMaker (training/tuning jobs as processes, endpoints over HTTP)
+    the functions (one worker process each) + the event router
+    a Lambda Invoke API (so ``boto3.client("lambda").invoke`` works)
+
+The endpoints go to ``<data_dir>/endpoints.json``; the CLI and any script
+read them from there (``infra.local.stack.endpoints(data_dir)``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from infra.local import provision as prov
+from infra.local.functions import FunctionPool
+from infra.local.lambda_api import LambdaApi
+from infra.local.moto_server import REGION, MotoServer, client
+from infra.local.router import Router
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+DEFAULT_DATA_DIR = Path(".flywheel")
+DEFAULT_STACK = "flywheel"
+ENDPOINTS_FILE = "endpoints.json"
+
+# Services whose AWS_ENDPOINT_URL_<ID> points at moto (botocore service ids).
+MOTO_SERVICE_IDS = ("S3", "DYNAMODB", "SQS", "SNS", "EVENTBRIDGE", "SSM", "CLOUDWATCH",
+                    "CLOUDWATCH_LOGS", "STS", "IAM")
+
+
+class StackError(Exception):
+    """The local stack could not start or is not running."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def endpoints(data_dir: Path | str = DEFAULT_DATA_DIR) -> dict[str, Any]:
+    """The running stack's endpoints and names, or StackError when none is running."""
+    path = Path(data_dir) / ENDPOINTS_FILE
+    if not path.exists():
+        raise StackError(f"no local stack is running on {data_dir} (start one: flywheel up)")
+    info = json.loads(path.read_text())
+    if not _pid_alive(int(info.get("pid", 0))):
+        raise StackError(f"the local stack on {data_dir} is not running (stale {path}; "
+                         "start one: flywheel up)")
+    return info
+
+
+class LocalStack:
+    def __init__(self, data_dir: Path | str = DEFAULT_DATA_DIR, *,
+                 template: Path | str = DEFAULT_TEMPLATE, stack_name: str = DEFAULT_STACK,
+                 parameters: dict[str, str] | None = None, port_base: int = 0,
+                 sagemaker: bool = True, schedules: bool = True, retry_delay_s: int = 2,
+                 snapshot_every_s: float = 10.0) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.template = Path(template)
+        self.stack_name = stack_name
+        self.parameters = dict(parameters or {})
+        self.port_base = port_base
+        self.with_sagemaker = sagemaker
+        self.schedules = schedules
+        self.retry_delay_s = retry_delay_s
+        self.moto = MotoServer(self.data_dir / "moto", port=port_base,
+                               snapshot_every_s=snapshot_every_s)
+        self.sagemaker: Any = None
+        self.pool: FunctionPool | None = None
+        self.router: Router | None = None
+        self.api: LambdaApi | None = None
+        self.physical: dict[str, str] = {}
+        self.resolved: dict[str, Any] = {}
+        self.sagemaker_events: list[dict[str, Any]] = []
+        self._events_lock = threading.Lock()
+        self.info: dict[str, Any] = {}
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_data_dir()
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _claim_data_dir(self) -> None:
+        path = self.data_dir / ENDPOINTS_FILE
+        if path.exists():
+            pid = int(json.loads(path.read_text()).get("pid", 0))
+            if pid != os.getpid() and _pid_alive(pid):
+                raise StackError(f"a local stack (pid {pid}) already runs on {self.data_dir}")
+            path.unlink()
+
+    def _start(self) -> dict[str, Any]:
+        moto_url = self.moto.start()
+        self.resolved = prov.resolve(self.template, self.stack_name, self.parameters)
+        self.physical = prov.provision(self.resolved, moto_url)
+
+        sagemaker_url = self._start_sagemaker(moto_url)
+        specs = prov.function_specs(self.resolved, self.physical)
+        port = (lambda k: self.port_base + k if self.port_base else 0)
+        # The Lambda API must know its URL before the workers get their environment.
+        self.pool = FunctionPool(specs, {}, self.data_dir / "logs")
+        self.router = Router(specs, self.pool, moto_url, stack_name=self.stack_name,
+                             schedules=self.schedules, retry_delay_s=self.retry_delay_s)
+        self.api = LambdaApi(self.router, port=port(2), status=self.router_status)
+        env = self.client_environment(moto_url, sagemaker_url, self.api.url)
+        for worker in self.pool.workers.values():
+            worker.base_env = {**env, **self._function_runtime_env()}
+        self.api.start()
+        self.pool.start()
+        self.router.start()
+
+        self.info = {
+            "pid": os.getpid(),
+            "stack_name": self.stack_name,
+            "region": REGION,
+            "data_dir": str(self.data_dir),
+            "started_at": time.time(),
+            "endpoints": {"moto": moto_url, "sagemaker": sagemaker_url, "lambda": self.api.url},
+            "environment": env,
+            "resources": self.physical,
+            "outputs": {k: self._physical_value(v["Value"])
+                        for k, v in self.resolved.get("Outputs", {}).items()},
+            "parameters": self.resolved.get("Parameters", {}),
+            "functions": {s.logical_id: s.name for s in specs},
+        }
+        tmp = self.data_dir / (ENDPOINTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.info, indent=2, default=str))
+        os.replace(tmp, self.data_dir / ENDPOINTS_FILE)
+        return self.info
+
+    def _physical_value(self, value: Any) -> Any:
+        refs = {str(v): self.physical[k] for k, v in self.resolved["Refs"].items() if k in self.physical}
+        return refs.get(str(value), value)
+
+    def _start_sagemaker(self, moto_url: str) -> str:
+        if not self.with_sagemaker:
+            return ""
+        try:
+            from infra.local_sagemaker import LocalSageMaker
+        except ImportError as exc:
+            log.warning("local SageMaker is not available (%s); jobs and endpoints are off", exc)
+            return ""
+        port = self.port_base + 1 if self.port_base else 0
+        self.sagemaker = LocalSageMaker(self.data_dir / "sagemaker", "127.0.0.1", port,
+                                        s3_endpoint=moto_url, events_endpoint=moto_url,
+                                        on_event=self._on_sagemaker_event)
+        self.sagemaker.start()
+        return str(self.sagemaker.url)
+
+    def _on_sagemaker_event(self, event: Any) -> None:
+        # Delivery goes through EventBridge (PutEvents -> rule -> router); this is the log.
+        with self._events_lock:
+            self.sagemaker_events.append(event if isinstance(event, dict) else {"event": event})
+            del self.sagemaker_events[:-200]
+
+    @staticmethod
+    def client_environment(moto_url: str, sagemaker_url: str, lambda_url: str) -> dict[str, str]:
+        """AWS_ENDPOINT_URL_* for a boto3 process talking to this stack."""
+        env = {"AWS_ENDPOINT_URL": moto_url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        env.update({f"AWS_ENDPOINT_URL_{s}": moto_url for s in MOTO_SERVICE_IDS})
+        if sagemaker_url:
+            env["AWS_ENDPOINT_URL_SAGEMAKER"] = sagemaker_url
+            env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = sagemaker_url
+        env["AWS_ENDPOINT_URL_LAMBDA"] = lambda_url
+        return env
+
+    def _function_runtime_env(self) -> dict[str, str]:
+        return {
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": "DataFlywheel",
+            "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
+            "AWS_XRAY_SDK_ENABLED": "false",
+        }
+
+    def stop(self) -> None:
+        for part in (self.router, self.api, self.pool):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:
+                    log.exception("stopping %s failed", type(part).__name__)
+        if self.sagemaker is not None:
+            try:
+                self.sagemaker.stop()
+            except Exception:
+                log.exception("stopping the local SageMaker failed")
+        self.moto.stop()
+        path = self.data_dir / ENDPOINTS_FILE
+        if path.exists() and json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- status -----------------------------------------------------------------
+
+    def router_status(self) -> dict[str, Any]:
+        router, pool = self.router, self.pool
+        return {
+            "sources": {k: vars(s) for k, s in (router.stats.items() if router else [])},
+            "functions": {lid: {"invocations": w.invocations, "errors": w.errors}
+                          for lid, w in (pool.workers.items() if pool else [])},
+            "schedules": {k: {"expression": s["expression"], "enabled": s["enabled"],
+                              "next": s["next"].isoformat() if s["next"] else None}
+                          for k, s in (router.schedules.items() if router else [])},
+        }
+
+    def clients(self) -> dict[str, Any]:
+        return {s: client(s, self.moto.url) for s in ("s3", "dynamodb", "sqs", "ssm")}
