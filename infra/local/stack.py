@@ -164,7 +164,8 @@ class LocalStack:
         port = self.port_base + 1 if self.port_base else 0
         self.sagemaker = LocalSageMaker(self.data_dir / "sagemaker", "127.0.0.1", port,
                                         s3_endpoint=moto_url, events_endpoint=moto_url,
-                                        on_event=self._on_sagemaker_event)
+                                        on_event=self._on_sagemaker_event,
+                                        cloudwatch_endpoint=moto_url)
         self.sagemaker.start()
         return str(self.sagemaker.url)
 

@@ -1,0 +1,207 @@
+"""Talk to a running local stack through the AWS APIs, as any user script would.
+
+``StackClient(data_dir)`` reads ``<data_dir>/endpoints.json`` and hands out
+boto3 clients bound to the local endpoints, plus the reads the CLI and the
+demo need (item counts by state, jobs, champion, notifications).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from infra.local.stack import DEFAULT_DATA_DIR, endpoints
+
+STATES = ("unlabeled", "auto_labeled", "needs_review", "human_labeled", "rejected")
+_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=900,
+                 connect_timeout=5)
+
+
+class StackClient:
+    def __init__(self, data_dir: Path | str = DEFAULT_DATA_DIR) -> None:
+        self.info = endpoints(data_dir)
+        self.env = self.info["environment"]
+        self.outputs = self.info["outputs"]
+        self.resources = self.info["resources"]
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            service_id = {"events": "EVENTBRIDGE", "sagemaker-runtime": "SAGEMAKER_RUNTIME",
+                          "logs": "CLOUDWATCH_LOGS"}.get(service, service.upper())
+            url = self.env.get(f"AWS_ENDPOINT_URL_{service_id}", self.env["AWS_ENDPOINT_URL"])
+            self._clients[service] = boto3.client(
+                service, endpoint_url=url, region_name=self.info["region"],
+                aws_access_key_id="testing", aws_secret_access_key="testing", config=_CONFIG)
+        return self._clients[service]
+
+    # -- names --------------------------------------------------------------------
+
+    @property
+    def upload_bucket(self) -> str:
+        return self.outputs["UploadBucketName"]
+
+    @property
+    def data_bucket(self) -> str:
+        return self.outputs["DataBucketName"]
+
+    @property
+    def items_table(self) -> str:
+        return self.outputs["ItemsTableName"]
+
+    @property
+    def endpoint_name(self) -> str:
+        return self.outputs["EndpointName"]
+
+    @property
+    def champion_parameter(self) -> str:
+        return self.outputs["ChampionParameterName"]
+
+    def function_name(self, logical_id: str) -> str:
+        return self.info["functions"][logical_id]
+
+    # -- reads --------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        ddb = self.client("dynamodb")
+        out = {}
+        for state in STATES:
+            total, kwargs = 0, {}
+            while True:
+                page = ddb.query(TableName=self.items_table, IndexName="state-index",
+                                 KeyConditionExpression="#s = :s",
+                                 ExpressionAttributeNames={"#s": "state"},
+                                 ExpressionAttributeValues={":s": {"S": state}},
+                                 Select="COUNT", **kwargs)
+                total += page["Count"]
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            out[state] = total
+        return out
+
+    def items(self, states: tuple[str, ...] = STATES) -> list[dict[str, Any]]:
+        ddb = self.client("dynamodb")
+        from boto3.dynamodb.types import TypeDeserializer
+        de = TypeDeserializer()
+        out = []
+        for state in states:
+            kwargs: dict[str, Any] = {}
+            while True:
+                page = ddb.query(TableName=self.items_table, IndexName="state-index",
+                                 KeyConditionExpression="#s = :s",
+                                 ExpressionAttributeNames={"#s": "state"},
+                                 ExpressionAttributeValues={":s": {"S": state}}, **kwargs)
+                out.extend({k: de.deserialize(v) for k, v in raw.items()} for raw in page["Items"])
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return out
+
+    def champion(self) -> dict[str, Any] | None:
+        ssm = self.client("ssm")
+        try:
+            return json.loads(ssm.get_parameter(Name=self.champion_parameter)["Parameter"]["Value"])
+        except ssm.exceptions.ParameterNotFound:
+            return None
+
+    def queue_depths(self) -> dict[str, int]:
+        sqs = self.client("sqs")
+        out = {}
+        for lid, url in self.resources.items():
+            if not isinstance(url, str) or "/123456789012/" not in url:
+                continue
+            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+            out[lid] = int(attrs["ApproximateNumberOfMessages"]) + \
+                int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return out
+
+    def training_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        if not self.env.get("AWS_ENDPOINT_URL_SAGEMAKER"):
+            return []
+        sm = self.client("sagemaker")
+        return sm.list_training_jobs(MaxResults=limit, SortBy="CreationTime",
+                                     SortOrder="Descending").get("TrainingJobSummaries", [])
+
+    def tuning_jobs(self, limit: int = 10) -> list[dict[str, Any]]:
+        if not self.env.get("AWS_ENDPOINT_URL_SAGEMAKER"):
+            return []
+        sm = self.client("sagemaker")
+        return sm.list_hyper_parameter_tuning_jobs(
+            MaxResults=limit, SortBy="CreationTime", SortOrder="Descending"
+        ).get("HyperParameterTuningJobSummaries", [])
+
+    def notifications(self, wait_s: int = 0) -> list[dict[str, Any]]:
+        """Drain the SNS tap: each notification published since the last call."""
+        sqs, url = self.client("sqs"), self.resources["_NotificationsTap"]
+        out = []
+        while True:
+            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
+                                       WaitTimeSeconds=wait_s).get("Messages", [])
+            if not msgs:
+                return out
+            for m in msgs:
+                body = json.loads(m["Body"])
+                try:
+                    message = json.loads(body.get("Message", ""))
+                except ValueError:
+                    message = body.get("Message")
+                out.append({"subject": body.get("Subject"), "message": message})
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            wait_s = 0
+
+    def router_status(self) -> dict[str, Any]:
+        import urllib.request
+        with urllib.request.urlopen(self.info["endpoints"]["lambda"] + "/_flywheel/status",
+                                    timeout=10) as r:
+            return json.loads(r.read())
+
+    def fire_schedule(self, function_logical_id: str) -> Any:
+        import urllib.request
+        req = urllib.request.Request(
+            f"{self.info['endpoints']['lambda']}/_flywheel/schedules/{function_logical_id}",
+            method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=900) as r:
+            return json.loads(r.read())
+
+    def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        """Invoke a function synchronously; raise RuntimeError with its message if it fails."""
+        resp = self.client("lambda").invoke(FunctionName=self.function_name(logical_id),
+                                            Payload=json.dumps(event).encode())
+        payload = json.loads(resp["Payload"].read() or b"null")
+        if resp.get("FunctionError"):
+            raise RuntimeError(f"{logical_id} failed: {payload.get('errorType')}: "
+                               f"{payload.get('errorMessage')}")
+        return payload
+
+    def status(self) -> dict[str, Any]:
+        jobs = self.training_jobs()
+        review = self.client("s3").list_objects_v2(Bucket=self.data_bucket, Prefix="review/")
+        return {
+            "items": self.counts(),
+            "champion": self.champion(),
+            "queues": self.queue_depths(),
+            "training_jobs": Counter(j["TrainingJobStatus"] for j in jobs),
+            "latest_job": jobs[0] if jobs else None,
+            "tuning_jobs": [{"name": t["HyperParameterTuningJobName"],
+                             "status": t["HyperParameterTuningJobStatus"]} for t in self.tuning_jobs()],
+            "review_batches": sorted(o["Key"] for o in review.get("Contents", [])
+                                     if o["Key"].endswith(".csv")),
+        }
+
+    def wait(self, predicate: Any, timeout: float, every: float = 2.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or 'the stack'}")
+            time.sleep(every)
