@@ -106,7 +106,12 @@ class Training:
         return rec
 
     # CreateTrainingJob (tuning children come through here too, with tuning_job_arn)
-    def create(self, body: dict[str, Any], tuning_job_arn: str | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        body: dict[str, Any],
+        tuning_job_arn: str | None = None,
+        listeners: list[MetricListener] | None = None,
+    ) -> dict[str, Any]:
         name = body.get("TrainingJobName") or ""
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name):
             raise validation(f"Invalid TrainingJobName: {name!r}")
@@ -139,7 +144,7 @@ class Training:
                 )
             self.store.put(KIND, name, record)
         self.emit(name)
-        self._launch(name)
+        self._launch(name, listeners)
         return {"TrainingJobArn": record["TrainingJobArn"]}
 
     def describe(self, name: str) -> dict[str, Any]:
@@ -235,14 +240,22 @@ class Training:
         if runner:
             runner.listeners.append(fn)
 
+    def request_stop(self, name: str) -> None:
+        """Stop a job if it is still running (tuning: pruned trials, stopped tuning jobs)."""
+        try:
+            self.stop(name)
+        except AwsError:
+            pass
+
     def wait(self, name: str, timeout: float | None = None) -> dict[str, Any]:
         runner = self.runners.get(name)
         if runner:
             runner.join(timeout)
         return self.get(name)
 
-    def _launch(self, name: str) -> None:
+    def _launch(self, name: str, listeners: list[MetricListener] | None = None) -> None:
         runner = JobRunner(self, name)
+        runner.listeners.extend(listeners or [])
         with self._lock:
             self.runners[name] = runner
         runner.start()
