@@ -339,11 +339,15 @@ def _notification(props: dict) -> dict[str, Any]:
     return config
 
 
-def provision(resolved: dict[str, Any], session: Any) -> dict[str, str]:
+def provision(
+    resolved: dict[str, Any], session: Any, *, bucket_policies: bool = False
+) -> dict[str, str]:
     """Create the template's buckets, tables, queues and topics; return Ref values by logical id.
 
     ``session`` is a ``boto3.Session`` (or anything with ``.client(name)``), already
     pointed at moto. Creating twice is safe for queues and topics, not for buckets.
+    Bucket policies are skipped by default: the template's TLS-only policy denies
+    every request moto sees (it evaluates ``aws:SecureTransport`` as false).
     """
     physical: dict[str, str] = {}
     refs = resolved["Refs"]
@@ -412,7 +416,7 @@ def provision(resolved: dict[str, Any], session: Any) -> dict[str, str]:
                 Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
             )
         physical[lid] = name
-    for _lid, res in _of_type(resolved, "AWS::S3::BucketPolicy"):
+    for _lid, res in _of_type(resolved, "AWS::S3::BucketPolicy") if bucket_policies else []:
         s3.put_bucket_policy(
             Bucket=res["Properties"]["Bucket"], Policy=json.dumps(res["Properties"]["PolicyDocument"])
         )

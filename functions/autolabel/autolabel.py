@@ -1,0 +1,47 @@
+"""LabelQueue -> auto-label items with the champion endpoint or mark them needs_review."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import SQSEvent
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from flywheel.services.autolabel import BatchResult, label_messages
+from flywheel.settings import AutoLabelSettings
+
+logger, tracer, metrics = Logger(), Tracer(), Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord, result: BatchResult) -> None:
+    # Inference ran for the whole batch up front; re-raise this message's error so
+    # the batch processor reports it as a failure and SQS redelivers it.
+    error = result.errors.get(record.message_id)
+    if error is not None:
+        raise error
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict, context: LambdaContext) -> dict:
+    settings = AutoLabelSettings.from_env()
+    messages = [(r.message_id, r.body) for r in SQSEvent(event).records]
+    result = label_messages(settings, messages)
+    logger.info("items labeled", extra={
+        "champion": result.champion, "auto_labeled": result.labeled,
+        "needs_review": result.needs_review, "skipped": result.skipped,
+        "failed": len(result.errors),
+        "errors": sorted({type(e).__name__ for e in result.errors.values()}),
+    })
+    metrics.add_metric(name="ItemsAutoLabeled", unit=MetricUnit.Count, value=result.labeled)
+    metrics.add_metric(name="ItemsNeedReview", unit=MetricUnit.Count, value=result.needs_review)
+    return process_partial_response(
+        event=event, record_handler=partial(record_handler, result=result),
+        processor=processor, context=context,
+    )

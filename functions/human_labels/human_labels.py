@@ -1,0 +1,49 @@
+"""LabelsFileQueue -> apply labels/*.csv|*.manifest|*.jsonl files, report labels/<file>.result.json."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from flywheel.services.human_labels import apply_labels_file
+from flywheel.settings import HumanLabelsSettings
+
+logger, tracer, metrics = Logger(), Tracer(), Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@tracer.capture_method
+def record_handler(record: SQSRecord, settings: HumanLabelsSettings) -> None:
+    body = json.loads(record.body)
+    if "Records" not in body:  # s3:TestEvent
+        return
+    for s3_record in S3Event(body).records:
+        key = unquote_plus(s3_record.s3.get_object.key)
+        report = apply_labels_file(settings, s3_record.s3.bucket.name, key)
+        if report is None:
+            logger.info("labels file gone", extra={"key": key})
+            continue
+        logger.info("labels file applied", extra={
+            "key": key, "applied": report.applied, "unchanged": report.unchanged,
+            "errors": len(report.errors), "skipped_empty": report.skipped_empty,
+        })
+        metrics.add_metric(name="HumanLabelsApplied", unit=MetricUnit.Count, value=report.applied)
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def handler(event: dict, context: LambdaContext) -> dict:
+    settings = HumanLabelsSettings.from_env()
+    return process_partial_response(
+        event=event, record_handler=partial(record_handler, settings=settings),
+        processor=processor, context=context,
+    )

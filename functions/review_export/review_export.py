@@ -1,0 +1,34 @@
+"""Schedule or direct invoke -> review/<batch>.csv + .manifest of needs_review items.
+
+Direct invoke: {"limit": 100} (optional). Fill the CSV's label column and upload it
+under labels/ in the data bucket: it is applied as human labels.
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from flywheel.services.review_export import export_review_batch
+from flywheel.settings import ReviewExportSettings
+
+logger, tracer, metrics = Logger(), Tracer(), Metrics()
+
+
+class ReviewExportRequest(BaseModel):
+    reason: str = "schedule"
+    limit: int | None = None
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+@event_parser(model=ReviewExportRequest)
+def handler(event: ReviewExportRequest, context: LambdaContext) -> dict:
+    settings = ReviewExportSettings.from_env()
+    result = export_review_batch(settings, event.limit)
+    logger.info("review batch exported", extra={"reason": event.reason, **result})
+    metrics.add_metric(name="ItemsExportedForReview", unit=MetricUnit.Count, value=result["items"])
+    return result

@@ -1,0 +1,43 @@
+"""Cached boto3 client factory. Called inside functions only, never at import time,
+so moto and ``AWS_ENDPOINT_URL_<SERVICE>`` work; ``reset()`` drops cached clients."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+
+
+@lru_cache(maxsize=None)
+def client(service: str) -> Any:
+    # boto3 is imported on first use: importing a handler stays fast (cold-start test).
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=70)
+    return boto3.session.Session().client(service, config=config)
+
+
+def region() -> str:
+    return client("sts").meta.region_name
+
+
+def error_code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+def reset() -> None:
+    client.cache_clear()
+
+
+@lru_cache(maxsize=None)
+def idempotency_store(table_name: str) -> Any:
+    """Powertools idempotency persistence on the stack's IdempotencyTable (built on first use)."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+    return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client("dynamodb"))
+
+
+def reset_all() -> None:
+    client.cache_clear()
+    idempotency_store.cache_clear()

@@ -1,0 +1,76 @@
+"""S3 access."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from flywheel.adapters.aws import client, error_code
+from flywheel.errors import InvalidArtifact
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3 uri: {uri}")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def get_bytes(bucket: str, key: str) -> tuple[bytes, str] | None:
+    """(body, etag) or None when the object is gone."""
+    try:
+        obj = client("s3").get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    return obj["Body"].read(), obj.get("ETag", "").strip('"')
+
+
+def get_text(bucket: str, key: str) -> str | None:
+    got = get_bytes(bucket, key)
+    return got[0].decode("utf-8-sig") if got else None
+
+
+def exists(bucket: str, key: str) -> bool:
+    try:
+        client("s3").head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def put_bytes(bucket: str, key: str, body: bytes, content_type: str) -> None:
+    client("s3").put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+
+def put_json(bucket: str, key: str, doc: Any) -> None:
+    put_bytes(bucket, key, json.dumps(doc, indent=1, default=str).encode(), "application/json")
+
+
+def copy(bucket: str, source_key: str, target_key: str) -> None:
+    """Server-side copy inside the bucket (no bytes through Lambda)."""
+    client("s3").copy_object(
+        Bucket=bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": source_key}
+    )
+
+
+def read_tar_member(uri: str, member: str) -> bytes:
+    """Stream a model.tar.gz and return one member (e.g. metrics.json) without a full download."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        body = client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    except ClientError as exc:
+        raise InvalidArtifact(f"cannot read {uri}: {error_code(exc)}") from exc
+    with tarfile.open(fileobj=body, mode="r|gz") as tar:
+        for info in tar:
+            if info.isfile() and info.name.lstrip("./") == member:
+                handle = tar.extractfile(info)
+                if handle is not None:
+                    return handle.read()
+    raise InvalidArtifact(f"{member} not found in {uri}")

@@ -1,0 +1,62 @@
+"""Deterministic ``sourcedir.tar.gz`` of training_jobs/ (same tree -> same bytes -> same hash).
+
+start_training packages the TrainingCodeLayer (/opt) on first use and publishes it as
+``code/sourcedir-<sha256[:16]>.tar.gz``; infra/ reuses ``package_source_dir`` locally.
+
+    python -c "from flywheel.packaging import package_source_dir as p; print(p('training_jobs')[1])"
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+# Other layers share /opt in Lambda; none of these belong to the training code.
+EXCLUDED_TOP_LEVEL = frozenset({"python", "extensions", "bin", "lib", "tests", "data"})
+EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".tar.gz", ".pt", ".pth", ".ckpt")
+
+
+def _files(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        dirnames[:] = sorted(
+            d for d in dirnames
+            if d not in EXCLUDED_NAMES and not (rel_dir == Path(".") and d in EXCLUDED_TOP_LEVEL)
+        )
+        for name in sorted(filenames):
+            if not name.endswith(EXCLUDED_SUFFIXES):
+                found.append(Path(dirpath, name).relative_to(root))
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def package_source_dir(source_dir: str | Path) -> tuple[bytes, str]:
+    """Return (tar.gz bytes, sha256 hex) with fixed mtimes, owners and modes."""
+    root = Path(source_dir)
+    if not (root / "train.py").is_file():
+        raise FileNotFoundError(f"{root}/train.py not found: not a training source_dir")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in _files(root):
+            data = (root / rel).read_bytes()
+            info = tarfile.TarInfo(rel.as_posix())
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    blob = out.getvalue()
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def source_key(digest: str) -> str:
+    return f"code/sourcedir-{digest[:16]}.tar.gz"

@@ -1,0 +1,1 @@
+"""Use cases: domain logic + adapters, no Lambda event shapes."""

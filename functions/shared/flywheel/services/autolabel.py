@@ -1,0 +1,75 @@
+"""Label queued items with the champion endpoint (batched), or leave them for review."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from flywheel.adapters import items, parameters, runtime, storage
+from flywheel.domain.autolabel import batches_by_size, decide, parse_predictions
+from flywheel.domain.items import State
+from flywheel.errors import FlywheelError
+from flywheel.settings import AutoLabelSettings
+
+RELABELABLE = {State.UNLABELED, State.NEEDS_REVIEW, State.AUTO_LABELED}
+
+
+@dataclass
+class BatchResult:
+    """Per message id: None = done (or nothing to do), an exception = retry this message."""
+    errors: dict[str, Exception] = field(default_factory=dict)
+    labeled: int = 0
+    needs_review: int = 0
+    skipped: int = 0
+    champion: str | None = None
+
+
+def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> BatchResult:
+    """``messages`` are (message id, body) with LabelQueue bodies ``{item_id, image_key}``."""
+    result = BatchResult()
+    champion = parameters.get_champion(s.CHAMPION_PARAMETER)
+    if champion is None:
+        # No model yet: consume the messages, leave the items unlabeled (promote re-sweeps).
+        result.skipped = len(messages)
+        return result
+    result.champion = champion.model_version
+    todo: list[tuple[str, str, bytes]] = []
+    for message_id, raw in messages:
+        try:
+            body = json.loads(raw)
+            item = items.get(s.ITEMS_TABLE, body["item_id"])
+            if item is None or item.get("state") not in RELABELABLE or (
+                item.get("model_version") == champion.model_version
+            ):
+                result.skipped += 1
+                continue
+            got = storage.get_bytes(s.DATA_BUCKET, body.get("image_key") or item["image_key"])
+            if got is None:
+                raise FlywheelError(f"image of item {body['item_id']} is missing")
+            todo.append((message_id, body["item_id"], got[0]))
+        except Exception as exc:  # noqa: BLE001 - one bad message must not fail the others
+            result.errors[message_id] = exc
+    for group in batches_by_size([len(t[2]) for t in todo], s.INFERENCE_BATCH_SIZE):
+        chunk = [todo[i] for i in group]
+        try:
+            response = runtime.invoke_batch(s.ENDPOINT_NAME, [t[2] for t in chunk])
+            predictions = parse_predictions(response, len(chunk))
+        except Exception as exc:  # noqa: BLE001 - throttling/endpoint errors: retry these messages
+            result.errors.update({t[0]: exc for t in chunk})
+            continue
+        for (message_id, item_id, _), (label, confidence) in zip(chunk, predictions, strict=True):
+            decision = decide(label, confidence, champion.threshold)
+            try:
+                written = items.set_model_label(
+                    s.ITEMS_TABLE, item_id, decision.state, label, confidence, champion.model_version
+                )
+            except Exception as exc:  # noqa: BLE001
+                result.errors[message_id] = exc
+                continue
+            if not written:
+                result.skipped += 1  # a person labeled it meanwhile: never overwrite
+            elif decision.state == State.AUTO_LABELED:
+                result.labeled += 1
+            else:
+                result.needs_review += 1
+    return result

@@ -1,0 +1,77 @@
+"""Ingest one uploaded object: validate, normalise, record, queue for auto-labeling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flywheel.adapters import items, queues, storage
+from flywheel.domain.images import check_complete, inspect_header
+from flywheel.domain.items import State, content_item_id, image_key, rejected_item_id
+from flywheel.domain.labels import label_from_upload_key
+from flywheel.errors import RejectedImage
+from flywheel.settings import IngestSettings
+
+Normaliser = Callable[[bytes, int], bytes]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    item_id: str
+    state: str
+    created: bool
+    reason: str | None = None
+
+
+def _reject(s: IngestSettings, bucket: str, key: str, etag: str, reason: str) -> Outcome:
+    item_id = rejected_item_id(bucket, key, etag)
+    created = items.put_new(s.ITEMS_TABLE, {
+        "item_id": item_id, "state": State.REJECTED.value, "source_key": key, "reason": reason,
+    })
+    return Outcome(item_id, State.REJECTED.value, created, reason)
+
+
+def ingest_object(
+    s: IngestSettings, bucket: str, key: str, size: int | None, etag: str, normalise: Normaliser
+) -> Outcome | None:
+    """None when there is nothing to ingest (folder marker, object already deleted)."""
+    if key.endswith("/"):
+        return None
+    if size is not None and size > s.MAX_UPLOAD_BYTES:
+        return _reject(s, bucket, key, etag, f"file too large ({size} bytes > {s.MAX_UPLOAD_BYTES})")
+    got = storage.get_bytes(bucket, key)
+    if got is None:
+        return None
+    data, etag = got[0], got[1] or etag
+    try:
+        header = inspect_header(data, max_bytes=s.MAX_UPLOAD_BYTES)
+        check_complete(data, header.content_type)
+        png = normalise(data, s.MAX_IMAGE_SIDE)
+    except RejectedImage as exc:
+        return _reject(s, bucket, key, etag, exc.reason)
+
+    item_id = content_item_id(data)
+    existing = items.get(s.ITEMS_TABLE, item_id)
+    if existing is None:
+        storage.put_bytes(s.DATA_BUCKET, image_key(item_id), png, "image/png")
+        label = label_from_upload_key(key)
+        unknown = bool(label and s.CLASS_NAMES and label not in s.CLASS_NAMES)
+        human = bool(label) and not unknown
+        item = {
+            "item_id": item_id,
+            "state": (State.HUMAN_LABELED if human else State.UNLABELED).value,
+            "source_key": key,
+            "image_key": image_key(item_id),
+            "label": label if human else None,
+            "label_source": "human" if human else None,
+            "reason": f"unknown class {label!r} in the upload path" if unknown else None,
+        }
+        created = items.put_new(s.ITEMS_TABLE, item)
+        existing = items.get(s.ITEMS_TABLE, item_id) if not created else item
+    else:
+        created = False
+    state = str(existing["state"])
+    # Re-queued on re-delivery too: a crash between the put and the send must not strand it.
+    if state == State.UNLABELED:
+        queues.send_json(s.LABEL_QUEUE_URL, [{"item_id": item_id, "image_key": image_key(item_id)}])
+    return Outcome(item_id, state, created)

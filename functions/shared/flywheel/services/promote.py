@@ -1,0 +1,203 @@
+"""Gate a finished job's model, register it, deploy it, confirm the endpoint, sweep relabels."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from flywheel.adapters import items, notifications, parameters, queues, sagemaker, storage
+from flywheel.domain import gate, names
+from flywheel.domain.champion import Champion
+from flywheel.domain.deployment import (
+    EndpointSettings,
+    Step,
+    endpoint_config_request,
+    next_step,
+    update_endpoint_request,
+    variant_spec,
+)
+from flywheel.domain.items import State, image_key, now_iso
+from flywheel.errors import EndpointNotReady, JobNotFinished
+from flywheel.settings import PromoteSettings
+
+TERMINAL = {"Completed", "Failed", "Stopped"}
+POLL_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    outcome: str  # promoted | rejected | failed | rolled_back | ignored | already_champion
+    job_name: str
+    model_version: str | None = None
+    reason: str = ""
+    relabel_messages: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _finished_training_job(kind: str, job_name: str) -> tuple[dict | None, str]:
+    """(DescribeTrainingJob of the model to judge, or None with the failure reason)."""
+    if kind == "tuning":
+        tuning = sagemaker.describe_tuning_job(job_name)
+        status = tuning["HyperParameterTuningJobStatus"]
+        if status not in TERMINAL:
+            raise JobNotFinished(f"{job_name} is {status}")
+        best = (tuning.get("BestTrainingJob") or {}).get("TrainingJobName")
+        if not best:
+            return None, tuning.get("FailureReason") or f"tuning job {status} without a best job"
+        job_name = best
+    job = sagemaker.describe_training_job(job_name)
+    status = job["TrainingJobStatus"]
+    if status not in TERMINAL:
+        raise JobNotFinished(f"{job_name} is {status}")
+    if status != "Completed":
+        return None, job.get("FailureReason") or f"training job {status}"
+    return job, ""
+
+
+def _register(s: PromoteSettings, job: dict, metrics: gate.ModelMetrics, decision: gate.GateDecision,
+              status: str, note: str) -> str:
+    model_data = job["ModelArtifacts"]["S3ModelArtifacts"]
+    evaluation_key = f"models/{job['TrainingJobName']}/evaluation/metrics.json"
+    storage.put_json(s.DATA_BUCKET, evaluation_key, metrics.raw)
+    sagemaker.ensure_model_package_group(s.MODEL_PACKAGE_GROUP, f"{s.STACK_NAME} image classifier")
+    return sagemaker.register_model_package({
+        "ModelPackageGroupName": s.MODEL_PACKAGE_GROUP,
+        "ModelPackageDescription": f"{metrics.model_version}: {decision.reason}"[:1000],
+        "ModelApprovalStatus": status,
+        "InferenceSpecification": {
+            "Containers": [{"Image": s.INFERENCE_IMAGE_URI, "ModelDataUrl": model_data}],
+            "SupportedContentTypes": ["image/jpeg", "image/png", "application/x-image", "application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        "ModelMetrics": {"ModelQuality": {"Statistics": {
+            "ContentType": "application/json",
+            "S3Uri": f"s3://{s.DATA_BUCKET}/{evaluation_key}",
+        }}},
+        "CustomerMetadataProperties": {
+            "training_job": job["TrainingJobName"],
+            "decision": status,
+            "reason": (note or decision.reason)[:256],
+            "test_accuracy": f"{decision.challenger_accuracy:.4f}",
+            "champion_test_accuracy": (
+                "" if decision.champion_accuracy is None else f"{decision.champion_accuracy:.4f}"
+            ),
+            "test_set_id": metrics.test_set_id,
+        },
+    })
+
+
+def _deploy(s: PromoteSettings, model: str, config: str, sleep: Callable[[float], None]) -> str:
+    """Create or update the endpoint and wait; 'live', 'rolled_back' or 'failed'."""
+    endpoint_settings = _endpoint_settings(s)
+    api = sagemaker.endpoints()
+    tags = [{"Key": "flywheel:stack", "Value": s.STACK_NAME}]
+    deadline = time.monotonic() + s.ENDPOINT_WAIT_SECONDS
+    requested = False
+    while True:
+        step = next_step(api.describe(s.ENDPOINT_NAME), config)
+        if step == Step.LIVE:
+            return "live"
+        if step == Step.FAILED:
+            return "failed"
+        if step == Step.CREATE:
+            api.create(s.ENDPOINT_NAME, config, tags)
+            requested = True
+        elif step == Step.UPDATE:
+            if requested:  # we asked for our config, it is in service with another: rolled back
+                return "rolled_back"
+            api.update(update_endpoint_request(s.ENDPOINT_NAME, config, endpoint_settings))
+            requested = True
+        elif time.monotonic() >= deadline:
+            raise EndpointNotReady(f"{s.ENDPOINT_NAME} still updating to {config}")
+        else:
+            sleep(POLL_SECONDS)
+
+
+def _endpoint_settings(s: PromoteSettings) -> EndpointSettings:
+    return EndpointSettings(
+        mode=s.ENDPOINT_MODE, instance_type=s.ENDPOINT_INSTANCE_TYPE,
+        instance_count=s.ENDPOINT_INSTANCE_COUNT, memory_mb=s.SERVERLESS_MEMORY_MB,
+        max_concurrency=s.SERVERLESS_MAX_CONCURRENCY, rollback_alarms=s.ROLLBACK_ALARMS,
+    )
+
+
+def relabel_sweep(s: PromoteSettings) -> int:
+    bodies = [
+        {"item_id": i["item_id"], "image_key": i.get("image_key") or image_key(i["item_id"])}
+        for state in (State.UNLABELED, State.NEEDS_REVIEW)
+        for i in items.query_state(s.ITEMS_TABLE, state)
+    ]
+    return queues.send_json(s.LABEL_QUEUE_URL, bodies)
+
+
+def promote_job(
+    s: PromoteSettings, kind: str, job_name: str, sleep: Callable[[float], None] = time.sleep
+) -> PromoteResult:
+    job, failure = _finished_training_job(kind, job_name)
+    if job is None:
+        notifications.notify(s.TOPIC_ARN, f"Training failed: {job_name}",
+                             {"outcome": "failed", "job": job_name, "reason": failure})
+        return PromoteResult("failed", job_name, reason=failure)
+    if kind == "training" and job.get("TuningJobArn"):
+        return PromoteResult("ignored", job_name, reason="child of a tuning job")
+    version = job["TrainingJobName"]
+    model_data = job["ModelArtifacts"]["S3ModelArtifacts"]
+    metrics = gate.parse_metrics(json.loads(storage.read_tar_member(model_data, "metrics.json")))
+    champion = parameters.get_champion(s.CHAMPION_PARAMETER)
+    if champion is not None and champion.model_version == version:
+        return PromoteResult("already_champion", job_name, version)
+    decision = gate.decide(metrics, champion, min_test_accuracy=s.MIN_TEST_ACCURACY,
+                           margin=s.PROMOTION_MARGIN)
+    if not decision.promote:
+        _register(s, job, metrics, decision, "Rejected", "")
+        notifications.notify(s.TOPIC_ARN, f"Model rejected: {version}",
+                             {"outcome": "rejected", "job": job_name, "reason": decision.reason})
+        return PromoteResult("rejected", job_name, version, decision.reason)
+
+    model = names.model_name(version)
+    tags = [{"Key": "flywheel:stack", "Value": s.STACK_NAME}]
+    sagemaker.create_model({
+        "ModelName": model,
+        "PrimaryContainer": {
+            "Image": s.INFERENCE_IMAGE_URI,
+            "ModelDataUrl": model_data,
+            "Environment": {
+                "SAGEMAKER_PROGRAM": "inference.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+            },
+        },
+        "ExecutionRoleArn": s.SAGEMAKER_ROLE_ARN,
+        "Tags": tags,
+    })
+    spec = variant_spec(_endpoint_settings(s))
+    config = names.endpoint_config_name(model, spec)
+    sagemaker.create_endpoint_config(
+        endpoint_config_request(config, model, _endpoint_settings(s), tags)
+    )
+    state = _deploy(s, model, config, sleep)
+    if state != "live":
+        reason = f"deployment {state}: endpoint kept its previous config"
+        _register(s, job, metrics, decision, "Rejected", reason)
+        notifications.notify(s.TOPIC_ARN, f"Deployment {state}: {version}",
+                             {"outcome": state, "job": job_name, "reason": reason})
+        return PromoteResult(state, job_name, version, reason)
+
+    # Only now, with the active config confirmed to be ours, is it the champion.
+    parameters.put_champion(s.CHAMPION_PARAMETER, Champion(
+        model_version=version, training_job=version, model_name=model, endpoint_config=config,
+        model_data=model_data, threshold=metrics.threshold, target_accuracy=metrics.target_accuracy,
+        test_accuracy=metrics.test_accuracy, classes=metrics.classes,
+        test_set_id=metrics.test_set_id, promoted_at=now_iso(),
+    ))
+    _register(s, job, metrics, decision, "Approved", "")
+    swept = relabel_sweep(s)
+    notifications.notify(s.TOPIC_ARN, f"Model promoted: {version}", {
+        "outcome": "promoted", "job": job_name, "model_version": version,
+        "reason": decision.reason, "relabel_messages": swept,
+    })
+    return PromoteResult("promoted", job_name, version, decision.reason, swept)

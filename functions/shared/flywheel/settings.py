@@ -1,0 +1,127 @@
+"""Function settings. Field names are the environment variable names the template sets.
+
+A template test checks that each function's Environment (minus POWERTOOLS_*) has exactly
+the fields of its model. Handlers call ``XSettings.from_env()`` inside the handler, never
+at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        return cls.model_validate({k: env[k] for k in cls.model_fields if k in env})
+
+
+def _split(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)  # type: ignore[arg-type]
+
+
+class IngestSettings(_Settings):
+    DATA_BUCKET: str
+    ITEMS_TABLE: str
+    LABEL_QUEUE_URL: str
+    MAX_IMAGE_SIDE: int = 1024
+    MAX_UPLOAD_BYTES: int = 25 * 1024 * 1024
+    CLASS_NAMES: tuple[str, ...] = ()
+
+    _classes = field_validator("CLASS_NAMES", mode="before")(_split)
+
+
+class AutoLabelSettings(_Settings):
+    DATA_BUCKET: str
+    ITEMS_TABLE: str
+    CHAMPION_PARAMETER: str
+    ENDPOINT_NAME: str
+    INFERENCE_BATCH_SIZE: int = 8
+
+
+class HumanLabelsSettings(_Settings):
+    DATA_BUCKET: str
+    ITEMS_TABLE: str
+    CLASS_NAMES: tuple[str, ...] = ()
+
+    _classes = field_validator("CLASS_NAMES", mode="before")(_split)
+
+
+class ReviewExportSettings(_Settings):
+    DATA_BUCKET: str
+    ITEMS_TABLE: str
+    REVIEW_BATCH_SIZE: int = 500
+
+
+class StartTrainingSettings(_Settings):
+    DATA_BUCKET: str
+    ITEMS_TABLE: str
+    CHAMPION_PARAMETER: str
+    SAGEMAKER_ROLE_ARN: str
+    JOB_PREFIX: str = "dfw"
+    TRAINING_CODE_DIR: str = "/opt"
+    TRAINING_IMAGE_URI: str
+    TRAINING_INSTANCE_TYPE: str = "ml.g5.xlarge"
+    TRAINING_INSTANCE_COUNT: int = 1
+    USE_SPOT: bool = True
+    MAX_RUNTIME_SECONDS: int = 7200
+    ENABLE_TUNING: bool = True
+    TUNING_STRATEGY: Literal["Bayesian", "Random", "Hyperband", "Grid"] = "Bayesian"
+    MAX_TUNING_JOBS: int = 8
+    MAX_PARALLEL_TUNING_JOBS: int = 2
+    TARGET_ACCURACY: float = 0.95
+    MIN_NEW_HUMAN_LABELS: int = 50
+    STACK_NAME: str
+
+
+class PromoteSettings(_Settings):
+    DATA_BUCKET: str
+    ITEMS_TABLE: str
+    IDEMPOTENCY_TABLE: str
+    LABEL_QUEUE_URL: str
+    TOPIC_ARN: str
+    CHAMPION_PARAMETER: str
+    JOB_PREFIX: str = "dfw"
+    STACK_NAME: str
+    SAGEMAKER_ROLE_ARN: str
+    INFERENCE_IMAGE_URI: str
+    MODEL_PACKAGE_GROUP: str
+    ENDPOINT_NAME: str
+    ENDPOINT_MODE: Literal["serverless", "instance"] = "serverless"
+    ENDPOINT_INSTANCE_TYPE: str = "ml.m5.large"
+    ENDPOINT_INSTANCE_COUNT: int = 1
+    SERVERLESS_MEMORY_MB: int = 3072
+    SERVERLESS_MAX_CONCURRENCY: int = 5
+    ROLLBACK_ALARMS: tuple[str, ...] = ()
+    MIN_TEST_ACCURACY: float = 0.8
+    PROMOTION_MARGIN: float = 0.0
+    ENDPOINT_WAIT_SECONDS: int = 780
+
+    _alarms = field_validator("ROLLBACK_ALARMS", mode="before")(_split)
+
+
+class TeardownSettings(_Settings):
+    JOB_PREFIX: str = "dfw"
+    STACK_NAME: str
+    ENDPOINT_NAME: str
+    CHAMPION_PARAMETER: str
+
+
+# logical id -> settings model; the template test and the local runtime use this map.
+FUNCTION_SETTINGS: dict[str, type[_Settings]] = {
+    "IngestFunction": IngestSettings,
+    "AutoLabelFunction": AutoLabelSettings,
+    "HumanLabelsFunction": HumanLabelsSettings,
+    "ReviewExportFunction": ReviewExportSettings,
+    "StartTrainingFunction": StartTrainingSettings,
+    "PromoteFunction": PromoteSettings,
+    "TeardownFunction": TeardownSettings,
+}

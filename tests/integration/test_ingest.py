@@ -1,0 +1,160 @@
+"""ingest: S3 notification (in SQS) -> normalised PNG in the data bucket + item in DynamoDB."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from conftest import s3_sqs_event
+
+import ingest
+
+
+def jpeg(width: int, height: int, exif_orientation: int | None = None, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    data = data.tobytes()
+    if exif_orientation is None:
+        return data
+    # APP1 Exif segment with one IFD0 entry: Orientation (0x0112), SHORT.
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1)
+    tiff += struct.pack("<HHIHH", 0x0112, 3, 1, exif_orientation, 0) + struct.pack("<I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return data[:2] + app1 + data[2:]
+
+
+def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)) + b"\x00" * 64 + b"IEND\xaeB`\x82")
+
+
+def upload(stack, key: str, data: bytes) -> None:
+    stack.s3.put_object(Bucket=stack.upload_bucket, Key=key, Body=data)
+
+
+def png_size(data: bytes) -> tuple[int, int, int]:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return image.shape[1], image.shape[0], image.shape[2]
+
+
+@pytest.fixture
+def env(stack):
+    stack.use("IngestFunction")
+    return stack
+
+
+def test_key_with_space_and_plus_becomes_a_human_labeled_item(env, context):
+    # Given an upload under labeled/cat/ whose key has a space and a plus sign
+    data = jpeg(64, 48)
+    upload(env, "labeled/cat/my photo+1.jpg", data)
+    event = s3_sqs_event([(env.upload_bucket, "labeled/cat/my+photo%2B1.jpg", len(data))])
+
+    # When ingest handles the notification
+    response = ingest.handler(event, context)
+
+    # Then the item is human-labeled with the decoded key and a PNG exists
+    assert response == {"batchItemFailures": []}
+    item_id = hashlib.sha256(data).hexdigest()
+    item = env.item(item_id)
+    assert item["state"] == "human_labeled"
+    assert item["label"] == "cat" and item["label_source"] == "human"
+    assert item["source_key"] == "labeled/cat/my photo+1.jpg"
+    assert png_size(env.read(f"images/{item_id}.png")) == (64, 48, 3)
+    assert env.drain("LabelQueue") == []
+
+
+def test_unlabeled_upload_is_oriented_resized_and_queued(env, context):
+    # Given a 2000x1000 photo whose EXIF says "rotate 90 degrees"
+    data = jpeg(2000, 1000, exif_orientation=6)
+    upload(env, "phone/IMG 0001.jpg", data)
+
+    # When it is ingested
+    ingest.handler(s3_sqs_event([(env.upload_bucket, "phone/IMG+0001.jpg", len(data))]), context)
+
+    # Then the stored PNG is upright (portrait) with its longest side at MAX_IMAGE_SIDE
+    item_id = hashlib.sha256(data).hexdigest()
+    assert png_size(env.read(f"images/{item_id}.png")) == (512, 1024, 3)
+    assert env.item(item_id)["state"] == "unlabeled"
+    assert env.drain("LabelQueue") == [{"item_id": item_id, "image_key": f"images/{item_id}.png"}]
+
+
+def test_corrupt_records_are_rejected_without_failing_the_batch(env, context):
+    # Given a batch with a good image, a truncated JPEG, a text file and a decompression bomb
+    good, truncated = jpeg(32, 32, seed=1), jpeg(32, 32, seed=2)[:-300]
+    files = {"a.jpg": good, "b.jpg": truncated, "c.jpg": b"hello, not an image", "d.png": png_bomb()}
+    for key, data in files.items():
+        upload(env, key, data)
+    event = s3_sqs_event([(env.upload_bucket, k, len(v)) for k, v in files.items()])
+
+    # When ingest handles the batch
+    response = ingest.handler(event, context)
+
+    # Then nothing is retried, the good image is an item and the others are rejected with reasons
+    assert response == {"batchItemFailures": []}
+    by_key = {i["source_key"]: i for i in env.all_items()}
+    assert by_key["a.jpg"]["state"] == "unlabeled"
+    assert by_key["b.jpg"]["state"] == "rejected" and "truncated" in by_key["b.jpg"]["reason"]
+    assert by_key["c.jpg"]["state"] == "rejected" and "not an image" in by_key["c.jpg"]["reason"]
+    assert by_key["d.png"]["state"] == "rejected" and "bomb" in by_key["d.png"]["reason"]
+    assert "image_key" not in by_key["d.png"]
+    assert env.keys("images/") == [f"images/{hashlib.sha256(good).hexdigest()}.png"]
+
+
+def test_redelivered_and_duplicate_uploads_change_nothing(env, context):
+    # Given an image ingested once
+    data = jpeg(40, 40, seed=3)
+    upload(env, "labeled/dog/x.jpg", data)
+    event = s3_sqs_event([(env.upload_bucket, "labeled/dog/x.jpg", len(data))])
+    ingest.handler(event, context)
+    before = env.all_items()
+
+    # When the same message is re-delivered and the same bytes are uploaded under another key
+    ingest.handler(event, context)
+    upload(env, "other/copy.jpg", data)
+    ingest.handler(s3_sqs_event([(env.upload_bucket, "other/copy.jpg", len(data))]), context)
+
+    # Then the table is unchanged (same item, same label, same timestamps)
+    assert env.all_items() == before
+    assert len(env.keys("images/")) == 1
+
+
+def test_a_failing_record_is_reported_and_the_rest_still_apply(env, context):
+    # Given a batch where one notification names a bucket that does not exist
+    data = jpeg(32, 32, seed=4)
+    upload(env, "ok.jpg", data)
+    event = s3_sqs_event([("no-such-bucket", "x.jpg", 10), (env.upload_bucket, "ok.jpg", len(data))],
+                         message_ids=["broken", "fine"])
+
+    # When ingest runs
+    response = ingest.handler(event, context)
+
+    # Then only the broken message is retried
+    assert response == {"batchItemFailures": [{"itemIdentifier": "broken"}]}
+    assert env.item(hashlib.sha256(data).hexdigest())["state"] == "unlabeled"
+
+
+def test_oversized_upload_is_rejected_before_download(env, context):
+    stack = env
+    stack.use("IngestFunction", MAX_UPLOAD_BYTES="100")
+    data = jpeg(32, 32, seed=5)
+    upload(stack, "big.jpg", data)
+    ingest.handler(s3_sqs_event([(stack.upload_bucket, "big.jpg", len(data))]), context)
+    (item,) = stack.all_items()
+    assert item["state"] == "rejected" and "too large" in item["reason"]
+
+
+def test_s3_test_event_is_ignored(env, context):
+    event = s3_sqs_event([(env.upload_bucket, "x", 1)])
+    event["Records"][0]["body"] = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})
+    assert ingest.handler(event, context) == {"batchItemFailures": []}
+    assert env.all_items() == []
