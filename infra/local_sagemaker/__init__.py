@@ -16,7 +16,8 @@ Start it in-process::
                                              # AWS_ENDPOINT_URL_EVENTS; none = callback only)
         on_event=callback,                   # optional: called with each full EventBridge
                                              # event dict ("detail-type", "source", "detail", ...)
-        cloudwatch_endpoint=None,            # rollback alarms (default: AWS_ENDPOINT_URL_CLOUDWATCH)
+        cloudwatch_endpoint=None,            # rollback alarms
+                                             # (default: AWS_ENDPOINT_URL_CLOUDWATCH)
     )
     sm.start()          # serves on a background thread; resumes jobs and endpoints
     print(sm.url)       # http://127.0.0.1:<port>, for both sagemaker and sagemaker-runtime

@@ -22,14 +22,22 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--s3-endpoint", default=None, help="default: AWS_ENDPOINT_URL_S3")
     p.add_argument("--events-endpoint", default=None, help="default: AWS_ENDPOINT_URL_EVENTS")
-    p.add_argument("--cloudwatch-endpoint", default=None, help="default: AWS_ENDPOINT_URL_CLOUDWATCH")
+    p.add_argument(
+        "--cloudwatch-endpoint", default=None, help="default: AWS_ENDPOINT_URL_CLOUDWATCH"
+    )
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args()
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
 
     sm = LocalSageMaker(
-        args.data_dir, host=args.host, port=args.port, s3_endpoint=args.s3_endpoint,
-        events_endpoint=args.events_endpoint, cloudwatch_endpoint=args.cloudwatch_endpoint,
+        args.data_dir,
+        host=args.host,
+        port=args.port,
+        s3_endpoint=args.s3_endpoint,
+        events_endpoint=args.events_endpoint,
+        cloudwatch_endpoint=args.cloudwatch_endpoint,
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

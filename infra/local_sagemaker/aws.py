@@ -53,7 +53,9 @@ class Aws:
 
     def configured(self, service: str) -> bool:
         env = f"AWS_ENDPOINT_URL_{service.upper()}"
-        return bool(self.endpoints.get(service) or os.environ.get(env) or os.environ.get("AWS_ENDPOINT_URL"))
+        return bool(
+            self.endpoints.get(service) or os.environ.get(env) or os.environ.get("AWS_ENDPOINT_URL")
+        )
 
     def client(self, service: str) -> Any:
         with self._lock:
@@ -95,7 +97,9 @@ class Aws:
                 count += 1
         return count
 
-    def download_manifest(self, uri: str, dest: Path, augmented: bool, attributes: list[str]) -> int:
+    def download_manifest(
+        self, uri: str, dest: Path, augmented: bool, attributes: list[str]
+    ) -> int:
         """ManifestFile: a JSON list, first entry {"prefix": ...}, then keys relative to it.
         AugmentedManifestFile: JSON lines; File mode writes the manifest itself (the
         attributes named in AttributeNames) and we also fetch each `source-ref` object."""

@@ -43,7 +43,9 @@ class DeployError(Exception):
 class ModelServer:
     """One worker process serving one model's code (like one container)."""
 
-    def __init__(self, hosting: Hosting, model: dict[str, Any], endpoint: str, variant: str, timeout: float) -> None:
+    def __init__(
+        self, hosting: Hosting, model: dict[str, Any], endpoint: str, variant: str, timeout: float
+    ) -> None:
         self.h = hosting
         self.model = model
         self.endpoint = endpoint
@@ -51,7 +53,9 @@ class ModelServer:
         self.timeout = timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
-        self.log_path = hosting.root / "logs" / f"{endpoint}-{variant}-{int(time.time() * 1000)}.log"
+        self.log_path = (
+            hosting.root / "logs" / f"{endpoint}-{variant}-{int(time.time() * 1000)}.log"
+        )
 
     def start(self) -> None:
         container = self.model.get("PrimaryContainer") or (self.model.get("Containers") or [{}])[0]
@@ -64,20 +68,35 @@ class ModelServer:
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "1")
         env.update(env_cfg)
-        env.update({"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_PROGRAM": program, "PYTHONUNBUFFERED": "1"})
+        env.update(
+            {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_PROGRAM": program, "PYTHONUNBUFFERED": "1"}
+        )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
-                [sys.executable, str(WORKER), "--model-dir", str(model_dir), "--code-dir", str(code_dir),
-                 "--program", program, "--port-file", str(port_file)],
-                stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                [
+                    sys.executable,
+                    str(WORKER),
+                    "--model-dir",
+                    str(model_dir),
+                    "--code-dir",
+                    str(code_dir),
+                    "--program",
+                    program,
+                    "--port-file",
+                    str(port_file),
+                ],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise DeployError(
-                    f"The primary container for production variant {self.variant} did not pass the ping "
-                    f"health check. Please check CloudWatch logs for this endpoint. "
+                    f"The primary container for production variant {self.variant} did not pass "
+                    "the ping health check. Please check CloudWatch logs for this endpoint. "
                     f"(local log: {self.log_path}: {self.log_tail()})"
                 )
             if port_file.exists():
@@ -87,16 +106,25 @@ class ModelServer:
                     return
             time.sleep(0.1)
         self.stop()
-        raise DeployError(f"The primary container for production variant {self.variant} did not pass the ping health check within {self.timeout:.0f}s.")
+        raise DeployError(
+            f"The primary container for production variant {self.variant} did not pass "
+            f"the ping health check within {self.timeout:.0f}s."
+        )
 
     def log_tail(self, lines: int = 6) -> str:
         try:
-            return " | ".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+            return " | ".join(
+                self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+            )
         except OSError:
             return ""
 
-    def _request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.h.svc.invoke_timeout_seconds)
+    def _request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, str]:
+        conn = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=self.h.svc.invoke_timeout_seconds
+        )
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -137,8 +165,13 @@ class Deployment:
             for v in self.config["ProductionVariants"]:
                 model = hosting.svc.store.get("model", v["ModelName"])
                 if model is None:
-                    raise DeployError(f"Could not find model \"{hosting.arn('model', v['ModelName'])}\".")
-                timeout = float(v.get("ContainerStartupHealthCheckTimeoutInSeconds") or hosting.svc.health_timeout_seconds)
+                    raise DeployError(
+                        f'Could not find model "{hosting.arn("model", v["ModelName"])}".'
+                    )
+                timeout = float(
+                    v.get("ContainerStartupHealthCheckTimeoutInSeconds")
+                    or hosting.svc.health_timeout_seconds
+                )
                 server = ModelServer(hosting, model, endpoint, v["VariantName"], timeout)
                 self.servers[v["VariantName"]] = (float(v.get("InitialVariantWeight", 1.0)), server)
                 server.start()
@@ -196,9 +229,13 @@ class Hosting:
             raise validation("Either PrimaryContainer or Containers must be specified.")
         with self.store.lock:
             if self.store.get("model", name):
-                raise validation(f'Cannot create already existing model "{self.arn("model", name)}".')
+                raise validation(
+                    f'Cannot create already existing model "{self.arn("model", name)}".'
+                )
             rec = {k: v for k, v in body.items() if k != "Tags"}
-            rec.update(ModelArn=self.arn("model", name), CreationTime=now(), _tags=body.get("Tags") or [])
+            rec.update(
+                ModelArn=self.arn("model", name), CreationTime=now(), _tags=body.get("Tags") or []
+            )
             self.store.put("model", name, rec)
         return {"ModelArn": rec["ModelArn"]}
 
@@ -214,13 +251,24 @@ class Hosting:
         return {}
 
     def list_models(self, body: dict[str, Any]) -> dict[str, Any]:
-        items = [{"ModelName": r["ModelName"], "ModelArn": r["ModelArn"], "CreationTime": r["CreationTime"]} for r in self.store.all("model")]
+        items = [
+            {
+                "ModelName": r["ModelName"],
+                "ModelArn": r["ModelArn"],
+                "CreationTime": r["CreationTime"],
+            }
+            for r in self.store.all("model")
+        ]
         return page(sort_filter(items, body, "ModelName"), body, "Models")
 
     def prepare_model(self, model_name: str, container: dict[str, Any]) -> tuple[Path, Path, str]:
-        """Fetch and unpack the model artifact (once per model) -> (model dir, code dir, program)."""
+        """Fetch and unpack a model artifact (once per model): (model dir, code dir, program)."""
         env = container.get("Environment") or {}
-        source = container.get("ModelDataUrl") or ((container.get("ModelDataSource") or {}).get("S3DataSource") or {}).get("S3Uri") or ""
+        source = (
+            container.get("ModelDataUrl")
+            or ((container.get("ModelDataSource") or {}).get("S3DataSource") or {}).get("S3Uri")
+            or ""
+        )
         submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
         program = env.get("SAGEMAKER_PROGRAM") or "inference.py"
         key = hashlib.sha256(json.dumps([model_name, source, submit]).encode()).hexdigest()[:16]
@@ -238,7 +286,9 @@ class Hosting:
                     if submit.startswith("s3://"):
                         self.svc.aws.download_tar(submit, code_override)
                 except Exception as e:
-                    raise DeployError(f"Failed to download model data from {source or submit}: {e}") from e
+                    raise DeployError(
+                        f"Failed to download model data from {source or submit}: {e}"
+                    ) from e
                 (base / ".ready").write_text(source)
         code_dir = code_override if code_override.exists() else model_dir / "code"
         return model_dir, code_dir, program
@@ -249,19 +299,30 @@ class Hosting:
         name = body["EndpointConfigName"]
         for v in body["ProductionVariants"]:
             if not v.get("ModelName") or self.store.get("model", v["ModelName"]) is None:
-                raise validation(f'Could not find model "{self.arn("model", v.get("ModelName", ""))}".')
+                raise validation(
+                    f'Could not find model "{self.arn("model", v.get("ModelName", ""))}".'
+                )
         with self.store.lock:
             if self.store.get("endpoint-config", name):
-                raise validation(f'Cannot create already existing endpoint configuration "{self.arn("endpoint-config", name)}".')
+                config_arn = self.arn("endpoint-config", name)
+                raise validation(
+                    f'Cannot create already existing endpoint configuration "{config_arn}".'
+                )
             rec = {k: v for k, v in body.items() if k != "Tags"}
-            rec.update(EndpointConfigArn=self.arn("endpoint-config", name), CreationTime=now(), _tags=body.get("Tags") or [])
+            rec.update(
+                EndpointConfigArn=self.arn("endpoint-config", name),
+                CreationTime=now(),
+                _tags=body.get("Tags") or [],
+            )
             self.store.put("endpoint-config", name, rec)
         return {"EndpointConfigArn": rec["EndpointConfigArn"]}
 
     def describe_endpoint_config(self, name: str) -> dict[str, Any]:
         rec = self.store.get("endpoint-config", name)
         if rec is None:
-            raise validation(f'Could not find endpoint configuration "{self.arn("endpoint-config", name)}".')
+            raise validation(
+                f'Could not find endpoint configuration "{self.arn("endpoint-config", name)}".'
+            )
         return public(rec)
 
     def delete_endpoint_config(self, name: str) -> dict[str, Any]:
@@ -270,7 +331,14 @@ class Hosting:
         return {}
 
     def list_endpoint_configs(self, body: dict[str, Any]) -> dict[str, Any]:
-        items = [{"EndpointConfigName": r["EndpointConfigName"], "EndpointConfigArn": r["EndpointConfigArn"], "CreationTime": r["CreationTime"]} for r in self.store.all("endpoint-config")]
+        items = [
+            {
+                "EndpointConfigName": r["EndpointConfigName"],
+                "EndpointConfigArn": r["EndpointConfigArn"],
+                "CreationTime": r["CreationTime"],
+            }
+            for r in self.store.all("endpoint-config")
+        ]
         return page(sort_filter(items, body, "EndpointConfigName"), body, "EndpointConfigs")
 
     # ---- endpoints -----------------------------------------------------------------------
@@ -284,7 +352,9 @@ class Hosting:
             image = container.get("Image", "local")
             s = {
                 "VariantName": v["VariantName"],
-                "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": t}],
+                "DeployedImages": [
+                    {"SpecifiedImage": image, "ResolvedImage": image, "ResolutionTime": t}
+                ],
                 "CurrentWeight": float(v.get("InitialVariantWeight", 1.0)),
                 "DesiredWeight": float(v.get("InitialVariantWeight", 1.0)),
             }
@@ -306,21 +376,37 @@ class Hosting:
     def _config(self, name: str) -> dict[str, Any]:
         rec = self.store.get("endpoint-config", name)
         if rec is None:
-            raise validation(f'Could not find endpoint configuration "{self.arn("endpoint-config", name)}".')
+            raise validation(
+                f'Could not find endpoint configuration "{self.arn("endpoint-config", name)}".'
+            )
         return rec
 
     def _set_status(self, name: str, status: str, **changes: Any) -> None:
         with self.store.lock:
             if self.store.get("endpoint", name) is None:
                 return
-            self.store.update("endpoint", name, EndpointStatus=status, LastModifiedTime=now(), **changes)
+            self.store.update(
+                "endpoint", name, EndpointStatus=status, LastModifiedTime=now(), **changes
+            )
         self.emit(name)
 
     def emit(self, name: str) -> None:
         rec = self.store.get("endpoint", name)
         if rec is None:
             return
-        detail = {k: rec.get(k) for k in ("EndpointName", "EndpointArn", "EndpointConfigName", "ProductionVariants", "EndpointStatus", "FailureReason", "CreationTime", "LastModifiedTime")}
+        detail = {
+            k: rec.get(k)
+            for k in (
+                "EndpointName",
+                "EndpointArn",
+                "EndpointConfigName",
+                "ProductionVariants",
+                "EndpointStatus",
+                "FailureReason",
+                "CreationTime",
+                "LastModifiedTime",
+            )
+        }
         detail = public(detail)
         detail["Tags"] = {t["Key"]: t["Value"] for t in rec.get("_tags", [])}
         self.svc.events.emit("SageMaker Endpoint State Change", rec["EndpointArn"], detail)
@@ -330,7 +416,9 @@ class Hosting:
         config = self._config(body["EndpointConfigName"])
         with self.store.lock:
             if self.store.get("endpoint", name):
-                raise validation(f'Cannot create already existing endpoint "{self.arn("endpoint", name)}".')
+                raise validation(
+                    f'Cannot create already existing endpoint "{self.arn("endpoint", name)}".'
+                )
             t = now()
             rec = {
                 "EndpointName": name,
@@ -346,7 +434,9 @@ class Hosting:
             self.store.put("endpoint", name, rec)
             self.ready[name] = threading.Event()
         self.emit(name)
-        threading.Thread(target=self._create, args=(name, config), name=f"sm-ep-{name}", daemon=True).start()
+        threading.Thread(
+            target=self._create, args=(name, config), name=f"sm-ep-{name}", daemon=True
+        ).start()
         return {"EndpointArn": rec["EndpointArn"]}
 
     def _create(self, name: str, config: dict[str, Any]) -> None:
@@ -362,7 +452,9 @@ class Hosting:
                 dep.stop()
                 return
             self.active[name] = dep
-        self._set_status(name, "InService", ProductionVariants=self._variants_summary(config), FailureReason=None)
+        self._set_status(
+            name, "InService", ProductionVariants=self._variants_summary(config), FailureReason=None
+        )
         self.ready.setdefault(name, threading.Event()).set()
 
     def describe_endpoint(self, name: str) -> dict[str, Any]:
@@ -374,7 +466,16 @@ class Hosting:
 
     def list_endpoints(self, body: dict[str, Any]) -> dict[str, Any]:
         items = [
-            {k: r[k] for k in ("EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus")}
+            {
+                k: r[k]
+                for k in (
+                    "EndpointName",
+                    "EndpointArn",
+                    "CreationTime",
+                    "LastModifiedTime",
+                    "EndpointStatus",
+                )
+            }
             for r in self.store.all("endpoint")
         ]
         return page(sort_filter(items, body, "EndpointName", "EndpointStatus"), body, "Endpoints")
@@ -401,19 +502,28 @@ class Hosting:
             if deploy_cfg is None and body.get("RetainDeploymentConfig"):
                 deploy_cfg = rec.get("_deployment_config")
             self.store.update(
-                "endpoint", name, EndpointStatus="Updating", LastModifiedTime=now(), FailureReason=None,
+                "endpoint",
+                name,
+                EndpointStatus="Updating",
+                LastModifiedTime=now(),
+                FailureReason=None,
                 _deployment_config=deploy_cfg,
                 PendingDeploymentSummary={
                     "EndpointConfigName": config["EndpointConfigName"],
                     "ProductionVariants": [
-                        {"VariantName": v["VariantName"], "DesiredWeight": float(v.get("InitialVariantWeight", 1.0))}
+                        {
+                            "VariantName": v["VariantName"],
+                            "DesiredWeight": float(v.get("InitialVariantWeight", 1.0)),
+                        }
                         for v in config["ProductionVariants"]
                     ],
                     "StartTime": now(),
                 },
             )
         self.emit(name)
-        threading.Thread(target=self._update, args=(name, config, deploy_cfg), name=f"sm-ep-{name}", daemon=True).start()
+        threading.Thread(
+            target=self._update, args=(name, config, deploy_cfg), name=f"sm-ep-{name}", daemon=True
+        ).start()
         return {"EndpointArn": rec["EndpointArn"]}
 
     def _update(self, name: str, config: dict[str, Any], deploy_cfg: dict[str, Any] | None) -> None:
@@ -422,7 +532,12 @@ class Hosting:
             new.start(self, name)
         except Exception as e:
             log.warning("endpoint %s update failed, rolling back: %s", name, e)
-            self._set_status(name, "InService", PendingDeploymentSummary=None, FailureReason=f"Update failed and was rolled back: {e}"[:1024])
+            self._set_status(
+                name,
+                "InService",
+                PendingDeploymentSummary=None,
+                FailureReason=f"Update failed and was rolled back: {e}"[:1024],
+            )
             return
         with self.lock:
             old = self.active.get(name)
@@ -435,7 +550,9 @@ class Hosting:
             threading.Thread(target=new.retire, daemon=True).start()
             log.warning("endpoint %s update rolled back: %s", name, alarm)
             self._set_status(
-                name, "InService", PendingDeploymentSummary=None,
+                name,
+                "InService",
+                PendingDeploymentSummary=None,
                 FailureReason=f"Update rolled back: {alarm}",
                 _last_deployment_config=deploy_cfg,
             )
@@ -443,8 +560,11 @@ class Hosting:
         if old is not None:
             threading.Thread(target=old.retire, daemon=True).start()
         self._set_status(
-            name, "InService", EndpointConfigName=config["EndpointConfigName"],
-            ProductionVariants=self._variants_summary(config), PendingDeploymentSummary=None,
+            name,
+            "InService",
+            EndpointConfigName=config["EndpointConfigName"],
+            ProductionVariants=self._variants_summary(config),
+            PendingDeploymentSummary=None,
             _last_deployment_config=deploy_cfg,
         )
 
@@ -452,13 +572,23 @@ class Hosting:
         """Watch the auto-rollback alarms while the new fleet takes traffic.
         Returns why to roll back, or None."""
         hook = any(
-            str(((self.store.get("model", v["ModelName"]) or {}).get("PrimaryContainer") or {}).get("Environment", {}).get(ROLLBACK_HOOK, "")).lower() in ("1", "true", "yes")
+            str(
+                ((self.store.get("model", v["ModelName"]) or {}).get("PrimaryContainer") or {})
+                .get("Environment", {})
+                .get(ROLLBACK_HOOK, "")
+            ).lower()
+            in ("1", "true", "yes")
             for v in config["ProductionVariants"]
         )
-        alarms = [a["AlarmName"] for a in ((deploy_cfg or {}).get("AutoRollbackConfiguration") or {}).get("Alarms", [])]
+        alarms = [
+            a["AlarmName"]
+            for a in ((deploy_cfg or {}).get("AutoRollbackConfiguration") or {}).get("Alarms", [])
+        ]
         if not deploy_cfg and not hook:
             return None
-        routing = ((deploy_cfg or {}).get("BlueGreenUpdatePolicy") or {}).get("TrafficRoutingConfiguration") or {}
+        routing = ((deploy_cfg or {}).get("BlueGreenUpdatePolicy") or {}).get(
+            "TrafficRoutingConfiguration"
+        ) or {}
         wait = float(routing.get("WaitIntervalInSeconds") or 0)
         wait = min(wait, self.svc.bake_seconds) if wait else min(1.0, self.svc.bake_seconds)
         deadline = time.monotonic() + wait
@@ -478,17 +608,23 @@ class Hosting:
 
     # ---- runtime -------------------------------------------------------------------------
 
-    def invoke(self, name: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, str, str, dict[str, str]]:
+    def invoke(
+        self, name: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[bytes, str, str, dict[str, str]]:
         rec = self.store.get("endpoint", name)
         if rec is None or rec["EndpointStatus"] not in ("InService", "Updating", "SystemUpdating"):
-            raise AwsError("ValidationError", f"Endpoint {name} of account {self.svc.account} not found.")
+            raise AwsError(
+                "ValidationError", f"Endpoint {name} of account {self.svc.account} not found."
+            )
         ready = self.ready.get(name)
         if ready is not None:
             ready.wait(self.svc.health_timeout_seconds)
         with self.lock:
             dep = self.active.get(name)
             if dep is None:
-                raise AwsError("ValidationError", f"Endpoint {name} of account {self.svc.account} not found.")
+                raise AwsError(
+                    "ValidationError", f"Endpoint {name} of account {self.svc.account} not found."
+                )
             dep.acquire()
         try:
             variant, server = dep.pick(headers.pop("X-Amzn-SageMaker-Target-Variant", None))
@@ -504,9 +640,10 @@ class Hosting:
             raise AwsError(
                 "ModelError",
                 f'Received {kind} error ({status}) from primary with message "{text}". See '
-                f"https://{self.svc.region}.console.aws.amazon.com/cloudwatch/home?region={self.svc.region}"
-                f"#logEventViewer:group=/aws/sagemaker/Endpoints/{name} in account {self.svc.account} "
-                "for more information.",
+                f"https://{self.svc.region}.console.aws.amazon.com/cloudwatch/home"
+                f"?region={self.svc.region}"
+                f"#logEventViewer:group=/aws/sagemaker/Endpoints/{name} "
+                f"in account {self.svc.account} for more information.",
                 status=424,
                 OriginalStatusCode=status,
                 OriginalMessage=text,
@@ -536,8 +673,13 @@ class Hosting:
             else:
                 pending = (rec.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
                 if status == "Updating":  # the update was cut short: come back on the old config
-                    self.store.update("endpoint", name, EndpointStatus="InService", PendingDeploymentSummary=None,
-                                      FailureReason=f"Update to {pending} was interrupted by a service restart")
+                    self.store.update(
+                        "endpoint",
+                        name,
+                        EndpointStatus="InService",
+                        PendingDeploymentSummary=None,
+                        FailureReason=f"Update to {pending} was interrupted by a service restart",
+                    )
                 threading.Thread(target=self._restore_one, args=(name, config), daemon=True).start()
 
     def _restore_one(self, name: str, config: dict[str, Any]) -> None:
@@ -563,4 +705,8 @@ class Hosting:
         dep = self.active.get(name)
         if not dep:
             return ""
-        return "".join(s.log_path.read_text(errors="replace") for _, s in dep.servers.values() if s.log_path.exists())
+        return "".join(
+            s.log_path.read_text(errors="replace")
+            for _, s in dep.servers.values()
+            if s.log_path.exists()
+        )

@@ -35,7 +35,9 @@ class Registry:
         name = body["ModelPackageGroupName"]
         with self.store.lock:
             if self.store.get("model-package-group", name):
-                raise validation(f"Model Package Group already exists: {self._arn('model-package-group', name)}")
+                raise validation(
+                    f"Model Package Group already exists: {self._arn('model-package-group', name)}"
+                )
             rec = {
                 "ModelPackageGroupName": name,
                 "ModelPackageGroupArn": self._arn("model-package-group", name),
@@ -59,14 +61,30 @@ class Registry:
 
     def list_groups(self, body: dict[str, Any]) -> dict[str, Any]:
         items = [
-            {k: r.get(k) for k in ("ModelPackageGroupName", "ModelPackageGroupArn", "ModelPackageGroupDescription", "CreationTime", "ModelPackageGroupStatus")}
+            {
+                k: r.get(k)
+                for k in (
+                    "ModelPackageGroupName",
+                    "ModelPackageGroupArn",
+                    "ModelPackageGroupDescription",
+                    "CreationTime",
+                    "ModelPackageGroupStatus",
+                )
+            }
             for r in self.store.all("model-package-group")
         ]
-        return page(sort_filter([public(i) for i in items], body, "ModelPackageGroupName"), body, "ModelPackageGroupSummaryList")
+        return page(
+            sort_filter([public(i) for i in items], body, "ModelPackageGroupName"),
+            body,
+            "ModelPackageGroupSummaryList",
+        )
 
     def delete_group(self, name: str) -> dict[str, Any]:
         rec = self.describe_group(name)
-        if any(p.get("ModelPackageGroupName") == rec["ModelPackageGroupName"] for p in self.store.all("model-package")):
+        if any(
+            p.get("ModelPackageGroupName") == rec["ModelPackageGroupName"]
+            for p in self.store.all("model-package")
+        ):
             raise AwsError("ConflictException", "Model Package Group still contains model packages")
         self.store.delete("model-package-group", rec["ModelPackageGroupName"])
         return {}
@@ -82,26 +100,43 @@ class Registry:
                 if self.store.get("model-package-group", group) is None:
                     raise validation(f"ModelPackageGroup {group} does not exist.")
                 version = 1 + max(
-                    (p["ModelPackageVersion"] for p in self.store.all("model-package") if p.get("ModelPackageGroupName") == group),
+                    (
+                        p["ModelPackageVersion"]
+                        for p in self.store.all("model-package")
+                        if p.get("ModelPackageGroupName") == group
+                    ),
                     default=0,
                 )
                 key = f"{group}/{version}"
-                rec: dict[str, Any] = {"ModelPackageName": group, "ModelPackageGroupName": group, "ModelPackageVersion": version}
+                rec: dict[str, Any] = {
+                    "ModelPackageName": group,
+                    "ModelPackageGroupName": group,
+                    "ModelPackageVersion": version,
+                }
             else:
                 key = body.get("ModelPackageName") or ""
                 if not key:
-                    raise validation("Either ModelPackageName or ModelPackageGroupName must be specified.")
+                    raise validation(
+                        "Either ModelPackageName or ModelPackageGroupName must be specified."
+                    )
                 if self.store.get("model-package", key):
                     raise AwsError("ConflictException", f"Model package {key} already exists.")
                 rec = {"ModelPackageName": key}
-            rec.update({k: v for k, v in body.items() if k not in ("Tags", "ClientToken", "ModelPackageGroupName", "ModelPackageName")})
+            rec.update(
+                {
+                    k: v
+                    for k, v in body.items()
+                    if k not in ("Tags", "ClientToken", "ModelPackageGroupName", "ModelPackageName")
+                }
+            )
             rec.update(
                 ModelPackageArn=self._arn("model-package", key),
                 CreationTime=t,
                 LastModifiedTime=t,
                 ModelPackageStatus="Completed",
                 ModelPackageStatusDetails={"ValidationStatuses": [], "ImageScanStatuses": []},
-                ModelApprovalStatus=body.get("ModelApprovalStatus") or ("PendingManualApproval" if group else None),
+                ModelApprovalStatus=body.get("ModelApprovalStatus")
+                or ("PendingManualApproval" if group else None),
                 _tags=body.get("Tags") or [],
             )
             self.store.put("model-package", key, rec)
@@ -120,19 +155,35 @@ class Registry:
 
     def update_package(self, body: dict[str, Any]) -> dict[str, Any]:
         rec = self._find_package(body["ModelPackageArn"])
-        changes = {k: v for k, v in body.items() if k not in ("ModelPackageArn", "ClientToken", "CustomerMetadataPropertiesToRemove", "AdditionalInferenceSpecificationsToAdd")}
+        changes = {
+            k: v
+            for k, v in body.items()
+            if k
+            not in (
+                "ModelPackageArn",
+                "ClientToken",
+                "CustomerMetadataPropertiesToRemove",
+                "AdditionalInferenceSpecificationsToAdd",
+            )
+        }
         if "CustomerMetadataPropertiesToRemove" in body:
             props = dict(rec.get("CustomerMetadataProperties") or {})
             for k in body["CustomerMetadataPropertiesToRemove"]:
                 props.pop(k, None)
             changes["CustomerMetadataProperties"] = props
         if body.get("AdditionalInferenceSpecificationsToAdd"):
-            changes["AdditionalInferenceSpecifications"] = (rec.get("AdditionalInferenceSpecifications") or []) + body["AdditionalInferenceSpecificationsToAdd"]
+            changes["AdditionalInferenceSpecifications"] = (
+                rec.get("AdditionalInferenceSpecifications") or []
+            ) + body["AdditionalInferenceSpecificationsToAdd"]
         self.store.update("model-package", rec["_key"], LastModifiedTime=now(), **changes)
         return {"ModelPackageArn": rec["ModelPackageArn"]}
 
     def list_packages(self, body: dict[str, Any]) -> dict[str, Any]:
-        group = self._group_name(body["ModelPackageGroupName"]) if body.get("ModelPackageGroupName") else None
+        group = (
+            self._group_name(body["ModelPackageGroupName"])
+            if body.get("ModelPackageGroupName")
+            else None
+        )
         kind = body.get("ModelPackageType") or "Both"
         items = []
         for r in self.store.all("model-package"):
@@ -143,9 +194,28 @@ class Registry:
                 pass
             if (kind == "Versioned" and not versioned) or (kind == "Unversioned" and versioned):
                 continue
-            if body.get("ModelApprovalStatus") and r.get("ModelApprovalStatus") != body["ModelApprovalStatus"]:
+            if (
+                body.get("ModelApprovalStatus")
+                and r.get("ModelApprovalStatus") != body["ModelApprovalStatus"]
+            ):
                 continue
-            items.append(public({k: r.get(k) for k in ("ModelPackageName", "ModelPackageGroupName", "ModelPackageVersion", "ModelPackageArn", "ModelPackageDescription", "CreationTime", "ModelPackageStatus", "ModelApprovalStatus")}))
+            items.append(
+                public(
+                    {
+                        k: r.get(k)
+                        for k in (
+                            "ModelPackageName",
+                            "ModelPackageGroupName",
+                            "ModelPackageVersion",
+                            "ModelPackageArn",
+                            "ModelPackageDescription",
+                            "CreationTime",
+                            "ModelPackageStatus",
+                            "ModelApprovalStatus",
+                        )
+                    }
+                )
+            )
         return page(sort_filter(items, body, "ModelPackageName"), body, "ModelPackageSummaryList")
 
     def delete_package(self, name: str) -> dict[str, Any]:
@@ -165,7 +235,9 @@ class Registry:
     def add_tags(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.store.lock:
             kind, key = self._by_arn(body["ResourceArn"])
-            tags = {t["Key"]: t["Value"] for t in (self.store.get(kind, key) or {}).get("_tags", [])}
+            tags = {
+                t["Key"]: t["Value"] for t in (self.store.get(kind, key) or {}).get("_tags", [])
+            }
             tags.update({t["Key"]: t["Value"] for t in body["Tags"]})
             self.store.update(kind, key, _tags=[{"Key": k, "Value": v} for k, v in tags.items()])
         return {"Tags": body["Tags"]}
@@ -173,7 +245,11 @@ class Registry:
     def delete_tags(self, body: dict[str, Any]) -> dict[str, Any]:
         with self.store.lock:
             kind, key = self._by_arn(body["ResourceArn"])
-            tags = [t for t in (self.store.get(kind, key) or {}).get("_tags", []) if t["Key"] not in body["TagKeys"]]
+            tags = [
+                t
+                for t in (self.store.get(kind, key) or {}).get("_tags", [])
+                if t["Key"] not in body["TagKeys"]
+            ]
             self.store.update(kind, key, _tags=tags)
         return {}
 

@@ -57,7 +57,12 @@ class LocalSageMaker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.port = port
-        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.region = (
+            region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1"
+        )
         self.account = account
         self.stop_grace_seconds = stop_grace_seconds
         self.bake_seconds = bake_seconds
@@ -79,10 +84,14 @@ class LocalSageMaker:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> LocalSageMaker:
-        self._server = make_server(self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler)
+        self._server = make_server(
+            self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler
+        )
         self.port = self._server.port
         self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sm-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sm-http", daemon=True
+        )
         self._thread.start()
         self.events.start()
         self.training.resume_all()
@@ -119,7 +128,9 @@ class LocalSageMaker:
             "ListTrainingJobs": t.list,
             "StopTrainingJob": lambda b: t.stop(b["TrainingJobName"]),
             "CreateHyperParameterTuningJob": tu.create,
-            "DescribeHyperParameterTuningJob": lambda b: tu.describe(b["HyperParameterTuningJobName"]),
+            "DescribeHyperParameterTuningJob": lambda b: tu.describe(
+                b["HyperParameterTuningJobName"]
+            ),
             "ListHyperParameterTuningJobs": tu.list,
             "ListTrainingJobsForHyperParameterTuningJob": tu.list_children,
             "StopHyperParameterTuningJob": lambda b: tu.stop(b["HyperParameterTuningJobName"]),
@@ -156,22 +167,34 @@ class LocalSageMaker:
             resp = self._route(req)
         except Exception:
             log.exception("unhandled error")
-            resp = self._error(AwsError("InternalFailure", "internal error in the local SageMaker", 500))
+            resp = self._error(
+                AwsError("InternalFailure", "internal error in the local SageMaker", 500)
+            )
         return resp(environ, start_response)
 
     def _route(self, req: Request) -> Response:
         path = req.path
-        if req.method == "POST" and path.startswith("/endpoints/") and path.endswith("/invocations"):
+        if (
+            req.method == "POST"
+            and path.startswith("/endpoints/")
+            and path.endswith("/invocations")
+        ):
             return self._invoke(req, unquote(path[len("/endpoints/") : -len("/invocations")]))
         if req.method == "GET" and path.startswith("/_local/"):
             return self._local(path[len("/_local/") :])
         target = req.headers.get("X-Amz-Target", "")
         if req.method != "POST" or not target.startswith("SageMaker."):
-            return self._error(AwsError("UnknownOperationException", f"no route for {req.method} {path}", 404))
+            return self._error(
+                AwsError("UnknownOperationException", f"no route for {req.method} {path}", 404)
+            )
         op = target.split(".", 1)[1]
         handler = self.ops.get(op)
         if handler is None:
-            return self._error(AwsError("UnknownOperationException", f"{op} is not implemented by the local SageMaker"))
+            return self._error(
+                AwsError(
+                    "UnknownOperationException", f"{op} is not implemented by the local SageMaker"
+                )
+            )
         try:
             body = json.loads(req.get_data() or b"{}")
             result = handler(body)
@@ -179,7 +202,11 @@ class LocalSageMaker:
             return self._error(e)
         except (KeyError, TypeError, ValueError) as e:
             log.debug("bad request to %s", op, exc_info=True)
-            return self._error(AwsError("ValidationException", f"1 validation error detected: {type(e).__name__}: {e}"))
+            return self._error(
+                AwsError(
+                    "ValidationException", f"1 validation error detected: {type(e).__name__}: {e}"
+                )
+            )
         return Response(
             dumps(result),
             200,
@@ -200,7 +227,11 @@ class LocalSageMaker:
 
     def _invoke(self, req: Request, name: str) -> Response:
         headers = {"Content-Type": req.headers.get("Content-Type") or "application/octet-stream"}
-        for h in ("Accept", "X-Amzn-SageMaker-Custom-Attributes", "X-Amzn-SageMaker-Target-Variant"):
+        for h in (
+            "Accept",
+            "X-Amzn-SageMaker-Custom-Attributes",
+            "X-Amzn-SageMaker-Target-Variant",
+        ):
             if req.headers.get(h):
                 headers[h] = req.headers[h]
         try:
@@ -211,7 +242,11 @@ class LocalSageMaker:
             body,
             200,
             content_type=ctype or "application/json",
-            headers={"x-amzn-RequestId": str(uuid.uuid4()), "x-Amzn-Invoked-Production-Variant": variant, **extra},
+            headers={
+                "x-amzn-RequestId": str(uuid.uuid4()),
+                "x-Amzn-Invoked-Production-Variant": variant,
+                **extra,
+            },
         )
 
     def _local(self, rest: str) -> Response:
@@ -223,5 +258,9 @@ class LocalSageMaker:
                 return Response(path.read_bytes(), 200, content_type="text/plain; charset=utf-8")
             return Response("no log for this job", 404, content_type="text/plain")
         if rest.startswith("endpoint-logs/"):
-            return Response(self.hosting.worker_logs(unquote(rest[len("endpoint-logs/") :])), 200, content_type="text/plain; charset=utf-8")
+            return Response(
+                self.hosting.worker_logs(unquote(rest[len("endpoint-logs/") :])),
+                200,
+                content_type="text/plain; charset=utf-8",
+            )
         return Response("not found", 404, content_type="text/plain")

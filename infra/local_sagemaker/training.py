@@ -11,6 +11,7 @@ record the outcome. The job directory mirrors /opt/ml:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -128,7 +129,11 @@ class Training:
             CreationTime=t,
             LastModifiedTime=t,
             SecondaryStatusTransitions=[
-                {"Status": "Starting", "StartTime": t, "StatusMessage": "Preparing the instances for training"}
+                {
+                    "Status": "Starting",
+                    "StartTime": t,
+                    "StatusMessage": "Preparing the instances for training",
+                }
             ],
             HyperParameters=hps,
             _tags=body.get("Tags") or [],
@@ -196,7 +201,9 @@ class Training:
 
     # ---- lifecycle helpers used by the runner and the tuner ----
 
-    def transition(self, name: str, status: str, message: str, primary: str | None = None, **extra: Any) -> dict[str, Any]:
+    def transition(
+        self, name: str, status: str, message: str, primary: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
         with self.store.lock:
             rec = self.get(name)
             t = now()
@@ -215,7 +222,9 @@ class Training:
             )
 
     def finish(self, name: str, status: str, secondary: str, message: str, **extra: Any) -> None:
-        rec = self.transition(name, secondary, message, primary=status, TrainingEndTime=now(), **extra)
+        rec = self.transition(
+            name, secondary, message, primary=status, TrainingEndTime=now(), **extra
+        )
         trans = rec["SecondaryStatusTransitions"]
         trans[-1]["EndTime"] = trans[-1]["StartTime"]
         series = rec.get("_metric_series") or {}
@@ -224,7 +233,9 @@ class Training:
             for m, values in series.items()
             if values
         ]
-        self.store.update(KIND, name, SecondaryStatusTransitions=trans, FinalMetricDataList=final or None)
+        self.store.update(
+            KIND, name, SecondaryStatusTransitions=trans, FinalMetricDataList=final or None
+        )
         log.info("training job %s %s", name, status)
         self.emit(name)
         self.svc.tuning.on_training_finished(name)
@@ -242,10 +253,8 @@ class Training:
 
     def request_stop(self, name: str) -> None:
         """Stop a job if it is still running (tuning: pruned trials, stopped tuning jobs)."""
-        try:
+        with contextlib.suppress(AwsError):
             self.stop(name)
-        except AwsError:
-            pass
 
     def wait(self, name: str, timeout: float | None = None) -> dict[str, Any]:
         runner = self.runners.get(name)
@@ -269,7 +278,9 @@ class Training:
                 self.finish(name, "Stopped", "Stopped", "The training job was stopped")
             elif rec["TrainingJobStatus"] == "InProgress":
                 log.info("resuming training job %s", name)
-                self.transition(name, "Starting", "Restarting the training job after a service restart")
+                self.transition(
+                    name, "Starting", "Restarting the training job after a service restart"
+                )
                 self._launch(name)
 
     def shutdown(self) -> None:
@@ -293,10 +304,8 @@ def _kill_leftover(rec: dict[str, Any]) -> None:
     except OSError:
         return
     if marker in cmdline or marker in os.readlink(f"/proc/{pgid}/cwd"):
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 # ---- one job ------------------------------------------------------------------------------
@@ -323,12 +332,17 @@ class JobRunner(threading.Thread):
         try:
             self._run()
         except JobFailure as e:
-            self.t.finish(self.name_, "Failed", "Failed", "Training job failed", FailureReason=str(e)[:1024])
+            self.t.finish(
+                self.name_, "Failed", "Failed", "Training job failed", FailureReason=str(e)[:1024]
+            )
         except Exception as e:  # our bug or S3 trouble: fail the job, keep the service up
             log.exception("training job %s crashed", self.name_)
             if not self.shutdown.is_set():
                 self.t.finish(
-                    self.name_, "Failed", "Failed", "Training job failed",
+                    self.name_,
+                    "Failed",
+                    "Failed",
+                    "Training job failed",
                     FailureReason=f"InternalServerError: {type(e).__name__}: {e}"[:1024],
                 )
 
@@ -351,14 +365,18 @@ class JobRunner(threading.Thread):
             dest = d / "input/data" / cname
             s3src = (ch.get("DataSource") or {}).get("S3DataSource")
             if not s3src:
-                raise JobFailure(f"ClientError: channel {cname}: only S3DataSource is supported locally")
+                raise JobFailure(
+                    f"ClientError: channel {cname}: only S3DataSource is supported locally"
+                )
             kind = s3src.get("S3DataType", "S3Prefix")
             try:
                 if kind == "S3Prefix":
                     n = aws.download_prefix(s3src["S3Uri"], dest)
                 elif kind in ("ManifestFile", "AugmentedManifestFile"):
                     n = aws.download_manifest(
-                        s3src["S3Uri"], dest, kind == "AugmentedManifestFile",
+                        s3src["S3Uri"],
+                        dest,
+                        kind == "AugmentedManifestFile",
                         s3src.get("AttributeNames") or [],
                     )
                 else:
@@ -366,9 +384,16 @@ class JobRunner(threading.Thread):
             except JobFailure:
                 raise
             except Exception as e:
-                raise JobFailure(f"ClientError: Data download failed for channel {cname}: {e}") from e
+                raise JobFailure(
+                    f"ClientError: Data download failed for channel {cname}: {e}"
+                ) from e
             if n == 0:
-                raise JobFailure(f"ClientError: No S3 objects found under S3 URL \"{s3src['S3Uri']}\" given in input data source. Please ensure that the bucket exists in the selected region (us-east-1), that objects exist under that S3 prefix, and that the role has permission to read the objects.")
+                raise JobFailure(
+                    f'ClientError: No S3 objects found under S3 URL "{s3src["S3Uri"]}" given in '
+                    "input data source. Please ensure that the bucket exists in the selected "
+                    f"region ({self.t.svc.region}), that objects exist under that S3 prefix, and "
+                    "that the role has permission to read the objects."
+                )
             channels[cname] = str(dest)
 
         hps = rec.get("HyperParameters") or {}
@@ -388,9 +413,14 @@ class JobRunner(threading.Thread):
                     with tarfile.open(src) as tar:
                         tar.extractall(code, filter="data")
         except Exception as e:
-            raise JobFailure(f"ClientError: cannot fetch sagemaker_submit_directory {submit}: {e}") from e
+            raise JobFailure(
+                f"ClientError: cannot fetch sagemaker_submit_directory {submit}: {e}"
+            ) from e
         if not (code / program).exists() and not (code / program.replace(".", "/")).exists():
-            raise JobFailure(f"AlgorithmError: ExecuteUserScriptError: entry point {program} not found in the source directory")
+            raise JobFailure(
+                "AlgorithmError: ExecuteUserScriptError: "
+                f"entry point {program} not found in the source directory"
+            )
 
         ckpt_uri = (rec.get("CheckpointConfig") or {}).get("S3Uri")
         ckpt_dir = d / "checkpoints"
@@ -416,7 +446,12 @@ class JobRunner(threading.Thread):
             cmd = [sys.executable, "-m", program, *to_cmd_args(args_hps)]
 
         extra = {} if rec.get("TrainingStartTime") else {"TrainingStartTime": now()}
-        self.t.transition(self.name_, "Training", "Training image download completed. Training in progress.", **extra)
+        self.t.transition(
+            self.name_,
+            "Training",
+            "Training image download completed. Training in progress.",
+            **extra,
+        )
         outcome = self._train(cmd, env, code, ckpt_uri, ckpt_dir, rec)
         if outcome is None:  # service shutting down: leave the job InProgress
             return
@@ -438,13 +473,22 @@ class JobRunner(threading.Thread):
             if any((d / "output/data").iterdir()):
                 _tar_dir(d / "output/data", d / "output.tar.gz")
                 aws.upload_file(d / "output.tar.gz", f"{base}/output.tar.gz")
-        self.t.finish(self.name_, status, secondary, message, ModelArtifacts=artifacts, FailureReason=failure)
+        self.t.finish(
+            self.name_, status, secondary, message, ModelArtifacts=artifacts, FailureReason=failure
+        )
 
-    def _env(self, rec: dict[str, Any], decoded: dict[str, Any], channels: dict[str, str], program: str) -> dict[str, str]:
+    def _env(
+        self, rec: dict[str, Any], decoded: dict[str, Any], channels: dict[str, str], program: str
+    ) -> dict[str, str]:
         d = self.dir
         resource = {"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "eth0"}
-        input_cfg = {c["ChannelName"]: {k: v for k, v in c.items() if k != "ChannelName"} for c in rec.get("InputDataConfig") or []}
-        (d / "input/config/hyperparameters.json").write_text(json.dumps(rec.get("HyperParameters") or {}))
+        input_cfg = {
+            c["ChannelName"]: {k: v for k, v in c.items() if k != "ChannelName"}
+            for c in rec.get("InputDataConfig") or []
+        }
+        (d / "input/config/hyperparameters.json").write_text(
+            json.dumps(rec.get("HyperParameters") or {})
+        )
         (d / "input/config/inputdataconfig.json").write_text(json.dumps(input_cfg))
         (d / "input/config/resourceconfig.json").write_text(json.dumps(resource))
         training_env = {
@@ -474,7 +518,9 @@ class JobRunner(threading.Thread):
         env.update(
             {
                 "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join([str(d / "code"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+                "PYTHONPATH": os.pathsep.join([str(d / "code"), env.get("PYTHONPATH", "")]).rstrip(
+                    os.pathsep
+                ),
                 "TRAINING_JOB_NAME": self.name_,
                 "TRAINING_JOB_ARN": rec["TrainingJobArn"],
                 "SM_MODEL_DIR": str(d / "model"),
@@ -499,16 +545,34 @@ class JobRunner(threading.Thread):
             env[f"SM_HP_{k.upper()}"] = v if isinstance(v, str) else json.dumps(v)
         return env
 
-    def _train(self, cmd: list[str], env: dict[str, str], cwd: Path, ckpt_uri: str | None, ckpt_dir: Path, rec: dict[str, Any]) -> tuple[str, str, str] | None:
+    def _train(
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        ckpt_uri: str | None,
+        ckpt_dir: Path,
+        rec: dict[str, Any],
+    ) -> tuple[str, str, str] | None:
         svc = self.t.svc
-        max_runtime = float((rec.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400)
+        max_runtime = float(
+            (rec.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds") or 86400
+        )
         elapsed_before = float(rec.get("_elapsed") or 0.0)
         with open(self.dir / "train.log", "a") as logf:
-            logf.write(f"[local-sagemaker] {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n")
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            logf.write(f"[local-sagemaker] {stamp} starting: {' '.join(cmd)}\n")
             logf.flush()
             self.proc = subprocess.Popen(
-                cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, errors="replace", bufsize=1, start_new_session=True,
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,
             )
             self.t.store.update(KIND, self.name_, _pgid=self.proc.pid, _job_dir=str(self.dir))
             reader = threading.Thread(target=self._read, args=(self.proc, logf, rec), daemon=True)
@@ -522,7 +586,9 @@ class JobRunner(threading.Thread):
                 if self.shutdown.is_set():
                     self._terminate(grace=3)
                     reader.join(5)
-                    self.t.store.update(KIND, self.name_, _elapsed=elapsed_before + time.monotonic() - started)
+                    self.t.store.update(
+                        KIND, self.name_, _elapsed=elapsed_before + time.monotonic() - started
+                    )
                     if ckpt_uri:
                         self._sync_checkpoints(ckpt_uri, ckpt_dir, synced)
                     return None
@@ -547,7 +613,11 @@ class JobRunner(threading.Thread):
         if reason == "stopped":
             return "Stopped", "Stopped", "The training job was stopped"
         if reason == "max_runtime":
-            return "Stopped", "MaxRuntimeExceeded", "Training job runtime exceeded MaxRuntimeInSeconds provided"
+            return (
+                "Stopped",
+                "MaxRuntimeExceeded",
+                "Training job runtime exceeded MaxRuntimeInSeconds provided",
+            )
         if rc == 0:
             return "Completed", "Completed", "Training job completed"
         return "Failed", "Failed", "Training job failed"
@@ -558,10 +628,8 @@ class JobRunner(threading.Thread):
     def _killpg(self, sig: int) -> None:
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(self.proc.pid, sig)
-        except OSError:
-            pass
 
     def _terminate(self, grace: float, wait: bool = True) -> None:
         """SIGTERM the job's process group, SIGKILL it after `grace` seconds."""
@@ -593,7 +661,9 @@ class JobRunner(threading.Thread):
                     except Exception:
                         log.exception("metric listener failed")
 
-    def _sync_checkpoints(self, uri: str, folder: Path, synced: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    def _sync_checkpoints(
+        self, uri: str, folder: Path, synced: dict[str, tuple[int, int]]
+    ) -> dict[str, tuple[int, int]]:
         current = _snapshot(folder)
         base = uri.rstrip("/")
         for rel, sig in current.items():

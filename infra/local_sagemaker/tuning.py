@@ -40,9 +40,19 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 KIND = "hyper-parameter-tuning-job"
 CHILD_FIELDS = (
-    "AlgorithmSpecification", "RoleArn", "InputDataConfig", "OutputDataConfig", "ResourceConfig",
-    "StoppingCondition", "VpcConfig", "EnableNetworkIsolation", "EnableInterContainerTrafficEncryption",
-    "EnableManagedSpotTraining", "CheckpointConfig", "RetryStrategy", "Environment",
+    "AlgorithmSpecification",
+    "RoleArn",
+    "InputDataConfig",
+    "OutputDataConfig",
+    "ResourceConfig",
+    "StoppingCondition",
+    "VpcConfig",
+    "EnableNetworkIsolation",
+    "EnableInterContainerTrafficEncryption",
+    "EnableManagedSpotTraining",
+    "CheckpointConfig",
+    "RetryStrategy",
+    "Environment",
 )
 
 
@@ -50,7 +60,9 @@ def distributions(ranges: dict[str, Any], grid: bool = False) -> dict[str, BaseD
     out: dict[str, BaseDistribution] = {}
     for r in ranges.get("ContinuousParameterRanges") or []:
         if grid:
-            raise validation("The Grid search strategy supports only categorical and integer parameter ranges.")
+            raise validation(
+                "The Grid search strategy supports only categorical and integer parameter ranges."
+            )
         lo, hi = float(r["MinValue"]), float(r["MaxValue"])
         out[r["Name"]] = FloatDistribution(lo, hi, log=r.get("ScalingType") == "Logarithmic")
     for r in ranges.get("IntegerParameterRanges") or []:
@@ -103,38 +115,50 @@ class Tuning:
     def get(self, name: str) -> dict[str, Any]:
         rec = self.store.get(KIND, name)
         if rec is None:
-            raise AwsError("ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name {name}")
+            raise AwsError(
+                "ResourceNotFound", f"Amazon SageMaker can't find a tuning job with name {name}"
+            )
         return rec
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         name = body.get("HyperParameterTuningJobName") or ""
         if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}", name):
-            raise validation(f"Invalid HyperParameterTuningJobName: {name!r} (at most 32 characters)")
+            raise validation(
+                f"Invalid HyperParameterTuningJobName: {name!r} (at most 32 characters)"
+            )
         config = body["HyperParameterTuningJobConfig"]
         definition = body.get("TrainingJobDefinition")
         if definition is None:
             defs = body.get("TrainingJobDefinitions") or []
             if len(defs) != 1:
-                raise validation("The local SageMaker supports exactly one training job definition.")
+                raise validation(
+                    "The local SageMaker supports exactly one training job definition."
+                )
             definition = defs[0]
         strategy = config.get("Strategy", "Bayesian")
         if strategy not in ("Bayesian", "Random", "Grid", "Hyperband"):
             raise validation(f"Unsupported Strategy {strategy}")
         ranges = config.get("ParameterRanges") or definition.get("HyperParameterRanges") or {}
         dists = distributions(ranges, grid=strategy == "Grid")
-        objective = config.get("HyperParameterTuningJobObjective") or definition.get("TuningObjective")
+        objective = config.get("HyperParameterTuningJobObjective") or definition.get(
+            "TuningObjective"
+        )
         if not objective:
             raise validation("HyperParameterTuningJobObjective is required.")
         metrics = (definition.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
         if objective["MetricName"] not in [m["Name"] for m in metrics]:
-            raise validation(f"The objective metric {objective['MetricName']} is not among the MetricDefinitions.")
+            raise validation(
+                f"The objective metric {objective['MetricName']} is not in MetricDefinitions."
+            )
         limits = config.get("ResourceLimits") or {}
         max_jobs = limits.get("MaxNumberOfTrainingJobs")
         if strategy == "Grid":
             size = math.prod(len(v) for v in grid_space(dists).values())
             max_jobs = min(max_jobs or size, size)
         if not max_jobs:
-            raise validation("ResourceLimits.MaxNumberOfTrainingJobs is required for this strategy.")
+            raise validation(
+                "ResourceLimits.MaxNumberOfTrainingJobs is required for this strategy."
+            )
         t = now()
         record = {
             "HyperParameterTuningJobName": name,
@@ -183,7 +207,9 @@ class Tuning:
         }
         if series and status in ("Completed", "Stopped"):
             out["FinalHyperParameterTuningJobObjectiveMetric"] = {
-                "Type": objective["Type"], "MetricName": objective["MetricName"], "Value": series[-1],
+                "Type": objective["Type"],
+                "MetricName": objective["MetricName"],
+                "Value": series[-1],
             }
             out["ObjectiveStatus"] = "Succeeded"
         elif status in ("InProgress", "Stopping"):
@@ -193,17 +219,27 @@ class Tuning:
         return public(out)
 
     def best(self, tuning: dict[str, Any], children: list[dict[str, Any]]) -> dict[str, Any] | None:
-        done = [c for c in children if c["TrainingJobStatus"] == "Completed" and "FinalHyperParameterTuningJobObjectiveMetric" in c]
+        done = [
+            c
+            for c in children
+            if c["TrainingJobStatus"] == "Completed"
+            and "FinalHyperParameterTuningJobObjectiveMetric" in c
+        ]
         if not done:
             return None
         sign = 1 if tuning["_objective"]["Type"] == "Maximize" else -1
-        return max(done, key=lambda c: sign * c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
+        return max(
+            done, key=lambda c: sign * c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
+        )
 
     def describe(self, name: str) -> dict[str, Any]:
         rec = self.get(name)
         children = self.children(name)
         out = public(rec)
-        counts = {s: sum(c["TrainingJobStatus"] == s for c in children) for s in ("Completed", "InProgress", "Stopped", "Failed", "Stopping")}
+        counts = {
+            s: sum(c["TrainingJobStatus"] == s for c in children)
+            for s in ("Completed", "InProgress", "Stopped", "Failed", "Stopping")
+        }
         out["TrainingJobStatusCounters"] = {
             "Completed": counts["Completed"],
             "InProgress": counts["InProgress"] + counts["Stopping"],
@@ -212,7 +248,8 @@ class Tuning:
             "Stopped": counts["Stopped"],
         }
         out["ObjectiveStatusCounters"] = {
-            s: sum(c["ObjectiveStatus"] == s for c in children) for s in ("Succeeded", "Pending", "Failed")
+            s: sum(c["ObjectiveStatus"] == s for c in children)
+            for s in ("Succeeded", "Pending", "Failed")
         }
         best = self.best(rec, children)
         if best:
@@ -223,19 +260,25 @@ class Tuning:
         items = []
         for r in self.store.all(KIND):
             d = self.describe(r["HyperParameterTuningJobName"])
-            items.append(public({
-                "HyperParameterTuningJobName": d["HyperParameterTuningJobName"],
-                "HyperParameterTuningJobArn": d["HyperParameterTuningJobArn"],
-                "HyperParameterTuningJobStatus": d["HyperParameterTuningJobStatus"],
-                "Strategy": d["HyperParameterTuningJobConfig"].get("Strategy", "Bayesian"),
-                "CreationTime": d["CreationTime"],
-                "HyperParameterTuningEndTime": d.get("HyperParameterTuningEndTime"),
-                "LastModifiedTime": d.get("LastModifiedTime"),
-                "TrainingJobStatusCounters": d["TrainingJobStatusCounters"],
-                "ObjectiveStatusCounters": d["ObjectiveStatusCounters"],
-                "ResourceLimits": d["HyperParameterTuningJobConfig"].get("ResourceLimits"),
-            }))
-        items = sort_filter(items, body, "HyperParameterTuningJobName", "HyperParameterTuningJobStatus")
+            items.append(
+                public(
+                    {
+                        "HyperParameterTuningJobName": d["HyperParameterTuningJobName"],
+                        "HyperParameterTuningJobArn": d["HyperParameterTuningJobArn"],
+                        "HyperParameterTuningJobStatus": d["HyperParameterTuningJobStatus"],
+                        "Strategy": d["HyperParameterTuningJobConfig"].get("Strategy", "Bayesian"),
+                        "CreationTime": d["CreationTime"],
+                        "HyperParameterTuningEndTime": d.get("HyperParameterTuningEndTime"),
+                        "LastModifiedTime": d.get("LastModifiedTime"),
+                        "TrainingJobStatusCounters": d["TrainingJobStatusCounters"],
+                        "ObjectiveStatusCounters": d["ObjectiveStatusCounters"],
+                        "ResourceLimits": d["HyperParameterTuningJobConfig"].get("ResourceLimits"),
+                    }
+                )
+            )
+        items = sort_filter(
+            items, body, "HyperParameterTuningJobName", "HyperParameterTuningJobStatus"
+        )
         return page(items, body, "HyperParameterTuningJobSummaries")
 
     def list_children(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -247,9 +290,16 @@ class Tuning:
         reverse = (body.get("SortOrder") or "Ascending") == "Descending"
         if sort_by == "FinalObjectiveMetricValue":
             items = [c for c in items if "FinalHyperParameterTuningJobObjectiveMetric" in c]
-            items.sort(key=lambda c: c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"], reverse=reverse)
+            items.sort(
+                key=lambda c: c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
+                reverse=reverse,
+            )
         else:
-            key = {"Name": "TrainingJobName", "CreationTime": "CreationTime", "Status": "TrainingJobStatus"}[sort_by]
+            key = {
+                "Name": "TrainingJobName",
+                "CreationTime": "CreationTime",
+                "Status": "TrainingJobStatus",
+            }[sort_by]
             items.sort(key=lambda c: c[key], reverse=reverse)
         return page(items, body, "TrainingJobSummaries")
 
@@ -258,8 +308,12 @@ class Tuning:
     def stop(self, name: str) -> dict[str, Any]:
         rec = self.get(name)
         if rec["HyperParameterTuningJobStatus"] != "InProgress":
-            raise validation(f"The tuning job {name} is in status {rec['HyperParameterTuningJobStatus']}.")
-        self.store.update(KIND, name, HyperParameterTuningJobStatus="Stopping", LastModifiedTime=now())
+            raise validation(
+                f"The tuning job {name} is in status {rec['HyperParameterTuningJobStatus']}."
+            )
+        self.store.update(
+            KIND, name, HyperParameterTuningJobStatus="Stopping", LastModifiedTime=now()
+        )
         self.emit(name)
         driver = self.drivers.get(name)
         if driver and driver.is_alive():
@@ -272,7 +326,14 @@ class Tuning:
 
     def _finish(self, name: str, status: str, reason: str | None = None) -> None:
         t = now()
-        self.store.update(KIND, name, HyperParameterTuningJobStatus=status, HyperParameterTuningEndTime=t, LastModifiedTime=t, FailureReason=reason)
+        self.store.update(
+            KIND,
+            name,
+            HyperParameterTuningJobStatus=status,
+            HyperParameterTuningEndTime=t,
+            LastModifiedTime=t,
+            FailureReason=reason,
+        )
         log.info("tuning job %s %s", name, status)
         self.emit(name)
 
@@ -280,7 +341,11 @@ class Tuning:
         rec = self.get(name)
         detail = self.describe(name)
         detail["Tags"] = {t["Key"]: t["Value"] for t in rec.get("_tags", [])}
-        self.svc.events.emit("SageMaker HyperParameter Tuning Job State Change", rec["HyperParameterTuningJobArn"], detail)
+        self.svc.events.emit(
+            "SageMaker HyperParameter Tuning Job State Change",
+            rec["HyperParameterTuningJobArn"],
+            detail,
+        )
 
     def on_training_finished(self, job: str) -> None:
         pass  # drivers wait on their children directly
@@ -331,22 +396,31 @@ class Driver(threading.Thread):
         except Exception as e:
             log.exception("tuning job %s crashed", self.name_)
             if not self.shutdown.is_set():
-                self.tu._finish(self.name_, "Failed", f"InternalServerError: {type(e).__name__}: {e}")
+                self.tu._finish(
+                    self.name_, "Failed", f"InternalServerError: {type(e).__name__}: {e}"
+                )
 
     def _study(self, rec: dict[str, Any]) -> optuna.Study:
         config = rec["HyperParameterTuningJobConfig"]
         strategy = config.get("Strategy", "Bayesian")
         seed = config.get("RandomSeed")
         if strategy == "Grid":
-            sampler: optuna.samplers.BaseSampler = optuna.samplers.GridSampler(grid_space(self.dists), seed=seed)
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.GridSampler(
+                grid_space(self.dists), seed=seed
+            )
         elif strategy == "Bayesian":
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, max(1, rec["_max_jobs"] // 3)))
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=min(5, max(1, rec["_max_jobs"] // 3))
+            )
         else:
             sampler = optuna.samplers.RandomSampler(seed=seed)
         pruner: optuna.pruners.BasePruner
         if strategy == "Hyperband":
             hb = (config.get("StrategyConfig") or {}).get("HyperbandStrategyConfig") or {}
-            pruner = optuna.pruners.HyperbandPruner(min_resource=int(hb.get("MinResource") or 1), max_resource=int(hb["MaxResource"]) if hb.get("MaxResource") else "auto")
+            pruner = optuna.pruners.HyperbandPruner(
+                min_resource=int(hb.get("MinResource") or 1),
+                max_resource=int(hb["MaxResource"]) if hb.get("MaxResource") else "auto",
+            )
         elif config.get("TrainingJobEarlyStoppingType") == "Auto":
             pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
         else:
@@ -355,7 +429,14 @@ class Driver(threading.Thread):
         folder.mkdir(parents=True, exist_ok=True)
         storage = JournalStorage(JournalFileBackend(str(folder / "study.journal")))
         direction = "maximize" if rec["_objective"]["Type"] == "Maximize" else "minimize"
-        return optuna.create_study(study_name=self.name_, storage=storage, sampler=sampler, pruner=pruner, direction=direction, load_if_exists=True)
+        return optuna.create_study(
+            study_name=self.name_,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=direction,
+            load_if_exists=True,
+        )
 
     def _warm_start(self, rec: dict[str, Any], study: optuna.Study) -> None:
         warm = rec.get("WarmStartConfig") or {}
@@ -368,10 +449,17 @@ class Driver(threading.Thread):
                 if child["TrainingJobStatus"] != "Completed" or not metric:
                     continue
                 try:
-                    params = {k: from_hp_string(child["TunedHyperParameters"][k], d) for k, d in self.dists.items()}
+                    params = {
+                        k: from_hp_string(child["TunedHyperParameters"][k], d)
+                        for k, d in self.dists.items()
+                    }
                 except (KeyError, ValueError):
                     continue  # a parent trial outside this job's ranges
-                study.add_trial(optuna.trial.create_trial(params=params, distributions=self.dists, value=metric["Value"]))
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        params=params, distributions=self.dists, value=metric["Value"]
+                    )
+                )
 
     def _run(self) -> None:
         rec = self.tu.get(self.name_)
@@ -389,11 +477,17 @@ class Driver(threading.Thread):
             if frozen is not None and frozen.state == TrialState.RUNNING:
                 self._watch(study, job, frozen._trial_id, resumed=True)
         limits = config.get("ResourceLimits") or {}
-        parallel = max(1, min(int(limits.get("MaxParallelTrainingJobs") or 1), self.svc.max_parallel_trials))
+        parallel = max(
+            1, min(int(limits.get("MaxParallelTrainingJobs") or 1), self.svc.max_parallel_trials)
+        )
         target = (config.get("TuningJobCompletionCriteria") or {}).get("TargetObjectiveMetricValue")
         while True:
             with self.cond:
-                self.cond.wait_for(lambda: len(self.running) < parallel or self.stop_requested.is_set() or self.shutdown.is_set())
+                self.cond.wait_for(
+                    lambda: len(self.running) < parallel
+                    or self.stop_requested.is_set()
+                    or self.shutdown.is_set()
+                )
             if self.shutdown.is_set():
                 return
             if self.stop_requested.is_set() or self._target_reached(study, rec, target):
@@ -424,11 +518,18 @@ class Driver(threading.Thread):
             return
         children = self.tu.children(self.name_)
         if self.tu.best(self.tu.get(self.name_), children) is None:
-            self.tu._finish(self.name_, "Failed", f"No training job succeeded after {len(children)} attempts. Please take a look at the training job failures to get more details.")
+            self.tu._finish(
+                self.name_,
+                "Failed",
+                f"No training job succeeded after {len(children)} attempts. Please take a look "
+                "at the training job failures to get more details.",
+            )
         else:
             self.tu._finish(self.name_, "Completed")
 
-    def _target_reached(self, study: optuna.Study, rec: dict[str, Any], target: float | None) -> bool:
+    def _target_reached(
+        self, study: optuna.Study, rec: dict[str, Any], target: float | None
+    ) -> bool:
         if target is None:
             return False
         best = self.tu.best(rec, self.tu.children(self.name_))
@@ -437,7 +538,9 @@ class Driver(threading.Thread):
         value = best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
         return value >= target if rec["_objective"]["Type"] == "Maximize" else value <= target
 
-    def _launch(self, study: optuna.Study, job: str, trial: optuna.Trial, rec: dict[str, Any]) -> None:
+    def _launch(
+        self, study: optuna.Study, job: str, trial: optuna.Trial, rec: dict[str, Any]
+    ) -> None:
         definition = rec["TrainingJobDefinition"]
         tuned = {k: hp_string(v) for k, v in trial.params.items()}
         body = {k: definition[k] for k in CHILD_FIELDS if k in definition}
@@ -445,11 +548,18 @@ class Driver(threading.Thread):
         body["HyperParameters"] = {**(definition.get("StaticHyperParameters") or {}), **tuned}
         body["Tags"] = rec.get("_tags") or []
         if body.get("CheckpointConfig"):  # trials must not resume from each other's checkpoints
-            body["CheckpointConfig"] = {**body["CheckpointConfig"], "S3Uri": body["CheckpointConfig"]["S3Uri"].rstrip("/") + f"/{job}/"}
+            body["CheckpointConfig"] = {
+                **body["CheckpointConfig"],
+                "S3Uri": body["CheckpointConfig"]["S3Uri"].rstrip("/") + f"/{job}/",
+            }
         with self.cond:
             self.running.add(job)
         try:
-            self.svc.training.create(body, tuning_job_arn=rec["HyperParameterTuningJobArn"], listeners=[self._listener(study, job, trial._trial_id)])
+            self.svc.training.create(
+                body,
+                tuning_job_arn=rec["HyperParameterTuningJobArn"],
+                listeners=[self._listener(study, job, trial._trial_id)],
+            )
             self.svc.store.update("training-job", job, _tuned=tuned)
         except Exception as e:
             log.warning("could not start trial %s: %s", job, e)
@@ -505,11 +615,21 @@ class Driver(threading.Thread):
             pruned = self._pruned.get(job, {}).get("pruned", False)
             with self.optuna_lock:
                 if pruned:
-                    study.tell(trial_id_to_number(study, trial_id), state=TrialState.PRUNED, skip_if_finished=True)
+                    study.tell(
+                        trial_id_to_number(study, trial_id),
+                        state=TrialState.PRUNED,
+                        skip_if_finished=True,
+                    )
                 elif rec["TrainingJobStatus"] == "Completed" and metric:
-                    study.tell(trial_id_to_number(study, trial_id), metric["Value"], skip_if_finished=True)
+                    study.tell(
+                        trial_id_to_number(study, trial_id), metric["Value"], skip_if_finished=True
+                    )
                 else:
-                    study.tell(trial_id_to_number(study, trial_id), state=TrialState.FAIL, skip_if_finished=True)
+                    study.tell(
+                        trial_id_to_number(study, trial_id),
+                        state=TrialState.FAIL,
+                        skip_if_finished=True,
+                    )
         except Exception:
             log.exception("trial %s bookkeeping failed", job)
         finally:

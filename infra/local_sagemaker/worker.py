@@ -50,9 +50,12 @@ def default_model_fn(model_dir: str) -> Any:
                 return torch.jit.load(str(path), map_location="cpu").eval()
             except Exception as e:
                 raise RuntimeError(
-                    f"default model_fn only loads TorchScript models; provide model_fn in inference.py ({e})"
+                    "default model_fn only loads TorchScript models; "
+                    f"provide model_fn in inference.py ({e})"
                 ) from e
-    raise FileNotFoundError(f"Failed to load model with default model_fn: no model.pth in {model_dir}")
+    raise FileNotFoundError(
+        f"Failed to load model with default model_fn: no model.pth in {model_dir}"
+    )
 
 
 def default_input_fn(data: bytes, content_type: str) -> Any:
@@ -120,7 +123,8 @@ def _install_toolkit_shim() -> None:
         "        return str(self.message)\n"
         "class GenericInferenceToolkitError(BaseInferenceToolkitError):\n"
         "    def __init__(self, status_code, message=None, phrase=None):\n"
-        "        super().__init__(status_code, message or 'Invalid Request', phrase or message or 'Invalid Request')\n"
+        "        message = message or 'Invalid Request'\n"
+        "        super().__init__(status_code, message, phrase or message)\n"
         "class UnsupportedFormatError(BaseInferenceToolkitError):\n"
         "    def __init__(self, content_type, **kwargs):\n"
         "        msg = 'Content type %s is not supported by this framework.' % content_type\n"
@@ -128,7 +132,8 @@ def _install_toolkit_shim() -> None:
     )
     (shim / "content_types.py").write_text(
         "JSON = 'application/json'\nCSV = 'text/csv'\nOCTET_STREAM = 'application/octet-stream'\n"
-        "ANY = '*/*'\nNPY = 'application/x-npy'\nNPZ = 'application/x-npz'\nUTF8_TYPES = [JSON, CSV]\n"
+        "ANY = '*/*'\nNPY = 'application/x-npy'\nNPZ = 'application/x-npz'\n"
+        "UTF8_TYPES = [JSON, CSV]\n"
     )
     sys.path.append(str(shim.parent))
 
@@ -208,7 +213,10 @@ def main() -> None:
     p.add_argument("--code-dir", required=True)
     p.add_argument("--program", default="inference.py")
     p.add_argument("--port-file", required=True)
-    p.add_argument("--default-accept", default=os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json"))
+    p.add_argument(
+        "--default-accept",
+        default=os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/json"),
+    )
     args = p.parse_args()
 
     _install_toolkit_shim()
@@ -245,7 +253,9 @@ def main() -> None:
             accept = self.headers.get("Accept") or default_accept
             if accept == "*/*":
                 accept = default_accept
-            status, body, ctype = handler.invoke(data, self.headers.get("Content-Type") or "", accept)
+            status, body, ctype = handler.invoke(
+                data, self.headers.get("Content-Type") or "", accept
+            )
             self._reply(status, body, ctype or default_accept)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Http)

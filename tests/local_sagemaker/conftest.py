@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +29,12 @@ def callback_events() -> EventLog:
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory, moto_url: str, callback_events: EventLog, event_queue: str) -> Iterator[LocalSageMaker]:
+def service(
+    tmp_path_factory: pytest.TempPathFactory,
+    moto_url: str,
+    callback_events: EventLog,
+    event_queue: str,
+) -> Iterator[LocalSageMaker]:
     sm = start_service(tmp_path_factory.mktemp("sagemaker"), moto_url, callback_events)
     yield sm
     sm.stop()
@@ -56,7 +60,9 @@ def event_queue(moto_url: str) -> str:
     """An SQS queue that receives every aws.sagemaker event through an EventBridge rule."""
     sqs, events = client("sqs", moto_url), client("events", moto_url)
     url = sqs.create_queue(QueueName="sagemaker-events")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     events.put_rule(Name="sagemaker-events", EventPattern=json.dumps({"source": ["aws.sagemaker"]}))
     events.put_targets(Rule="sagemaker-events", Targets=[{"Id": "q", "Arn": arn}])
     return url

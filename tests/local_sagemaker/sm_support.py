@@ -19,6 +19,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "sm-local-test"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecutionRole"
 TERMINAL = ("Completed", "Failed", "Stopped")
+TRAINING_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-gpu-py312"
 
 
 class EventLog:
@@ -71,11 +72,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def training_request(name: str, checkpoint: bool = False, max_runtime: int = 600, **hps: Any) -> dict[str, Any]:
+def training_request(
+    name: str, checkpoint: bool = False, max_runtime: int = 600, **hps: Any
+) -> dict[str, Any]:
     req: dict[str, Any] = {
         "TrainingJobName": name,
         "AlgorithmSpecification": {
-            "TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.6.0-gpu-py312",
+            "TrainingImage": TRAINING_IMAGE,
             "TrainingInputMode": "File",
             "MetricDefinitions": METRICS,
         },
@@ -88,11 +91,20 @@ def training_request(name: str, checkpoint: bool = False, max_runtime: int = 600
         "InputDataConfig": [
             {
                 "ChannelName": "train",
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/data/train/"}},
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{BUCKET}/data/train/",
+                    }
+                },
             }
         ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/models/"},
-        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "ResourceConfig": {
+            "InstanceType": "ml.g5.xlarge",
+            "InstanceCount": 1,
+            "VolumeSizeInGB": 30,
+        },
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
     }
     if checkpoint:
@@ -100,7 +112,9 @@ def training_request(name: str, checkpoint: bool = False, max_runtime: int = 600
     return req
 
 
-def wait_for(fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60, interval: float = 0.2) -> Any:
+def wait_for(
+    fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 60, interval: float = 0.2
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
@@ -112,7 +126,11 @@ def wait_for(fn: Callable[[], Any], done: Callable[[Any], bool], timeout: float 
 
 
 def wait_training(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
-    return wait_for(lambda: sm.describe_training_job(TrainingJobName=name), lambda d: d["TrainingJobStatus"] in TERMINAL, timeout)
+    return wait_for(
+        lambda: sm.describe_training_job(TrainingJobName=name),
+        lambda d: d["TrainingJobStatus"] in TERMINAL,
+        timeout,
+    )
 
 
 def wait_endpoint(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
@@ -123,16 +141,24 @@ def wait_endpoint(sm: Any, name: str, timeout: float = 60) -> dict[str, Any]:
     )
 
 
-def drain_queue(moto_url: str, queue_url: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 20) -> list[dict[str, Any]]:
+def drain_queue(
+    moto_url: str,
+    queue_url: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 20,
+) -> list[dict[str, Any]]:
     """Read EventBridge events off the SQS queue until `until(events)` holds."""
     sqs = client("sqs", moto_url)
     seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for m in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+        for m in sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", []):
             seen.append(json.loads(m["Body"]))
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
         if until(seen):
             return seen
-    raise AssertionError(f"events never arrived; got {[(e['detail-type'], e['detail']) for e in seen]}")
-
+    raise AssertionError(
+        f"events never arrived; got {[(e['detail-type'], e['detail']) for e in seen]}"
+    )

@@ -13,17 +13,37 @@ from sm_support import BUCKET, FIXTURES, drain_queue, tar_gz, unique, wait_endpo
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
 
 
-def deploy_model(sm: Any, s3: Any, version: str, scale: float = 2.0, env: dict[str, str] | None = None, broken: bool = False) -> str:
+def deploy_model(
+    sm: Any,
+    s3: Any,
+    version: str,
+    scale: float = 2.0,
+    env: dict[str, str] | None = None,
+    broken: bool = False,
+) -> str:
     """Upload a model.tar.gz (model.json + code/inference.py) and register a Model for it."""
     name = unique(f"model-{version}")
     code = (FIXTURES / "source" / "serve.py").read_bytes()
     if broken:
         code += b"\ndef model_fn(model_dir):\n    raise RuntimeError('weights are corrupt')\n"
     key = f"artifacts/{name}/model.tar.gz"
-    s3.put_object(Bucket=BUCKET, Key=key, Body=tar_gz({"model.json": json.dumps({"scale": scale, "version": version}).encode(), "code/inference.py": code}))
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=key,
+        Body=tar_gz(
+            {
+                "model.json": json.dumps({"scale": scale, "version": version}).encode(),
+                "code/inference.py": code,
+            }
+        ),
+    )
     sm.create_model(
         ModelName=name,
-        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/{key}", "Environment": env or {}},
+        PrimaryContainer={
+            "Image": IMAGE,
+            "ModelDataUrl": f"s3://{BUCKET}/{key}",
+            "Environment": env or {},
+        },
         ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerExecutionRole",
     )
     return name
@@ -41,7 +61,12 @@ def endpoint_config(sm: Any, model: str, serverless: bool = True) -> str:
 
 
 def invoke(runtime: Any, endpoint: str, x: float = 1.5) -> dict[str, Any]:
-    resp = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Accept="application/json", Body=json.dumps({"x": x}))
+    resp = runtime.invoke_endpoint(
+        EndpointName=endpoint,
+        ContentType="application/json",
+        Accept="application/json",
+        Body=json.dumps({"x": x}),
+    )
     assert resp["ContentType"] == "application/json"
     assert resp["InvokedProductionVariant"] == "AllTraffic"
     return json.loads(resp["Body"].read())
@@ -50,7 +75,9 @@ def invoke(runtime: Any, endpoint: str, x: float = 1.5) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def endpoint(sm: Any, s3: Any, bucket: str) -> str:
     name = unique("ep")
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "v1")))
+    sm.create_endpoint(
+        EndpointName=name, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "v1"))
+    )
     assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
     return name
 
@@ -64,7 +91,9 @@ def test_endpoint_serves_the_models_inference_code(sm: Any, runtime: Any, endpoi
 
 def test_bad_input_is_a_4xx_model_error(runtime: Any, endpoint: str) -> None:
     with pytest.raises(ClientError) as err:
-        runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Body=b'{"nope": 1}')
+        runtime.invoke_endpoint(
+            EndpointName=endpoint, ContentType="application/json", Body=b'{"nope": 1}'
+        )
     resp = err.value.response
     assert resp["Error"]["Code"] == "ModelError"
     assert resp["OriginalStatusCode"] == 400
@@ -84,7 +113,9 @@ def test_unknown_endpoint_is_a_validation_error(runtime: Any, sm: Any) -> None:
     assert err.value.response["Error"]["Code"] == "ValidationException"
 
 
-def test_update_endpoint_swaps_without_refusing_a_request(sm: Any, s3: Any, runtime: Any, bucket: str) -> None:
+def test_update_endpoint_swaps_without_refusing_a_request(
+    sm: Any, s3: Any, runtime: Any, bucket: str
+) -> None:
     # Given an instance endpoint on v1 and a client calling it in a loop
     name = unique("ep-upd")
     old_cfg = endpoint_config(sm, deploy_model(sm, s3, "v1"), serverless=False)
@@ -110,7 +141,14 @@ def test_update_endpoint_swaps_without_refusing_a_request(sm: Any, s3: Any, runt
         sm.update_endpoint(
             EndpointName=name,
             EndpointConfigName=new_cfg,
-            DeploymentConfig={"BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 1}}},
+            DeploymentConfig={
+                "BlueGreenUpdatePolicy": {
+                    "TrafficRoutingConfiguration": {
+                        "Type": "ALL_AT_ONCE",
+                        "WaitIntervalInSeconds": 1,
+                    }
+                }
+            },
         )
         assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
         desc = wait_endpoint(sm, name)
@@ -129,7 +167,9 @@ def test_update_endpoint_swaps_without_refusing_a_request(sm: Any, s3: Any, runt
     assert seen[0] == "v1" and seen[-1] == "v2" and set(seen) == {"v1", "v2"}
 
 
-def test_alarm_during_bake_rolls_back_to_the_old_config(sm: Any, s3: Any, runtime: Any, bucket: str, moto_url: str) -> None:
+def test_alarm_during_bake_rolls_back_to_the_old_config(
+    sm: Any, s3: Any, runtime: Any, bucket: str, moto_url: str
+) -> None:
     import boto3
 
     name = unique("ep-rb")
@@ -138,14 +178,25 @@ def test_alarm_during_bake_rolls_back_to_the_old_config(sm: Any, s3: Any, runtim
     wait_endpoint(sm, name)
     cw = boto3.client("cloudwatch", endpoint_url=moto_url, region_name="us-east-1")
     alarm = unique("errors")
-    cw.put_metric_alarm(AlarmName=alarm, MetricName="Invocation5XXErrors", Namespace="AWS/SageMaker", Statistic="Sum", Period=60, EvaluationPeriods=1, Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold")
+    cw.put_metric_alarm(
+        AlarmName=alarm,
+        MetricName="Invocation5XXErrors",
+        Namespace="AWS/SageMaker",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+    )
     cw.set_alarm_state(AlarmName=alarm, StateValue="ALARM", StateReason="test")
 
     sm.update_endpoint(
         EndpointName=name,
         EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "v2"), serverless=False),
         DeploymentConfig={
-            "BlueGreenUpdatePolicy": {"TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 60}},
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 60}
+            },
             "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": alarm}]},
         },
     )
@@ -159,7 +210,10 @@ def test_alarm_during_bake_rolls_back_to_the_old_config(sm: Any, s3: Any, runtim
 
 def test_unhealthy_new_model_rolls_back(sm: Any, s3: Any, runtime: Any, endpoint: str) -> None:
     old_cfg = sm.describe_endpoint(EndpointName=endpoint)["EndpointConfigName"]
-    sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "bad", broken=True)))
+    sm.update_endpoint(
+        EndpointName=endpoint,
+        EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "bad", broken=True)),
+    )
     desc = wait_endpoint(sm, endpoint)
     assert (desc["EndpointStatus"], desc["EndpointConfigName"]) == ("InService", old_cfg)
     assert "did not pass the ping health check" in desc["FailureReason"]
@@ -168,12 +222,17 @@ def test_unhealthy_new_model_rolls_back(sm: Any, s3: Any, runtime: Any, endpoint
 
 def test_broken_model_fails_endpoint_creation(sm: Any, s3: Any) -> None:
     name = unique("ep-broken")
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "bad", broken=True)))
+    sm.create_endpoint(
+        EndpointName=name,
+        EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "bad", broken=True)),
+    )
     desc = wait_endpoint(sm, name)
     assert desc["EndpointStatus"] == "Failed" and "weights are corrupt" in desc["FailureReason"]
 
 
-def test_delete_endpoint_and_endpoint_events(sm: Any, s3: Any, bucket: str, moto_url: str, event_queue: str) -> None:
+def test_delete_endpoint_and_endpoint_events(
+    sm: Any, s3: Any, bucket: str, moto_url: str, event_queue: str
+) -> None:
     name = unique("ep-del")
     model = deploy_model(sm, s3, "v1")
     cfg = endpoint_config(sm, model)
@@ -186,7 +245,12 @@ def test_delete_endpoint_and_endpoint_events(sm: Any, s3: Any, bucket: str, moto
         sm.describe_endpoint(EndpointName=name)
 
     def statuses(events: list[dict[str, Any]]) -> list[str]:
-        return [e["detail"]["EndpointStatus"] for e in events if e["detail-type"] == "SageMaker Endpoint State Change" and e["detail"].get("EndpointName") == name]
+        return [
+            e["detail"]["EndpointStatus"]
+            for e in events
+            if e["detail-type"] == "SageMaker Endpoint State Change"
+            and e["detail"].get("EndpointName") == name
+        ]
 
     events = drain_queue(moto_url, event_queue, lambda ev: "Deleting" in statuses(ev))
     assert statuses(events) == ["Creating", "InService", "Deleting"]

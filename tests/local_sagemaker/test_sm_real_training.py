@@ -64,15 +64,33 @@ def test_real_training_job_and_endpoint(sm: Any, runtime: Any, digits: dict[str,
     job = unique("dfw-digits")
     sm.create_training_job(
         TrainingJobName=job,
-        AlgorithmSpecification={"TrainingImage": "pytorch-training:2.6.0-gpu-py312", "TrainingInputMode": "File", "MetricDefinitions": METRICS},
+        AlgorithmSpecification={
+            "TrainingImage": "pytorch-training:2.6.0-gpu-py312",
+            "TrainingInputMode": "File",
+            "MetricDefinitions": METRICS,
+        },
         RoleArn=ROLE,
         HyperParameters={
             "sagemaker_program": "train.py",
             "sagemaker_submit_directory": f"s3://{BUCKET}/code/training_jobs.tar.gz",
-            "epochs": "1", "batch-size": "32", "workers": "0", "arch": "small_cnn", "pretrained": "false",
+            "epochs": "1",
+            "batch-size": "32",
+            "workers": "0",
+            "arch": "small_cnn",
+            "pretrained": "false",
             "target-accuracy": "0.5",
         },
-        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/digits/train/"}}}],
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{BUCKET}/digits/train/",
+                    }
+                },
+            }
+        ],
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/models/"},
         ResourceConfig={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
         StoppingCondition={"MaxRuntimeInSeconds": 600},
@@ -88,18 +106,43 @@ def test_real_training_job_and_endpoint(sm: Any, runtime: Any, digits: dict[str,
     assert {"val_accuracy", "test_accuracy"} <= set(final)
 
     model = unique("dfw-model")
-    sm.create_model(ModelName=model, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": "pytorch-inference:2.6.0-cpu-py312", "ModelDataUrl": desc["ModelArtifacts"]["S3ModelArtifacts"]})
+    sm.create_model(
+        ModelName=model,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": "pytorch-inference:2.6.0-cpu-py312",
+            "ModelDataUrl": desc["ModelArtifacts"]["S3ModelArtifacts"],
+        },
+    )
     cfg = unique("dfw-cfg")
-    sm.create_endpoint_config(EndpointConfigName=cfg, ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model, "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2}}])
+    sm.create_endpoint_config(
+        EndpointConfigName=cfg,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model,
+                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2},
+            }
+        ],
+    )
     endpoint = unique("dfw-ep")
     sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=cfg)
     assert wait_endpoint(sm, endpoint, timeout=120)["EndpointStatus"] == "InService"
 
-    resp = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="image/png", Accept="application/json", Body=digits["sample"])
+    resp = runtime.invoke_endpoint(
+        EndpointName=endpoint,
+        ContentType="image/png",
+        Accept="application/json",
+        Body=digits["sample"],
+    )
     body = json.loads(resp["Body"].read())
     assert body["model_version"] == job
     assert len(body["predictions"]) == 1 and body["predictions"][0]["label"] in {"0", "1", "2"}
-    batch = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="application/json", Body=json.dumps({"images": [base64.b64encode(digits["sample"]).decode()] * 2}))
+    batch = runtime.invoke_endpoint(
+        EndpointName=endpoint,
+        ContentType="application/json",
+        Body=json.dumps({"images": [base64.b64encode(digits["sample"]).decode()] * 2}),
+    )
     assert len(json.loads(batch["Body"].read())["predictions"]) == 2
 
     with pytest.raises(ClientError) as err:

@@ -7,17 +7,32 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from sm_support import BUCKET, client, start_service, training_request, unique, wait_endpoint, wait_for, wait_training
+from sm_support import (
+    BUCKET,
+    client,
+    start_service,
+    training_request,
+    unique,
+    wait_endpoint,
+    wait_for,
+    wait_training,
+)
 from test_sm_hosting import deploy_model, endpoint_config, invoke
 
 
 def test_model_registry_versions_and_approval(sm: Any) -> None:
     group = unique("classifier")
-    sm.create_model_package_group(ModelPackageGroupName=group, ModelPackageGroupDescription="dfw models")
+    sm.create_model_package_group(
+        ModelPackageGroupName=group, ModelPackageGroupDescription="dfw models"
+    )
     arns = [
         sm.create_model_package(
             ModelPackageGroupName=group,
-            InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/m{i}.tar.gz"}], "SupportedContentTypes": ["image/png"], "SupportedResponseMIMETypes": ["application/json"]},
+            InferenceSpecification={
+                "Containers": [{"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/m{i}.tar.gz"}],
+                "SupportedContentTypes": ["image/png"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
             CustomerMetadataProperties={"test_accuracy": str(0.9 + i / 100)},
         )["ModelPackageArn"]
         for i in range(2)
@@ -26,11 +41,23 @@ def test_model_registry_versions_and_approval(sm: Any) -> None:
     pkg = sm.describe_model_package(ModelPackageName=arns[0])
     assert (pkg["ModelPackageVersion"], pkg["ModelApprovalStatus"]) == (1, "PendingManualApproval")
 
-    sm.update_model_package(ModelPackageArn=arns[1], ModelApprovalStatus="Approved", ApprovalDescription="beats the champion")
-    approved = sm.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime", SortOrder="Descending")
+    sm.update_model_package(
+        ModelPackageArn=arns[1],
+        ModelApprovalStatus="Approved",
+        ApprovalDescription="beats the champion",
+    )
+    approved = sm.list_model_packages(
+        ModelPackageGroupName=group,
+        ModelApprovalStatus="Approved",
+        SortBy="CreationTime",
+        SortOrder="Descending",
+    )
     assert [p["ModelPackageArn"] for p in approved["ModelPackageSummaryList"]] == [arns[1]]
     assert len(sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]) == 2
-    assert sm.describe_model_package_group(ModelPackageGroupName=group)["ModelPackageGroupStatus"] == "Completed"
+    assert (
+        sm.describe_model_package_group(ModelPackageGroupName=group)["ModelPackageGroupStatus"]
+        == "Completed"
+    )
 
 
 def test_tags_on_resources(sm: Any, s3: Any, bucket: str) -> None:
@@ -42,16 +69,26 @@ def test_tags_on_resources(sm: Any, s3: Any, bucket: str) -> None:
         sm.list_tags(ResourceArn=arn + "-missing")
 
 
-def test_restart_keeps_state_resumes_jobs_and_endpoints(tmp_path: Any, moto_url: str, s3: Any, bucket: str) -> None:
+def test_restart_keeps_state_resumes_jobs_and_endpoints(
+    tmp_path: Any, moto_url: str, s3: Any, bucket: str
+) -> None:
     # Given a service with an endpoint in service and a checkpointing job mid-run
     first = start_service(tmp_path, moto_url)
     sm = client("sagemaker", first.url)
     endpoint = unique("ep-restart")
-    sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "v1")))
+    sm.create_endpoint(
+        EndpointName=endpoint, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "v1"))
+    )
     wait_endpoint(sm, endpoint)
     job = unique("train-restart")
-    sm.create_training_job(**training_request(job, checkpoint=True, epochs=6, sleep=0.4, quality=0.8))
-    wait_for(lambda: s3.list_objects_v2(Bucket=BUCKET, Prefix=f"checkpoints/{job}/").get("KeyCount", 0), bool, timeout=30)
+    sm.create_training_job(
+        **training_request(job, checkpoint=True, epochs=6, sleep=0.4, quality=0.8)
+    )
+    wait_for(
+        lambda: s3.list_objects_v2(Bucket=BUCKET, Prefix=f"checkpoints/{job}/").get("KeyCount", 0),
+        bool,
+        timeout=30,
+    )
 
     # When the service stops mid-run and starts again on the same data directory
     first.stop()
@@ -66,7 +103,9 @@ def test_restart_keeps_state_resumes_jobs_and_endpoints(tmp_path: Any, moto_url:
         assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
         log = urllib.request.urlopen(f"{second.url}/_local/logs/{job}").read().decode()
         assert "resuming from epoch" in log and log.count("epoch=6 ") == 1
-        assert {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}["val_accuracy"] == pytest.approx(0.8)
+        assert {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}[
+            "val_accuracy"
+        ] == pytest.approx(0.8)
         # and the endpoint serves again, with its state intact
         assert sm.describe_endpoint(EndpointName=endpoint)["EndpointStatus"] == "InService"
         assert invoke(runtime, endpoint)["version"] == "v1"

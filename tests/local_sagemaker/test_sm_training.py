@@ -13,10 +13,14 @@ from botocore.exceptions import ClientError
 from sm_support import BUCKET, drain_queue, training_request, unique, wait_for, wait_training
 
 
-def test_training_job_completes_with_model_metrics_and_checkpoints(sm: Any, s3: Any, bucket: str, service: Any) -> None:
+def test_training_job_completes_with_model_metrics_and_checkpoints(
+    sm: Any, s3: Any, bucket: str, service: Any
+) -> None:
     # Given a job with a checkpoint config and a boolean hyperparameter
     name = unique("train-ok")
-    sm.create_training_job(**training_request(name, checkpoint=True, epochs=3, quality=0.9, flag="true"))
+    sm.create_training_job(
+        **training_request(name, checkpoint=True, epochs=3, quality=0.9, flag="true")
+    )
 
     # When it runs to the end
     job = wait_training(sm, name)
@@ -35,14 +39,23 @@ def test_training_job_completes_with_model_metrics_and_checkpoints(sm: Any, s3: 
     ckpt = s3.get_object(Bucket=BUCKET, Key=f"checkpoints/{name}/state.json")["Body"].read()
     assert json.loads(ckpt) == {"epoch": 3}
     # secondary statuses and timestamps like the real thing
-    assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == ["Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == [
+        "Starting",
+        "Downloading",
+        "Training",
+        "Uploading",
+        "Completed",
+    ]
     assert job["TrainingStartTime"] <= job["TrainingEndTime"]
     # the log: hyperparameters JSON-decoded like the toolkit (true -> True), sagemaker_* stripped
     log = urllib.request.urlopen(f"{service.url}/_local/logs/{name}").read().decode()
     assert "'--flag', 'True'" in log and "sagemaker_program" not in log.split("argv")[1]
     assert "--checkpoint-dir" in log and "files ['img0.txt', 'img1.txt', 'img2.txt']" in log
     # and it is listed
-    names = [j["TrainingJobName"] for j in sm.list_training_jobs(NameContains="train-ok")["TrainingJobSummaries"]]
+    names = [
+        j["TrainingJobName"]
+        for j in sm.list_training_jobs(NameContains="train-ok")["TrainingJobSummaries"]
+    ]
     assert name in names
 
 
@@ -58,9 +71,15 @@ def test_failing_job_reports_failure_reason(sm: Any, bucket: str) -> None:
 def test_stop_training_job(sm: Any, bucket: str) -> None:
     name = unique("train-stop")
     sm.create_training_job(**training_request(name, epochs=100, sleep=0.5))
-    wait_for(lambda: sm.describe_training_job(TrainingJobName=name), lambda d: d["SecondaryStatus"] == "Training")
+    wait_for(
+        lambda: sm.describe_training_job(TrainingJobName=name),
+        lambda d: d["SecondaryStatus"] == "Training",
+    )
     sm.stop_training_job(TrainingJobName=name)
-    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in ("Stopping", "Stopped")
+    assert sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] in (
+        "Stopping",
+        "Stopped",
+    )
     job = wait_training(sm, name, timeout=20)
     assert job["TrainingJobStatus"] == "Stopped"
     with pytest.raises(ClientError) as err:
@@ -78,7 +97,9 @@ def test_max_runtime_stops_the_job(sm: Any, bucket: str) -> None:
 def test_resumes_from_existing_checkpoint(sm: Any, s3: Any, bucket: str, service: Any) -> None:
     # Given a checkpoint left by an interrupted run (a managed spot restart)
     name = unique("train-resume")
-    s3.put_object(Bucket=BUCKET, Key=f"checkpoints/{name}/state.json", Body=json.dumps({"epoch": 2}))
+    s3.put_object(
+        Bucket=BUCKET, Key=f"checkpoints/{name}/state.json", Body=json.dumps({"epoch": 2})
+    )
     sm.create_training_job(**training_request(name, checkpoint=True, epochs=3))
     job = wait_training(sm, name)
     assert job["TrainingJobStatus"] == "Completed"
@@ -102,19 +123,35 @@ def test_state_change_events_reach_eventbridge_and_the_callback(
     sm: Any, bucket: str, moto_url: str, event_queue: str, callback_events: Any
 ) -> None:
     name = unique("train-events")
-    sm.create_training_job(**training_request(name, quality=0.7), Tags=[{"Key": "app", "Value": "dfw"}])
+    sm.create_training_job(
+        **training_request(name, quality=0.7), Tags=[{"Key": "app", "Value": "dfw"}]
+    )
     wait_training(sm, name)
 
     def completed(events: list[dict[str, Any]]) -> bool:
-        return any(e["detail"].get("TrainingJobName") == name and e["detail"]["TrainingJobStatus"] == "Completed" for e in events)
+        return any(
+            e["detail"].get("TrainingJobName") == name
+            and e["detail"]["TrainingJobStatus"] == "Completed"
+            for e in events
+        )
 
     events = drain_queue(moto_url, event_queue, completed)
-    event = next(e for e in events if e["detail"].get("TrainingJobName") == name and e["detail"]["TrainingJobStatus"] == "Completed")
+    event = next(
+        e
+        for e in events
+        if e["detail"].get("TrainingJobName") == name
+        and e["detail"]["TrainingJobStatus"] == "Completed"
+    )
     assert event["source"] == "aws.sagemaker"
     assert event["detail-type"] == "SageMaker Training Job State Change"
     assert event["resources"] == [event["detail"]["TrainingJobArn"]]
-    assert event["detail"]["ModelArtifacts"]["S3ModelArtifacts"].endswith(f"/{name}/output/model.tar.gz")
+    assert event["detail"]["ModelArtifacts"]["S3ModelArtifacts"].endswith(
+        f"/{name}/output/model.tar.gz"
+    )
     assert event["detail"]["HyperParameters"]["quality"] == "0.7"
     assert event["detail"]["Tags"] == {"app": "dfw"}
     assert isinstance(event["detail"]["CreationTime"], int)  # epoch millis
-    assert any(e["detail"]["TrainingJobName"] == name for e in callback_events.of("SageMaker Training Job State Change"))
+    assert any(
+        e["detail"]["TrainingJobName"] == name
+        for e in callback_events.of("SageMaker Training Job State Change")
+    )

@@ -10,11 +10,22 @@ import pytest
 from sm_support import METRICS, training_request, unique, wait_for
 
 
-def tuning_request(name: str, strategy: str, max_jobs: int, ranges: dict[str, Any], static: dict[str, str], **config: Any) -> dict[str, Any]:
+def tuning_request(
+    name: str,
+    strategy: str,
+    max_jobs: int,
+    ranges: dict[str, Any],
+    static: dict[str, str],
+    **config: Any,
+) -> dict[str, Any]:
     base = training_request("unused")
     definition = {
         "StaticHyperParameters": {**base["HyperParameters"], **static},
-        "AlgorithmSpecification": {"TrainingImage": base["AlgorithmSpecification"]["TrainingImage"], "TrainingInputMode": "File", "MetricDefinitions": METRICS},
+        "AlgorithmSpecification": {
+            "TrainingImage": base["AlgorithmSpecification"]["TrainingImage"],
+            "TrainingInputMode": "File",
+            "MetricDefinitions": METRICS,
+        },
         "RoleArn": base["RoleArn"],
         "InputDataConfig": base["InputDataConfig"],
         "OutputDataConfig": base["OutputDataConfig"],
@@ -48,17 +59,28 @@ def test_bayesian_tuning_runs_trials_and_picks_the_best(sm: Any, bucket: str) ->
     # Given a tuning job over a continuous (log) range and a categorical one
     name = unique("hpo")
     ranges = {
-        "ContinuousParameterRanges": [{"Name": "quality", "MinValue": "0.05", "MaxValue": "0.95", "ScalingType": "Logarithmic"}],
+        "ContinuousParameterRanges": [
+            {
+                "Name": "quality",
+                "MinValue": "0.05",
+                "MaxValue": "0.95",
+                "ScalingType": "Logarithmic",
+            }
+        ],
         "CategoricalParameterRanges": [{"Name": "flag", "Values": ["a", "b"]}],
     }
-    sm.create_hyper_parameter_tuning_job(**tuning_request(name, "Bayesian", 3, ranges, {"epochs": "2"}))
+    sm.create_hyper_parameter_tuning_job(
+        **tuning_request(name, "Bayesian", 3, ranges, {"epochs": "2"})
+    )
 
     # When it finishes
     desc = wait_tuning(sm, name)
 
     # Then its three children ran with static + tuned hyperparameters, named like SageMaker's
     assert desc["HyperParameterTuningJobStatus"] == "Completed"
-    children = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)["TrainingJobSummaries"]
+    children = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name
+    )["TrainingJobSummaries"]
     assert len(children) == 3
     for child in children:
         assert re.fullmatch(rf"{name}-00[1-3]-[0-9a-f]{{8}}", child["TrainingJobName"])
@@ -69,32 +91,51 @@ def test_bayesian_tuning_runs_trials_and_picks_the_best(sm: Any, bucket: str) ->
         assert job["HyperParameters"]["quality"] == child["TunedHyperParameters"]["quality"]
         assert 0.05 <= float(child["TunedHyperParameters"]["quality"]) <= 0.95
         final = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
-        assert child["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == final["val_accuracy"]
+        assert (
+            child["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == final["val_accuracy"]
+        )
     # the best job is the one with the highest objective
     best = max(children, key=lambda c: c["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
     assert desc["BestTrainingJob"]["TrainingJobName"] == best["TrainingJobName"]
     assert desc["TrainingJobStatusCounters"]["Completed"] == 3
     assert desc["ObjectiveStatusCounters"]["Succeeded"] == 3
-    by_metric = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name, SortBy="FinalObjectiveMetricValue", SortOrder="Descending")
+    by_metric = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name, SortBy="FinalObjectiveMetricValue", SortOrder="Descending"
+    )
     assert by_metric["TrainingJobSummaries"][0]["TrainingJobName"] == best["TrainingJobName"]
-    assert name in [j["HyperParameterTuningJobName"] for j in sm.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"]]
+    assert name in [
+        j["HyperParameterTuningJobName"]
+        for j in sm.list_hyper_parameter_tuning_jobs()["HyperParameterTuningJobSummaries"]
+    ]
 
 
 def test_hyperband_prunes_poor_trials(sm: Any, bucket: str, service: Any) -> None:
     name = unique("hb")
     ranges = {"CategoricalParameterRanges": [{"Name": "quality", "Values": ["0.9", "0.2", "0.1"]}]}
-    sm.create_hyper_parameter_tuning_job(**tuning_request(
-        name, "Hyperband", 5, ranges, {"epochs": "6", "sleep": "0.2"},
-        # one Hyperband bracket (MaxResource / MinResource < 3): every trial competes at epoch 1
-        StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 2}},
-    ))
+    sm.create_hyper_parameter_tuning_job(
+        **tuning_request(
+            name,
+            "Hyperband",
+            5,
+            ranges,
+            {"epochs": "6", "sleep": "0.2"},
+            # one Hyperband bracket (MaxResource / MinResource < 3): every trial competes at epoch 1
+            StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 2}},
+        )
+    )
     desc = wait_tuning(sm, name, timeout=120)
     assert desc["HyperParameterTuningJobStatus"] == "Completed"
-    children = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)["TrainingJobSummaries"]
+    children = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name
+    )["TrainingJobSummaries"]
     pruned = [c for c in children if c["TrainingJobStatus"] == "Stopped"]
     assert pruned, [(c["TunedHyperParameters"], c["TrainingJobStatus"]) for c in children]
     # a pruned trial's process was stopped before its last epoch
-    log = urllib.request.urlopen(f"{service.url}/_local/logs/{pruned[0]['TrainingJobName']}").read().decode()
+    log = (
+        urllib.request.urlopen(f"{service.url}/_local/logs/{pruned[0]['TrainingJobName']}")
+        .read()
+        .decode()
+    )
     assert "epoch=1 " in log and "epoch=6 " not in log
     assert desc["BestTrainingJob"]["TunedHyperParameters"]["quality"] == "0.9"
     assert desc["TrainingJobStatusCounters"]["Stopped"] == len(pruned)
@@ -103,7 +144,13 @@ def test_hyperband_prunes_poor_trials(sm: Any, bucket: str, service: Any) -> Non
 def test_grid_rejects_continuous_ranges(sm: Any) -> None:
     from botocore.exceptions import ClientError
 
-    ranges = {"ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.1", "MaxValue": "1", "ScalingType": "Linear"}]}
+    ranges = {
+        "ContinuousParameterRanges": [
+            {"Name": "lr", "MinValue": "0.1", "MaxValue": "1", "ScalingType": "Linear"}
+        ]
+    }
     with pytest.raises(ClientError) as err:
-        sm.create_hyper_parameter_tuning_job(**tuning_request(unique("grid"), "Grid", 2, ranges, {}))
+        sm.create_hyper_parameter_tuning_job(
+            **tuning_request(unique("grid"), "Grid", 2, ranges, {})
+        )
     assert err.value.response["Error"]["Code"] == "ValidationException"
