@@ -15,7 +15,8 @@ from flywheel.services.autolabel import BatchResult, label_messages
 from flywheel.settings import AutoLabelSettings
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A fully failed batch is reported item by item (no Lambda error, no Errors alarm noise).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord, result: BatchResult) -> None:

@@ -17,7 +17,8 @@ from flywheel.services.human_labels import apply_labels_file
 from flywheel.settings import HumanLabelsSettings
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A fully failed batch is reported item by item (no Lambda error, no Errors alarm noise).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @tracer.capture_method

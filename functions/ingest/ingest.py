@@ -17,7 +17,8 @@ from flywheel.services.ingest import ingest_object
 from flywheel.settings import IngestSettings
 
 logger, tracer, metrics = Logger(), Tracer(), Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A fully failed batch is reported item by item (no Lambda error, no Errors alarm noise).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def _normalise(data: bytes, max_side: int) -> bytes:

@@ -43,7 +43,7 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
         return promote_job(settings, job["kind"], job["name"]).as_dict()
 
     result = promote_once(job=job)
-    logger.info("promotion finished", extra={**job, **result})
+    logger.info("promotion finished", extra={"job_kind": job["kind"], "job_status": job["status"], **result})
     if result["outcome"] in METRIC:
         metrics.add_metric(name=METRIC[result["outcome"]], unit=MetricUnit.Count, value=1)
     return result

@@ -31,7 +31,7 @@ class StartTrainingRequest(BaseModel):
 def handler(event: StartTrainingRequest, context: LambdaContext) -> dict:
     settings = StartTrainingSettings.from_env()
     result = start_training(settings, event.reason, event.tuning)
-    if result.created:
+    if result.new_job:
         logger.info("training job started", extra=result.as_dict())
         metrics.add_metric(name="TrainingJobsStarted", unit=MetricUnit.Count, value=1)
     else:

@@ -31,11 +31,27 @@ def _create(operation: str, request: dict) -> bool:
     return True
 
 
+def _exists(describe: str, **kwargs: str) -> bool:
+    try:
+        getattr(client("sagemaker"), describe)(**kwargs)
+    except ClientError as exc:
+        if error_code(exc) in ("ValidationException", "ResourceNotFound"):
+            return False
+        raise
+    return True
+
+
 def create_training_job(request: dict) -> bool:
+    """False when a job of that name exists (a repeated trigger for the same snapshot)."""
+    if _exists("describe_training_job", TrainingJobName=request["TrainingJobName"]):
+        return False
     return _create("create_training_job", request)
 
 
 def create_tuning_job(request: dict) -> bool:
+    name = request["HyperParameterTuningJobName"]
+    if _exists("describe_hyper_parameter_tuning_job", HyperParameterTuningJobName=name):
+        return False
     return _create("create_hyper_parameter_tuning_job", request)
 
 

@@ -30,7 +30,7 @@ class StartResult:
     kind: str | None = None
     snapshot_id: str | None = None
     new_human_labels: int | None = None
-    created: bool = False
+    new_job: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)

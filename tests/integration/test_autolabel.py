@@ -1,0 +1,124 @@
+"""autolabel: LabelQueue -> champion endpoint (JSON batch) -> auto_labeled / needs_review.
+
+moto cannot serve InvokeEndpoint bodies, so the sagemaker-runtime client gets a botocore
+Stubber; everything else (SSM, S3, DynamoDB) is moto.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import Stubber
+from conftest import STACK, sqs_event
+
+import autolabel
+from flywheel.adapters import aws, items
+
+CHAMPION = {
+    "model_version": "dfw-aaaa", "training_job": "dfw-aaaa", "model_name": "dfw-aaaa",
+    "endpoint_config": "dfw-aaaa-123456", "model_data": "s3://b/models/dfw-aaaa/output/model.tar.gz",
+    "threshold": 0.8, "target_accuracy": 0.95, "test_accuracy": 0.96, "classes": ["cat", "dog"],
+    "test_set_id": "t" * 64, "promoted_at": "2026-11-29T10:00:00.000000Z",
+}
+
+
+def add_item(stack, n: int, state: str = "unlabeled", **extra) -> str:
+    item_id = f"{n:064x}"
+    stack.s3.put_object(Bucket=stack.data_bucket, Key=f"images/{item_id}.png", Body=b"png-%d" % n)
+    items.put_new(stack.table, {"item_id": item_id, "state": state, "source_key": f"k{n}.jpg",
+                                "image_key": f"images/{item_id}.png", **extra})
+    return item_id
+
+
+def message(item_id: str) -> dict:
+    return {"item_id": item_id, "image_key": f"images/{item_id}.png"}
+
+
+def predictions(*pairs: tuple[str, float]) -> dict:
+    return {"model_version": "dfw-aaaa", "predictions": [
+        {"label": label, "confidence": conf, "auto_label": conf >= 0.8, "threshold": 0.8,
+         "top_k": [{"label": label, "confidence": conf}]} for label, conf in pairs]}
+
+
+@pytest.fixture
+def env(stack):
+    stack.use("AutoLabelFunction", INFERENCE_BATCH_SIZE="8")
+    return stack
+
+
+@pytest.fixture
+def endpoint(env):
+    stubber = Stubber(aws.client("sagemaker-runtime"))
+    with stubber:
+        yield stubber
+
+
+def respond(stubber: Stubber, body: dict, expected_images: list[bytes]) -> None:
+    raw = json.dumps(body).encode()
+    stubber.add_response(
+        "invoke_endpoint",
+        {"Body": StreamingBody(io.BytesIO(raw), len(raw)), "ContentType": "application/json"},
+        {"EndpointName": f"{STACK}-classifier", "ContentType": "application/json",
+         "Accept": "application/json",
+         "Body": json.dumps({"images": [base64.b64encode(i).decode() for i in expected_images]}).encode()},
+    )
+
+
+def test_without_a_champion_items_stay_unlabeled(env, context):
+    # Given no champion record in SSM
+    item_id = add_item(env, 1)
+    # When autolabel receives the item
+    response = autolabel.handler(sqs_event([message(item_id)]), context)
+    # Then the message is consumed and the item untouched
+    assert response == {"batchItemFailures": []}
+    assert env.item(item_id)["state"] == "unlabeled"
+
+
+def test_confident_items_are_labeled_and_uncertain_ones_go_to_review(env, endpoint, context):
+    # Given a champion with threshold 0.8, two unlabeled items and a human-labeled one
+    env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    sure, unsure = add_item(env, 1), add_item(env, 2)
+    human = add_item(env, 3, state="human_labeled", label="dog", label_source="human")
+    respond(endpoint, predictions(("cat", 0.97), ("dog", 0.55)), [b"png-1", b"png-2"])
+
+    # When the batch is processed (one endpoint call for both images)
+    response = autolabel.handler(sqs_event([message(sure), message(unsure), message(human)]), context)
+
+    # Then
+    assert response == {"batchItemFailures": []}
+    endpoint.assert_no_pending_responses()
+    labeled = env.item(sure)
+    assert (labeled["state"], labeled["label"], labeled["label_source"]) == ("auto_labeled", "cat", "model")
+    assert labeled["model_version"] == "dfw-aaaa" and labeled["confidence"] == pytest.approx(0.97)
+    assert env.item(unsure)["state"] == "needs_review"
+    assert env.item(human)["label"] == "dog" and env.item(human)["state"] == "human_labeled"
+
+
+def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, context):
+    # Given a champion and an endpoint that throttles
+    env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    first, second = add_item(env, 1), add_item(env, 2)
+    endpoint.add_client_error("invoke_endpoint", service_error_code="ThrottlingException",
+                              http_status_code=400)
+
+    # When the batch is processed
+    response = autolabel.handler(sqs_event([message(first), message(second)]), context)
+
+    # Then both messages are reported as failures (SQS redelivers) and nothing changed
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0"}, {"itemIdentifier": "msg-1"}]}
+    assert env.item(first)["state"] == env.item(second)["state"] == "unlabeled"
+
+
+def test_redelivered_message_for_an_item_this_champion_labeled_is_a_no_op(env, endpoint, context):
+    env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    item_id = add_item(env, 1)
+    respond(endpoint, predictions(("cat", 0.9)), [b"png-1"])
+    autolabel.handler(sqs_event([message(item_id)]), context)
+    before = env.item(item_id)
+    # the second delivery makes no endpoint call (the stubber has no response queued)
+    assert autolabel.handler(sqs_event([message(item_id)]), context) == {"batchItemFailures": []}
+    assert env.item(item_id) == before

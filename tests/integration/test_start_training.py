@@ -1,0 +1,136 @@
+"""start_training: labeled items -> dataset snapshot in S3 -> SageMaker training / tuning job."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import io
+
+import pytest
+from conftest import TRAINING_CODE, load_event
+
+import start_training
+from flywheel.adapters import items
+from flywheel.domain.items import TRAINING_META_ID
+
+
+def seed_labeled(stack, count: int, start: int = 0) -> list[str]:
+    ids = []
+    for n in range(start, start + count):
+        item_id = f"{n:064x}"
+        stack.s3.put_object(Bucket=stack.data_bucket, Key=f"images/{item_id}.png", Body=b"png")
+        items.put_new(stack.table, {
+            "item_id": item_id, "state": "human_labeled", "label": "cat" if n % 2 else "dog",
+            "label_source": "human", "source_key": f"labeled/x/{n}.jpg",
+            "image_key": f"images/{item_id}.png",
+        })
+        ids.append(item_id)
+    return ids
+
+
+@pytest.fixture
+def env(stack):
+    stack.use("StartTrainingFunction", TRAINING_CODE_DIR=str(TRAINING_CODE), MIN_NEW_HUMAN_LABELS="10")
+    return stack
+
+
+def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
+    # Given 40 human-labeled images of two classes
+    ids = seed_labeled(env, 40)
+
+    # When a person asks for a (non-tuning) training run
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then the ImageFolder channels and the manifest exist for every image
+    assert result["started"] and result["new_job"] and result["kind"] == "training"
+    snapshot = result["snapshot_id"]
+    channel_keys = env.keys(f"datasets/{snapshot}/")
+    assert len([k for k in channel_keys if k.endswith(".png")]) == 40
+    assert {k.split("/")[2] for k in channel_keys if k.endswith(".png")} <= {"train", "validation", "test"}
+    manifest = [json.loads(line) for line in env.read(f"datasets/{snapshot}/manifest.jsonl").splitlines()]
+    assert len(manifest) == 40 and manifest[0]["label-metadata"]["human-annotated"] == "yes"
+    assert {m["source-ref"].rsplit("/", 1)[1][:-4] for m in manifest} == set(ids)
+    # And the training code was published under its content hash
+    (code_key,) = env.keys("code/")
+    with tarfile.open(fileobj=io.BytesIO(env.read(code_key))) as tar:
+        assert sorted(tar.getnames()) == ["search_space.json", "train.py"]
+
+    # And SageMaker received the job the contract describes
+    job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
+    assert result["job_name"] == f"dfw-{snapshot}"
+    hps = job["HyperParameters"]
+    assert hps["sagemaker_program"] == "train.py"
+    assert hps["sagemaker_submit_directory"] == f"s3://{env.data_bucket}/{code_key}"
+    assert hps["epochs"] == "12" and hps["target-accuracy"] == "0.95"
+    assert job["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6.0-gpu-py312")
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["CheckpointConfig"]["S3Uri"] == f"s3://{env.data_bucket}/checkpoints/{result['job_name']}/"
+    assert {c["ChannelName"] for c in job["InputDataConfig"]} >= {"train"}
+
+
+def test_repeated_trigger_for_the_same_snapshot_starts_nothing_new(env, context):
+    seed_labeled(env, 30)
+    first = start_training.handler(load_event("start_training_manual.json"), context)
+    second = start_training.handler(load_event("start_training_manual.json"), context)
+    assert second["job_name"] == first["job_name"]
+    assert first["new_job"] and not second["new_job"]
+    assert len(env.sm.list_training_jobs()["TrainingJobSummaries"]) == 1
+
+
+def test_schedule_waits_for_enough_new_human_labels(env, context):
+    # Given a previous training and only 5 labels since
+    seed_labeled(env, 30)
+    start_training.handler(load_event("start_training_manual.json"), context)
+    seed_labeled(env, 5, start=100)
+
+    # When the schedule fires
+    result = start_training.handler(load_event("scheduled_check.json"), context)
+
+    # Then nothing starts
+    assert result["started"] is False and result["new_human_labels"] == 5
+    assert len(env.sm.list_training_jobs()["TrainingJobSummaries"]) == 1
+
+    # And with enough new labels it starts a new job on a new snapshot
+    seed_labeled(env, 10, start=200)
+    result = start_training.handler({"reason": "schedule", "tuning": False}, context)
+    assert result["new_job"] and result["new_human_labels"] == 15
+
+
+def test_tuning_job_uses_the_search_space_and_warm_starts_from_the_previous_one(env, context):
+    seed_labeled(env, 30)
+    first = start_training.handler({"reason": "manual", "tuning": True}, context)
+    seed_labeled(env, 10, start=100)
+    second = start_training.handler({"reason": "manual", "tuning": True}, context)
+
+    assert len(first["job_name"]) <= 32 and first["kind"] == "tuning"
+    job = env.sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=second["job_name"])
+    config = job["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Bayesian"
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 8, "MaxParallelTrainingJobs": 2}
+    assert config["ParameterRanges"]["CategoricalParameterRanges"][0]["Name"] == "arch"
+    assert "lr" not in job["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert job["WarmStartConfig"]["ParentHyperParameterTuningJobs"] == [
+        {"HyperParameterTuningJobName": first["job_name"]}]
+    meta = env.item(TRAINING_META_ID)
+    assert meta["tuning_job"] == second["job_name"]
+
+
+def test_champion_model_becomes_the_champion_channel(env, context):
+    env.ssm.put_parameter(Name="/dataflywheel/champion", Type="String", Value=json.dumps({
+        "model_version": "dfw-old", "training_job": "dfw-old", "model_name": "dfw-old",
+        "endpoint_config": "dfw-old-abc", "threshold": 0.8, "target_accuracy": 0.95,
+        "model_data": f"s3://{env.data_bucket}/models/dfw-old/output/model.tar.gz",
+        "test_accuracy": 0.9, "classes": ["cat", "dog"], "test_set_id": "x", "promoted_at": "now"}))
+    seed_labeled(env, 30)
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+    job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
+    champion = [c for c in job["InputDataConfig"] if c["ChannelName"] == "champion"]
+    assert champion[0]["DataSource"]["S3DataSource"]["S3Uri"].endswith("dfw-old/output/model.tar.gz")
+
+
+def test_too_few_classes_is_reported_not_raised(env, context):
+    for n in range(5):
+        items.put_new(env.table, {"item_id": f"{n:064x}", "state": "human_labeled", "label": "cat",
+                                  "image_key": f"images/{n:064x}.png"})
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+    assert result["started"] is False and "2 classes" in result["reason"]
