@@ -83,7 +83,7 @@ def _register(s: PromoteSettings, job: dict, metrics: gate.ModelMetrics, decisio
             "reason": (note or decision.reason)[:256],
             "test_accuracy": f"{decision.challenger_accuracy:.4f}",
             "champion_test_accuracy": (
-                "" if decision.champion_accuracy is None else f"{decision.champion_accuracy:.4f}"
+                "none" if decision.champion_accuracy is None else f"{decision.champion_accuracy:.4f}"
             ),
             "test_set_id": metrics.test_set_id,
         },
@@ -187,6 +187,7 @@ def promote_job(
                              {"outcome": state, "job": job_name, "reason": reason})
         return PromoteResult(state, job_name, version, reason)
 
+    _register(s, job, metrics, decision, "Approved", "")
     # Only now, with the active config confirmed to be ours, is it the champion.
     parameters.put_champion(s.CHAMPION_PARAMETER, Champion(
         model_version=version, training_job=version, model_name=model, endpoint_config=config,
@@ -194,7 +195,6 @@ def promote_job(
         test_accuracy=metrics.test_accuracy, classes=metrics.classes,
         test_set_id=metrics.test_set_id, promoted_at=now_iso(),
     ))
-    _register(s, job, metrics, decision, "Approved", "")
     swept = relabel_sweep(s)
     notifications.notify(s.TOPIC_ARN, f"Model promoted: {version}", {
         "outcome": "promoted", "job": job_name, "model_version": version,
