@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import secrets
 import subprocess
 import sys
@@ -183,14 +184,75 @@ class FunctionWorker:
         return json.loads(response["payload"])
 
 
+class Function:
+    """One function's sandboxes: up to ``concurrency`` workers, started on demand.
+
+    Like Lambda scaling out under an SQS event source: each concurrent
+    invocation gets a sandbox of its own; a sandbox serves one at a time.
+    """
+
+    def __init__(self, spec: FunctionSpec, base_env: dict[str, str], log_dir: Path,
+                 concurrency: int = 1) -> None:
+        self.spec = spec
+        self.log_dir = log_dir
+        self.base_env = base_env
+        self.concurrency = max(1, concurrency)
+        self.workers: list[FunctionWorker] = []
+        self._idle: queue.Queue[FunctionWorker] = queue.Queue()
+        self._lock = threading.Lock()
+
+    @property
+    def invocations(self) -> int:
+        return sum(w.invocations for w in self.workers)
+
+    @property
+    def errors(self) -> int:
+        return sum(w.errors for w in self.workers)
+
+    def _new_worker(self) -> FunctionWorker:
+        worker = FunctionWorker(self.spec, self.base_env, self.log_dir)
+        self.workers.append(worker)
+        return worker
+
+    def start(self) -> None:
+        """Start the first sandbox (a warm start for the first event)."""
+        worker = FunctionWorker(self.spec, self.base_env, self.log_dir)
+        with worker._lock:
+            worker.start()  # raises InvocationError: then the first invoke retries
+        with self._lock:
+            self.workers.append(worker)
+        self._idle.put(worker)
+
+    def invoke(self, event: Any, timeout_s: float | None = None) -> Any:
+        try:
+            worker = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                grow = len(self.workers) < self.concurrency
+                worker = self._new_worker() if grow else None  # type: ignore[assignment]
+            if worker is None:
+                worker = self._idle.get()
+        try:
+            return worker.invoke(event, timeout_s)
+        finally:
+            self._idle.put(worker)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+
 class FunctionPool:
     """All the stack's functions by logical id and by physical name."""
 
-    def __init__(self, specs: list[FunctionSpec], base_env: dict[str, str], log_dir: Path) -> None:
-        self.workers = {s.logical_id: FunctionWorker(s, base_env, log_dir) for s in specs}
+    def __init__(self, specs: list[FunctionSpec], base_env: dict[str, str], log_dir: Path,
+                 concurrency: dict[str, int] | None = None) -> None:
+        concurrency = concurrency or {}
+        self.workers = {s.logical_id: Function(s, base_env, log_dir, concurrency.get(s.logical_id, 1))
+                        for s in specs}
         self._by_name = {s.name: s.logical_id for s in specs}
 
-    def get(self, name_or_id: str) -> FunctionWorker:
+    def get(self, name_or_id: str) -> Function:
         # Accept a logical id, a physical name, or a function ARN (as Lambda's Invoke does).
         key = name_or_id.rsplit(":function:", 1)[-1].split(":")[0]
         logical = key if key in self.workers else self._by_name.get(key)
@@ -199,22 +261,21 @@ class FunctionPool:
         return self.workers[logical]
 
     def start(self) -> None:
-        # Cold starts in parallel: importing opencv/torch/powertools takes seconds each.
-        threads = [threading.Thread(target=self._start_one, args=(w,), daemon=True)
-                   for w in self.workers.values()]
+        # Cold starts in parallel: importing opencv/powertools takes seconds each.
+        threads = [threading.Thread(target=self._start_one, args=(f,), daemon=True)
+                   for f in self.workers.values()]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
 
     @staticmethod
-    def _start_one(worker: FunctionWorker) -> None:
+    def _start_one(function: Function) -> None:
         try:
-            with worker._lock:
-                worker.start()
+            function.start()
         except InvocationError as exc:
-            log.warning("function %s did not start: %s", worker.spec.logical_id, exc)
+            log.warning("function %s did not start: %s", function.spec.logical_id, exc)
 
     def stop(self) -> None:
-        for w in self.workers.values():
-            w.stop()
+        for f in self.workers.values():
+            f.stop()

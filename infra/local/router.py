@@ -211,7 +211,9 @@ class Router:
                     arn = props["Queue"]
                     url = sqs.get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"]
                     self.stats[key] = SourceStats("SQS", spec.logical_id, event_name)
-                    self._spawn(self._poll_sqs, spec, event_name, arn, url, props)
+                    # One poller per sandbox the function may scale out to.
+                    for _ in range(self.pool.get(spec.logical_id).concurrency):
+                        self._spawn(self._poll_sqs, spec, event_name, arn, url, props)
                 elif kind in ("EventBridgeRule", "CloudWatchEvent"):
                     arn, url = self._provision_rule(spec, event_name, props)
                     self.stats[key] = SourceStats("EventBridgeRule", spec.logical_id, event_name)

@@ -70,7 +70,7 @@ class LocalStack:
                  template: Path | str = DEFAULT_TEMPLATE, stack_name: str = DEFAULT_STACK,
                  parameters: dict[str, str] | None = None, port_base: int = 0,
                  sagemaker: bool = True, schedules: bool = True, retry_delay_s: int = 2,
-                 snapshot_every_s: float = 10.0) -> None:
+                 snapshot_every_s: float = 10.0, max_concurrency: int = 2) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.template = Path(template)
         self.stack_name = stack_name
@@ -79,6 +79,7 @@ class LocalStack:
         self.with_sagemaker = sagemaker
         self.schedules = schedules
         self.retry_delay_s = retry_delay_s
+        self.max_concurrency = max_concurrency
         self.moto = MotoServer(self.data_dir / "moto", port=port_base,
                                snapshot_every_s=snapshot_every_s)
         self.sagemaker: Any = None
@@ -119,7 +120,8 @@ class LocalStack:
         specs = prov.function_specs(self.resolved, self.physical)
         port = (lambda k: self.port_base + k if self.port_base else 0)
         # The Lambda API must know its URL before the workers get their environment.
-        self.pool = FunctionPool(specs, {}, self.data_dir / "logs")
+        self.pool = FunctionPool(specs, {}, self.data_dir / "logs",
+                                 concurrency={s.logical_id: self._concurrency(s) for s in specs})
         self.router = Router(specs, self.pool, moto_url, stack_name=self.stack_name,
                              schedules=self.schedules, retry_delay_s=self.retry_delay_s)
         self.api = LambdaApi(self.router, port=port(2), status=self.router_status)
@@ -148,6 +150,13 @@ class LocalStack:
         tmp.write_text(json.dumps(self.info, indent=2, default=str))
         os.replace(tmp, self.data_dir / ENDPOINTS_FILE)
         return self.info
+
+    def _concurrency(self, spec: Any) -> int:
+        """Sandboxes per function: SQS-triggered ones scale out (capped by the event
+        source's ScalingConfig.MaximumConcurrency and by this machine), others run one."""
+        caps = [int((e.get("Properties") or {}).get("ScalingConfig", {}).get("MaximumConcurrency", 1000))
+                for e in spec.events.values() if e.get("Type") == "SQS"]
+        return min([self.max_concurrency, *caps]) if caps else 1
 
     def _physical_value(self, value: Any) -> Any:
         refs = {str(v): self.physical[k] for k, v in self.resolved["Refs"].items() if k in self.physical}
