@@ -53,6 +53,8 @@ class ModelServer:
         self.timeout = timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
+        self.retired = False
+        self._revive_lock = threading.Lock()
         self.log_path = (
             hosting.root / "logs" / f"{endpoint}-{variant}-{int(time.time() * 1000)}.log"
         )
@@ -138,7 +140,23 @@ class ModelServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def revive(self) -> bool:
+        """Restart a worker that died (as SageMaker replaces an unhealthy instance)."""
+        with self._revive_lock:
+            if self.alive():
+                return True
+            if self.retired:
+                return False
+            log.warning("model server for %s/%s died; restarting it", self.endpoint, self.variant)
+            try:
+                self.start()
+            except DeployError as e:
+                log.warning("restart failed: %s", e)
+                return False
+            return True
+
     def stop(self) -> None:
+        self.retired = True
         if self.proc and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -632,6 +650,8 @@ class Hosting:
                 status, out, ctype = server.invoke(body, headers)
             except OSError as e:
                 status, out, ctype = 500, f"model server unavailable: {e}".encode(), "text/plain"
+                if not server.alive() and server.revive():
+                    status, out, ctype = server.invoke(body, headers)
         finally:
             dep.release()
         if status != 200:

@@ -301,9 +301,11 @@ def _kill_leftover(rec: dict[str, Any]) -> None:
         return
     try:
         cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes().decode(errors="replace")
+        cwd = os.readlink(f"/proc/{pgid}/cwd")
     except OSError:
-        return
-    if marker in cmdline or marker in os.readlink(f"/proc/{pgid}/cwd"):
+        return  # gone (or not Linux)
+    if marker in cmdline or marker in cwd:
+        log.warning("killing leftover process group %s of %s", pgid, rec.get("TrainingJobName"))
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
 

@@ -475,7 +475,7 @@ class Driver(threading.Thread):
         for job, number in rec.get("_trials", {}).items():
             frozen = by_number.get(number)
             if frozen is not None and frozen.state == TrialState.RUNNING:
-                self._watch(study, job, frozen._trial_id, resumed=True)
+                self._watch(study, job, frozen._trial_id, set(frozen.intermediate_values))
         limits = config.get("ResourceLimits") or {}
         parallel = max(
             1, min(int(limits.get("MaxParallelTrainingJobs") or 1), self.svc.max_parallel_trials)
@@ -571,14 +571,16 @@ class Driver(threading.Thread):
             return
         threading.Thread(target=self._wait, args=(study, job, trial._trial_id), daemon=True).start()
 
-    def _listener(self, study: optuna.Study, job: str, trial_id: int) -> Any:
+    def _listener(
+        self, study: optuna.Study, job: str, trial_id: int, reported: set[int] | None = None
+    ) -> Any:
         metric_name = self.tu.get(self.name_)["_objective"]["MetricName"]
         trial = optuna.Trial(study, trial_id)
         state = self._pruned.setdefault(job, {"pruned": False})
 
         def on_metric(name: str, value: float, index: int) -> None:
             log.debug("trial %s metric %s=%s step %d", job, name, value, index + 1)
-            if name != metric_name or state["pruned"]:
+            if name != metric_name or state["pruned"] or index + 1 in (reported or ()):
                 return
             with self.optuna_lock:
                 trial.report(value, step=index + 1)
@@ -590,10 +592,10 @@ class Driver(threading.Thread):
 
         return on_metric
 
-    def _watch(self, study: optuna.Study, job: str, trial_id: int, resumed: bool) -> None:
+    def _watch(self, study: optuna.Study, job: str, trial_id: int, reported: set[int]) -> None:
         with self.cond:
             self.running.add(job)
-        listener = self._listener(study, job, trial_id)
+        listener = self._listener(study, job, trial_id, reported)
         rec = self.svc.store.get("training-job", job) or {}
         metric = self.tu.get(self.name_)["_objective"]["MetricName"]
         for i, v in enumerate((rec.get("_metric_series") or {}).get(metric) or []):

@@ -254,3 +254,16 @@ def test_delete_endpoint_and_endpoint_events(
 
     events = drain_queue(moto_url, event_queue, lambda ev: "Deleting" in statuses(ev))
     assert statuses(events) == ["Creating", "InService", "Deleting"]
+
+
+def test_a_crashed_model_server_is_replaced(sm: Any, s3: Any, runtime: Any, service: Any) -> None:
+    name = unique("ep-crash")
+    sm.create_endpoint(
+        EndpointName=name, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "v1"))
+    )
+    wait_endpoint(sm, name)
+    # fault injection: kill the worker process behind the endpoint
+    _, server = service.hosting.active[name].servers["AllTraffic"]
+    server.proc.kill()
+    server.proc.wait()
+    assert invoke(runtime, name)["version"] == "v1"

@@ -154,3 +154,60 @@ def test_grid_rejects_continuous_ranges(sm: Any) -> None:
             **tuning_request(unique("grid"), "Grid", 2, ranges, {})
         )
     assert err.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_tuning_events_and_restart_resume(tmp_path: Any, moto_url: str, bucket: str) -> None:
+    from sm_support import EventLog, client, start_service
+
+    # Given a tuning job whose first trial is running when the service stops
+    events = EventLog()
+    first = start_service(tmp_path, moto_url, events)
+    sm = client("sagemaker", first.url)
+    name = unique("hpo-rs")
+    ranges = {"IntegerParameterRanges": [{"Name": "epochs", "MinValue": "3", "MaxValue": "4"}]}
+    static = {"sleep": "0.3", "quality": "0.6"}
+    request = tuning_request(name, "Random", 2, ranges, static)
+    request["TrainingJobDefinition"]["CheckpointConfig"] = {
+        "S3Uri": f"s3://{bucket}/checkpoints/{name}"
+    }
+    sm.create_hyper_parameter_tuning_job(**request)
+    wait_for(
+        lambda: sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name
+        )["TrainingJobSummaries"],
+        lambda jobs: len(jobs) == 1 and jobs[0]["TrainingJobStatus"] == "InProgress",
+    )
+    first.stop()
+
+    # When it starts again on the same data directory
+    second = start_service(tmp_path, moto_url, events)
+    try:
+        sm = client("sagemaker", second.url)
+        desc = wait_tuning(sm, name)
+    finally:
+        second.stop()
+
+    # Then the tuning job finished its two trials, the first one resumed
+    assert desc["HyperParameterTuningJobStatus"] == "Completed"
+    assert desc["TrainingJobStatusCounters"]["Completed"] == 2
+    assert desc["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"][
+        "Value"
+    ] == pytest.approx(0.6)
+    # and the events said so: children carry the tuning job's ARN, the last event has the best job
+    tuning_events = events.of("SageMaker HyperParameter Tuning Job State Change")
+    assert [e["detail"]["HyperParameterTuningJobStatus"] for e in tuning_events] == [
+        "InProgress",
+        "Completed",
+    ]
+    assert (
+        tuning_events[-1]["detail"]["BestTrainingJob"]["TrainingJobName"]
+        == desc["BestTrainingJob"]["TrainingJobName"]
+    )
+    children = [
+        e["detail"]
+        for e in events.of("SageMaker Training Job State Change")
+        if e["detail"]["TrainingJobStatus"] == "Completed"
+    ]
+    assert len(children) == 2 and all(
+        c["TuningJobArn"] == desc["HyperParameterTuningJobArn"] for c in children
+    )
