@@ -211,3 +211,31 @@ def test_tuning_events_and_restart_resume(tmp_path: Any, moto_url: str, bucket: 
     assert len(children) == 2 and all(
         c["TuningJobArn"] == desc["HyperParameterTuningJobArn"] for c in children
     )
+
+
+def test_warm_start_from_a_parent_tuning_job(sm: Any, bucket: str) -> None:
+    ranges = {"CategoricalParameterRanges": [{"Name": "quality", "Values": ["0.3", "0.7"]}]}
+    parent = unique("hpo-parent")
+    sm.create_hyper_parameter_tuning_job(
+        **tuning_request(parent, "Random", 1, ranges, {"epochs": "1"})
+    )
+    assert wait_tuning(sm, parent)["HyperParameterTuningJobStatus"] == "Completed"
+
+    child = unique("hpo-child")
+    request = tuning_request(child, "Bayesian", 1, ranges, {"epochs": "1"})
+    request["WarmStartConfig"] = {
+        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": parent}],
+        "WarmStartType": "TransferLearning",
+    }
+    sm.create_hyper_parameter_tuning_job(**request)
+    desc = wait_tuning(sm, child)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed"
+    assert (
+        desc["WarmStartConfig"]["ParentHyperParameterTuningJobs"][0]["HyperParameterTuningJobName"]
+        == parent
+    )
+    # the parent's trial seeds the study but is not one of this job's children
+    children = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=child
+    )
+    assert [c["TrainingJobName"][: len(child)] for c in children["TrainingJobSummaries"]] == [child]
