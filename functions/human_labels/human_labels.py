@@ -16,7 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from flywheel.services.human_labels import apply_labels_file
 from flywheel.settings import HumanLabelsSettings
 
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
+# Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
+logger, tracer, metrics = Logger(), Tracer(patch_modules=["botocore"]), Metrics()
 # A fully failed batch is reported item by item (no Lambda error, no Errors alarm noise).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

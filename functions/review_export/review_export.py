@@ -14,7 +14,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from flywheel.services.review_export import export_review_batch
 from flywheel.settings import ReviewExportSettings
 
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
+# Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
+logger, tracer, metrics = Logger(), Tracer(patch_modules=["botocore"]), Metrics()
 
 
 class ReviewExportRequest(BaseModel):

@@ -16,7 +16,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from flywheel.services.start_training import start_training
 from flywheel.settings import StartTrainingSettings
 
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
+# Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
+logger, tracer, metrics = Logger(), Tracer(patch_modules=["botocore"]), Metrics()
 
 
 class StartTrainingRequest(BaseModel):

@@ -11,7 +11,8 @@ from flywheel.adapters import cfn_response
 from flywheel.services.teardown import teardown
 from flywheel.settings import TeardownSettings
 
-logger, tracer, metrics = Logger(), Tracer(), Metrics()
+# Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
+logger, tracer, metrics = Logger(), Tracer(patch_modules=["botocore"]), Metrics()
 
 
 @logger.inject_lambda_context

@@ -3,6 +3,7 @@ so moto and ``AWS_ENDPOINT_URL_<SERVICE>`` work; ``reset()`` drops cached client
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -36,6 +37,26 @@ def idempotency_store(table_name: str) -> Any:
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
     return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client("dynamodb"))
+
+
+def run_once(table_name: str, context: Any, key: dict, fn: Callable[[], dict],
+             expires_after_seconds: int = 7 * 24 * 3600) -> dict:
+    """Run ``fn`` once per ``key`` (Powertools idempotency); a repeat returns the stored result.
+
+    A failed run leaves no record, so the retry runs again. Imported lazily: the
+    idempotency utility pulls in boto3.
+    """
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+
+    config = IdempotencyConfig(expires_after_seconds=expires_after_seconds)
+    config.register_lambda_context(context)
+
+    @idempotent_function(data_keyword_argument="key", config=config,
+                         persistence_store=idempotency_store(table_name))
+    def once(key: dict) -> dict:
+        return fn()
+
+    return once(key=key)
 
 
 def reset_all() -> None:

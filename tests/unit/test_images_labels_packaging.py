@@ -1,0 +1,65 @@
+"""Header checks, label parsing, deterministic source packaging."""
+
+import struct
+import time
+
+import pytest
+
+from flywheel.domain.images import inspect_header, sniff_content_type, target_size
+from flywheel.domain.labels import item_id_from_reference, label_from_upload_key, parse_csv
+from flywheel.errors import RejectedImage
+from flywheel.packaging import package_source_dir
+
+
+def png_header(w: int, h: int) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", w, h) + b"\x08\x02\x00\x00\x00"
+
+
+def test_real_type_comes_from_magic_bytes():
+    assert sniff_content_type(png_header(10, 10)) == "image/png"
+    assert sniff_content_type(b"\xff\xd8\xff\xe0....") == "image/jpeg"
+    assert sniff_content_type(b"<html>") is None
+
+
+def test_bomb_is_rejected_from_the_header_alone():
+    with pytest.raises(RejectedImage, match="bomb"):
+        inspect_header(png_header(100_000, 100_000), max_bytes=10**6)
+    assert inspect_header(png_header(640, 480), max_bytes=10**6).width == 640
+
+
+def test_target_size_never_enlarges():
+    assert target_size(4000, 2000, 1024) == (1024, 512)
+    assert target_size(100, 50, 1024) == (100, 50)
+
+
+def test_labels_from_keys_and_references():
+    assert label_from_upload_key("labeled/cat/a b.jpg") == "cat"
+    assert label_from_upload_key("labeled/x.jpg") is None and label_from_upload_key("cat/x.jpg") is None
+    item = "a" * 64
+    assert item_id_from_reference(f"s3://bucket/images/{item}.png") == item
+    assert item_id_from_reference(item) == item and item_id_from_reference("nope") is None
+
+
+def test_csv_with_header_extra_columns_and_empty_labels():
+    parsed = parse_csv("image_id_or_key,label,model_label\nx,cat,dog\ny,,dog\nbad\n")
+    assert [(l.reference, l.label) for l in parsed.lines] == [("x", "cat")]
+    assert parsed.skipped == 1 and parsed.errors[0]["line"] == 4
+
+
+def test_packaging_is_byte_identical_and_ignores_caches(tmp_path):
+    (tmp_path / "train.py").write_text("print(1)\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text("x = 1\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "t.pyc").write_bytes(b"junk")
+    (tmp_path / "python").mkdir()  # another layer's folder in /opt
+    (tmp_path / "python" / "other.py").write_text("")
+    first = package_source_dir(tmp_path)
+    time.sleep(0.01)
+    (tmp_path / "train.py").touch()
+    assert package_source_dir(tmp_path) == first
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(first[0])) as tar:
+        assert tar.getnames() == ["pkg/m.py", "train.py"]
