@@ -11,6 +11,7 @@ InService on the old config with a FailureReason, as on AWS.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -54,6 +55,7 @@ class ModelServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.retired = False
+        self.pid_file: Path | None = None
         self._revive_lock = threading.Lock()
         self.log_path = (
             hosting.root / "logs" / f"{endpoint}-{variant}-{int(time.time() * 1000)}.log"
@@ -93,6 +95,9 @@ class ModelServer:
                 env=env,
                 start_new_session=True,
             )
+        # so a restart after a hard kill can end the workers this process left behind
+        self.pid_file = run_dir / f"{self.log_path.stem}.pid"
+        self.pid_file.write_text(str(self.proc.pid))
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -157,6 +162,8 @@ class ModelServer:
 
     def stop(self) -> None:
         self.retired = True
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
         if self.proc and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -675,6 +682,8 @@ class Hosting:
 
     def restore(self) -> None:
         """After a restart: bring back what was serving; finish what was half done."""
+        for pid_file in (self.root / "run").glob("*.pid"):
+            _kill_leftover_worker(pid_file)
         for rec in self.store.all("endpoint"):
             name = rec["EndpointName"]
             status = rec["EndpointStatus"]
@@ -730,3 +739,17 @@ class Hosting:
             for _, s in dep.servers.values()
             if s.log_path.exists()
         )
+
+
+def _kill_leftover_worker(pid_file: Path) -> None:
+    """End a model server left running by a service that was killed hard."""
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        cmdline, pid = "", 0
+    if pid and str(WORKER) in cmdline and str(pid_file.parent.parent) in cmdline:
+        log.warning("killing leftover model server %s", pid)
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)

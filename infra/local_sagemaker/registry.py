@@ -74,7 +74,9 @@ class Registry:
             for r in self.store.all("model-package-group")
         ]
         return page(
-            sort_filter([public(i) for i in items], body, "ModelPackageGroupName"),
+            sort_filter(
+                [public(i) for i in items], body, "ModelPackageGroupName", default_order="Ascending"
+            ),
             body,
             "ModelPackageGroupSummaryList",
         )
@@ -216,7 +218,11 @@ class Registry:
                     }
                 )
             )
-        return page(sort_filter(items, body, "ModelPackageName"), body, "ModelPackageSummaryList")
+        return page(
+            sort_filter(items, body, "ModelPackageName", default_order="Ascending"),
+            body,
+            "ModelPackageSummaryList",
+        )
 
     def delete_package(self, name: str) -> dict[str, Any]:
         rec = self._find_package(name)

@@ -179,7 +179,9 @@ class Training:
             )
             for r in self.store.all(KIND)
         ]
-        items = sort_filter(items, body, "TrainingJobName", "TrainingJobStatus")
+        items = sort_filter(
+            items, body, "TrainingJobName", "TrainingJobStatus", default_order="Ascending"
+        )
         return page(items, body, "TrainingJobSummaries")
 
     def stop(self, name: str) -> dict[str, Any]:

@@ -277,7 +277,12 @@ class Tuning:
                 )
             )
         items = sort_filter(
-            items, body, "HyperParameterTuningJobName", "HyperParameterTuningJobStatus"
+            items,
+            body,
+            "HyperParameterTuningJobName",
+            "HyperParameterTuningJobStatus",
+            default_sort="Name",
+            default_order="Ascending",
         )
         return page(items, body, "HyperParameterTuningJobSummaries")
 
