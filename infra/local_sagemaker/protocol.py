@@ -101,6 +101,6 @@ def event_timestamps(obj: Any, key: str = "") -> Any:
         return {k: event_timestamps(v, k) for k, v in obj.items()}
     if isinstance(obj, list):
         return [event_timestamps(v, key) for v in obj]
-    if isinstance(obj, float) and key.endswith("Time"):
+    if isinstance(obj, float) and (key.endswith("Time") or key == "Timestamp"):
         return int(obj * 1000)
     return obj
