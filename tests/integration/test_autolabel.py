@@ -13,7 +13,7 @@ import json
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from conftest import STACK, sqs_event
+from integration_kit import STACK, sqs_event
 
 import autolabel
 from flywheel.adapters import aws, items

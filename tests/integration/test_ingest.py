@@ -10,7 +10,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import s3_sqs_event
+from integration_kit import s3_sqs_event
 
 import ingest
 

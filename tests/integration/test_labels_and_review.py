@@ -8,7 +8,7 @@ import json
 from urllib.parse import quote_plus
 
 import pytest
-from conftest import s3_sqs_event
+from integration_kit import s3_sqs_event
 
 import human_labels
 import review_export

@@ -11,7 +11,7 @@ import copy
 import json
 
 import pytest
-from conftest import STACK, load_event, metrics_doc, model_tar
+from integration_kit import STACK, load_event, metrics_doc, model_tar
 
 import promote
 from flywheel.adapters import items

@@ -7,7 +7,7 @@ import tarfile
 import io
 
 import pytest
-from conftest import TRAINING_CODE, load_event
+from integration_kit import TRAINING_CODE, load_event
 
 import start_training
 from flywheel.adapters import items

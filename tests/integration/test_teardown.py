@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import STACK, load_event
+from integration_kit import STACK, load_event
 
 import teardown
 from flywheel.adapters import cfn_response

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 from flywheel.settings import FUNCTION_SETTINGS
 
