@@ -155,3 +155,68 @@ def test_state_change_events_reach_eventbridge_and_the_callback(
         e["detail"]["TrainingJobName"] == name
         for e in callback_events.of("SageMaker Training Job State Change")
     )
+
+
+def test_augmented_manifest_channel(sm: Any, s3: Any, bucket: str, service: Any) -> None:
+    # Given a Ground Truth augmented manifest pointing at two images
+    name = unique("train-manifest")
+    lines = []
+    for i in range(2):
+        s3.put_object(Bucket=BUCKET, Key=f"gt/images/{i}.png", Body=b"png")
+        lines.append(
+            {
+                "source-ref": f"s3://{BUCKET}/gt/images/{i}.png",
+                "label": i,
+                "label-metadata": {"class-name": str(i)},
+            }
+        )
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="gt/train.manifest",
+        Body="".join(json.dumps(line) + "\n" for line in lines),
+    )
+    request = training_request(name)
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"] = {
+        "S3DataType": "AugmentedManifestFile",
+        "S3Uri": f"s3://{BUCKET}/gt/train.manifest",
+        "AttributeNames": ["source-ref", "label", "label-metadata"],
+    }
+
+    # When the job runs, the channel holds the manifest and the objects it refers to
+    sm.create_training_job(**request)
+    assert wait_training(sm, name)["TrainingJobStatus"] == "Completed"
+    log = urllib.request.urlopen(f"{service.url}/_local/logs/{name}").read().decode()
+    assert "files ['0.png', '1.png', 'train.manifest']" in log
+
+
+def test_hyperparameters_become_flags_like_the_toolkit() -> None:
+    from infra.local_sagemaker.training import decode_hyperparameters, to_cmd_args
+
+    hps = {
+        "lr": "0.01",
+        "pretrained": "true",
+        "arch": "resnet18",
+        "quoted": '"text"',
+        "sagemaker_program": "train.py",
+        "x": '{"a": 1}',
+    }
+    decoded = decode_hyperparameters(hps)
+    assert decoded == {
+        "lr": 0.01,
+        "pretrained": True,
+        "arch": "resnet18",
+        "quoted": "text",
+        "x": {"a": 1},
+    }
+    assert to_cmd_args(decoded) == [
+        "--arch",
+        "resnet18",
+        "--lr",
+        "0.01",
+        "--pretrained",
+        "True",
+        "--quoted",
+        "text",
+        "-x",
+        "a=1",
+    ]
