@@ -239,3 +239,25 @@ def test_warm_start_from_a_parent_tuning_job(sm: Any, bucket: str) -> None:
         HyperParameterTuningJobName=child
     )
     assert [c["TrainingJobName"][: len(child)] for c in children["TrainingJobSummaries"]] == [child]
+
+
+def test_stop_tuning_job_stops_its_running_trials(sm: Any, bucket: str) -> None:
+    name = unique("hpo-stop")
+    ranges = {"IntegerParameterRanges": [{"Name": "epochs", "MinValue": "50", "MaxValue": "60"}]}
+    sm.create_hyper_parameter_tuning_job(
+        **tuning_request(name, "Random", 4, ranges, {"sleep": "0.3"})
+    )
+    wait_for(
+        lambda: sm.list_training_jobs_for_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name
+        )["TrainingJobSummaries"],
+        lambda jobs: any(j["TrainingJobStatus"] == "InProgress" for j in jobs),
+    )
+    sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    desc = wait_tuning(sm, name, timeout=30)
+    assert desc["HyperParameterTuningJobStatus"] == "Stopped"
+    children = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name
+    )
+    assert {c["TrainingJobStatus"] for c in children["TrainingJobSummaries"]} == {"Stopped"}
+    assert "HyperParameterTuningEndTime" in desc
