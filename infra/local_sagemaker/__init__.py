@@ -39,6 +39,11 @@ Create/Describe/Delete/List Model, EndpointConfig, Endpoint; UpdateEndpoint;
 model package groups and packages (Create/Describe/List/Update/Delete);
 AddTags/ListTags/DeleteTags; runtime InvokeEndpoint.
 
+Test hook: a model whose container Environment has LOCAL_SAGEMAKER_ROLLBACK=1
+makes an UpdateEndpoint to it roll back (as if a rollback alarm fired): the
+endpoint stays InService on the old config, with a FailureReason. Real
+CloudWatch alarms named in AutoRollbackConfiguration work too (read from moto).
+
 Local helpers: GET <url>/_local/logs/<training job> (the job's log),
 GET <url>/_local/endpoint-logs/<endpoint> (its model servers' logs),
 GET <url>/_local/health.
