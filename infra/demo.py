@@ -28,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -110,8 +111,12 @@ class Demo:
     def parameters(self) -> dict[str, str]:
         return {
             "EnableTuning": "false",            # one training job per round on 2 cores
-            "TargetAutoLabelAccuracy": "0.98",  # threshold chosen for 98% on validation data
+            # The threshold is certified on held-out human labels (Clopper-Pearson lower
+            # bound): 0.95 is what ~70 held-out images can certify; measured accuracy is higher.
+            "TargetAutoLabelAccuracy": "0.95",
             "MinNewHumanLabels": "10",
+            # A tie on the same test images goes to the challenger (trained on more labels).
+            "PromotionMargin": "-0.0001",
             "MinTestAccuracy": "0.5" if self.quick else "0.8",
             "ClassNames": ",".join(str(i) for i in range(10)),
         }
@@ -390,6 +395,11 @@ def run_demo(out_dir: Path, fraction: float = 1.0, quick: bool = False, seed: in
              keep: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
     data_dir = data_dir or Path(".flywheel-demo")
     demo = Demo(out_dir, fraction, quick, seed, data_dir)
+
+    def interrupted(*_: Any) -> None:
+        raise KeyboardInterrupt  # unwinds through stack.stop(): no process left behind
+
+    signal.signal(signal.SIGTERM, interrupted)
     report = demo.run()  # on failure the data directory stays, with the functions' logs
     if not keep:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -150,3 +150,90 @@ class MotoServer:
         ssm = client("ssm", self.url)
         for p in params:
             ssm.put_parameter(Name=p["Name"], Value=p["Value"], Type=p["Type"], Overwrite=True)
+
+
+class MotoProcess:
+    """The same server in a child process, so moto gets a core of its own.
+
+    Same interface as MotoServer. The child snapshots and exits on SIGTERM, and
+    also when its stdin closes (the parent died), so state is never left behind.
+    """
+
+    def __init__(self, state_dir: Path, port: int = 0, host: str = "127.0.0.1",
+                 snapshot_every_s: float = 10.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.host, self.port, self.snapshot_every_s = host, port, snapshot_every_s
+        self._proc: Any = None
+        self.url = ""
+
+    def start(self) -> str:
+        import subprocess
+        import sys
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / "moto.log", "ab")  # noqa: SIM115 - owned by the child
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "infra.local.moto_server", "--state-dir", str(self.state_dir),
+             "--host", self.host, "--port", str(self.port),
+             "--snapshot-every", str(self.snapshot_every_s)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            cwd=str(Path(__file__).resolve().parents[2]))
+        log.close()
+        line = self._proc.stdout.readline().decode().strip()
+        if not line.startswith("ready "):
+            self._proc.kill()
+            raise RuntimeError(f"moto server did not start (see {self.state_dir / 'moto.log'})")
+        self.url = line.split(" ", 1)[1]
+        return self.url
+
+    def snapshot(self) -> None:
+        import signal
+        if self._proc and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGUSR1)
+
+    def stop(self) -> None:
+        import signal
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=60)
+            except Exception:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+
+
+def main() -> None:
+    """python -m infra.local.moto_server --state-dir DIR [--port N]  (run by the stack)"""
+    import argparse
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--state-dir", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--snapshot-every", type=float, default=10.0)
+    args = p.parse_args()
+    server = MotoServer(Path(args.state_dir), port=args.port, host=args.host,
+                        snapshot_every_s=args.snapshot_every)
+    url = server.start()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=server.snapshot).start())
+
+    def watch_parent() -> None:
+        sys.stdin.buffer.read()  # returns at EOF: the parent is gone
+        done.set()
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+    print(f"ready {url}", flush=True)
+    while not done.wait(1):
+        pass
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,7 @@ from typing import Any
 from infra.local import provision as prov
 from infra.local.functions import FunctionPool
 from infra.local.lambda_api import LambdaApi
-from infra.local.moto_server import REGION, MotoServer, client
+from infra.local.moto_server import REGION, MotoProcess, client
 from infra.local.router import Router
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class LocalStack:
         self.schedules = schedules
         self.retry_delay_s = retry_delay_s
         self.max_concurrency = max_concurrency
-        self.moto = MotoServer(self.data_dir / "moto", port=port_base,
+        self.moto = MotoProcess(self.data_dir / "moto", port=port_base,
                                snapshot_every_s=snapshot_every_s)
         self.sagemaker: Any = None
         self.pool: FunctionPool | None = None
