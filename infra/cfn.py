@@ -59,8 +59,24 @@ def _construct(tag: str):
 
 
 for _short in (
-    "Ref", "Condition", "Base64", "Cidr", "FindInMap", "GetAtt", "GetAZs", "ImportValue",
-    "Join", "Select", "Split", "Sub", "Transform", "And", "Equals", "If", "Not", "Or",
+    "Ref",
+    "Condition",
+    "Base64",
+    "Cidr",
+    "FindInMap",
+    "GetAtt",
+    "GetAZs",
+    "ImportValue",
+    "Join",
+    "Select",
+    "Split",
+    "Sub",
+    "Transform",
+    "And",
+    "Equals",
+    "If",
+    "Not",
+    "Or",
 ):
     _long = _short if _short in ("Ref", "Condition") else f"Fn::{_short}"
     _CfnLoader.add_constructor(f"!{_short}", _construct(_long))
@@ -113,7 +129,11 @@ class _Resolver:
             if value is None:
                 raise ValueError(f"parameter {name} has no default and no value")
             if spec.get("Type") == "CommaDelimitedList":
-                value = value if isinstance(value, list) else (str(value).split(",") if value != "" else [""])
+                value = (
+                    value
+                    if isinstance(value, list)
+                    else (str(value).split(",") if value != "" else [""])
+                )
             else:
                 value = str(value)
             values[name] = value
@@ -196,7 +216,7 @@ class _Resolver:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             handler = _INTRINSICS.get(key)
             if handler is not None:
                 return handler(self, arg)
@@ -307,17 +327,26 @@ def _of_type(resolved: dict, rtype: str) -> list[tuple[str, dict]]:
 
 def _queue_attributes(props: dict) -> dict[str, str]:
     attrs: dict[str, str] = {}
-    for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
-                "MaximumMessageSize", "ReceiveMessageWaitTimeSeconds", "SqsManagedSseEnabled",
-                "FifoQueue", "ContentBasedDeduplication"):
+    for key in (
+        "VisibilityTimeout",
+        "MessageRetentionPeriod",
+        "DelaySeconds",
+        "MaximumMessageSize",
+        "ReceiveMessageWaitTimeSeconds",
+        "SqsManagedSseEnabled",
+        "FifoQueue",
+        "ContentBasedDeduplication",
+    ):
         if key in props:
             value = props[key]
             attrs[key] = str(value).lower() if isinstance(value, bool) else str(value)
     if "RedrivePolicy" in props:
         policy = props["RedrivePolicy"]
         attrs["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": policy["deadLetterTargetArn"],
-             "maxReceiveCount": int(policy["maxReceiveCount"])}
+            {
+                "deadLetterTargetArn": policy["deadLetterTargetArn"],
+                "maxReceiveCount": int(policy["maxReceiveCount"]),
+            }
         )
     return attrs
 
@@ -333,8 +362,13 @@ def _notification(props: dict) -> dict[str, Any]:
             item: dict[str, Any] = {target[1]: entry[target[0]], "Events": [entry["Event"]]}
             rules = ((entry.get("Filter") or {}).get("S3Key") or {}).get("Rules")
             if rules:
-                item["Filter"] = {"Key": {"FilterRules": [
-                    {"Name": rule["Name"], "Value": rule["Value"]} for rule in rules]}}
+                item["Filter"] = {
+                    "Key": {
+                        "FilterRules": [
+                            {"Name": rule["Name"], "Value": rule["Value"]} for rule in rules
+                        ]
+                    }
+                }
             config.setdefault(boto_key, []).append(item)
     return config
 
@@ -401,10 +435,16 @@ def provision(
         if "BucketEncryption" in props:
             s3.put_bucket_encryption(
                 Bucket=name,
-                ServerSideEncryptionConfiguration={"Rules": [
-                    {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
-                    for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-                ]},
+                ServerSideEncryptionConfiguration={
+                    "Rules": [
+                        {
+                            "ApplyServerSideEncryptionByDefault": rule[
+                                "ServerSideEncryptionByDefault"
+                            ]
+                        }
+                        for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    ]
+                },
             )
         if "VersioningConfiguration" in props:
             s3.put_bucket_versioning(
@@ -418,7 +458,8 @@ def provision(
         physical[lid] = name
     for _lid, res in _of_type(resolved, "AWS::S3::BucketPolicy") if bucket_policies else []:
         s3.put_bucket_policy(
-            Bucket=res["Properties"]["Bucket"], Policy=json.dumps(res["Properties"]["PolicyDocument"])
+            Bucket=res["Properties"]["Bucket"],
+            Policy=json.dumps(res["Properties"]["PolicyDocument"]),
         )
     # Notifications last: their queues must exist.
     for lid, res in buckets:
@@ -440,11 +481,9 @@ def function_environment(
     (e.g. the queue URL moto server mode really returned).
     """
     physical = physical or {}
-    replace = {
-        str(ref): physical[lid] for lid, ref in resolved["Refs"].items() if lid in physical
-    }
-    glob = (((resolved.get("Globals") or {}).get("Function") or {}).get("Environment") or {})
-    own = (resolved["Resources"][logical_id]["Properties"].get("Environment") or {})
+    replace = {str(ref): physical[lid] for lid, ref in resolved["Refs"].items() if lid in physical}
+    glob = ((resolved.get("Globals") or {}).get("Function") or {}).get("Environment") or {}
+    own = resolved["Resources"][logical_id]["Properties"].get("Environment") or {}
     env: dict[str, str] = {}
     for source in (glob.get("Variables") or {}, own.get("Variables") or {}):
         for key, value in source.items():

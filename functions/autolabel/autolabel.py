@@ -6,11 +6,14 @@ from functools import partial
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from flywheel.services.autolabel import BatchResult, label_messages
 from flywheel.settings import AutoLabelSettings
 
@@ -35,15 +38,22 @@ def handler(event: dict, context: LambdaContext) -> dict:
     settings = AutoLabelSettings.from_env()
     messages = [(r.message_id, r.body) for r in SQSEvent(event).records]
     result = label_messages(settings, messages)
-    logger.info("items labeled", extra={
-        "champion": result.champion, "auto_labeled": result.labeled,
-        "needs_review": result.needs_review, "skipped": result.skipped,
-        "failed": len(result.errors),
-        "errors": sorted({type(e).__name__ for e in result.errors.values()}),
-    })
+    logger.info(
+        "items labeled",
+        extra={
+            "champion": result.champion,
+            "auto_labeled": result.labeled,
+            "needs_review": result.needs_review,
+            "skipped": result.skipped,
+            "failed": len(result.errors),
+            "errors": sorted({type(e).__name__ for e in result.errors.values()}),
+        },
+    )
     metrics.add_metric(name="ItemsAutoLabeled", unit=MetricUnit.Count, value=result.labeled)
     metrics.add_metric(name="ItemsNeedReview", unit=MetricUnit.Count, value=result.needs_review)
     return process_partial_response(
-        event=event, record_handler=partial(record_handler, result=result),
-        processor=processor, context=context,
+        event=event,
+        record_handler=partial(record_handler, result=result),
+        processor=processor,
+        context=context,
     )

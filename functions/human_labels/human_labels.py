@@ -1,4 +1,7 @@
-"""LabelsFileQueue -> apply labels/*.csv|*.manifest|*.jsonl files, report labels/<file>.result.json."""
+"""LabelsFileQueue -> apply labels/*.csv|*.manifest|*.jsonl files.
+
+Each file gets a report next to it: labels/<file>.result.json.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,14 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from flywheel.services.human_labels import apply_labels_file
 from flywheel.settings import HumanLabelsSettings
 
@@ -33,10 +39,16 @@ def record_handler(record: SQSRecord, settings: HumanLabelsSettings) -> None:
         if report is None:
             logger.info("labels file gone", extra={"key": key})
             continue
-        logger.info("labels file applied", extra={
-            "key": key, "applied": report.applied, "unchanged": report.unchanged,
-            "errors": len(report.errors), "skipped_empty": report.skipped_empty,
-        })
+        logger.info(
+            "labels file applied",
+            extra={
+                "key": key,
+                "applied": report.applied,
+                "unchanged": report.unchanged,
+                "errors": len(report.errors),
+                "skipped_empty": report.skipped_empty,
+            },
+        )
         metrics.add_metric(name="HumanLabelsApplied", unit=MetricUnit.Count, value=report.applied)
 
 
@@ -46,6 +58,8 @@ def record_handler(record: SQSRecord, settings: HumanLabelsSettings) -> None:
 def handler(event: dict, context: LambdaContext) -> dict:
     settings = HumanLabelsSettings.from_env()
     return process_partial_response(
-        event=event, record_handler=partial(record_handler, settings=settings),
-        processor=processor, context=context,
+        event=event,
+        record_handler=partial(record_handler, settings=settings),
+        processor=processor,
+        context=context,
     )

@@ -8,11 +8,14 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from flywheel.services.ingest import ingest_object
 from flywheel.settings import IngestSettings
 
@@ -37,19 +40,36 @@ def record_handler(record: SQSRecord, settings: IngestSettings) -> None:
         key = unquote_plus(s3_record.s3.get_object.key)
         bucket = s3_record.s3.bucket.name
         outcome = ingest_object(
-            settings, bucket, key, s3_record.s3.get_object.size,
-            s3_record.s3.get_object.etag or "", _normalise,
+            settings,
+            bucket,
+            key,
+            s3_record.s3.get_object.size,
+            s3_record.s3.get_object.etag or "",
+            _normalise,
         )
         if outcome is None:
             logger.info("upload skipped", extra={"bucket": bucket, "key": key})
         elif outcome.reason and outcome.state == "rejected":
-            logger.warning("upload rejected", extra={"key": key, "reason": outcome.reason,
-                                                     "item_id": outcome.item_id})
-            metrics.add_metric(name="ImagesRejected", unit=MetricUnit.Count, value=int(outcome.created))
+            logger.warning(
+                "upload rejected",
+                extra={"key": key, "reason": outcome.reason, "item_id": outcome.item_id},
+            )
+            metrics.add_metric(
+                name="ImagesRejected", unit=MetricUnit.Count, value=int(outcome.created)
+            )
         else:
-            logger.info("image ingested", extra={"key": key, "item_id": outcome.item_id,
-                                                 "state": outcome.state, "new": outcome.created})
-            metrics.add_metric(name="ImagesIngested", unit=MetricUnit.Count, value=int(outcome.created))
+            logger.info(
+                "image ingested",
+                extra={
+                    "key": key,
+                    "item_id": outcome.item_id,
+                    "state": outcome.state,
+                    "new": outcome.created,
+                },
+            )
+            metrics.add_metric(
+                name="ImagesIngested", unit=MetricUnit.Count, value=int(outcome.created)
+            )
 
 
 @logger.inject_lambda_context
@@ -58,6 +78,8 @@ def record_handler(record: SQSRecord, settings: IngestSettings) -> None:
 def handler(event: dict, context: LambdaContext) -> dict:
     settings = IngestSettings.from_env()
     return process_partial_response(
-        event=event, record_handler=partial(record_handler, settings=settings),
-        processor=processor, context=context,
+        event=event,
+        record_handler=partial(record_handler, settings=settings),
+        processor=processor,
+        context=context,
     )

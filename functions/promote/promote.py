@@ -6,7 +6,6 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import EventBridgeEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from flywheel.adapters.aws import run_once
 from flywheel.services.promote import promote_job
 from flywheel.settings import PromoteSettings
@@ -14,16 +13,26 @@ from flywheel.settings import PromoteSettings
 # Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
 logger, tracer, metrics = Logger(), Tracer(patch_modules=["botocore"]), Metrics()
 TUNING_DETAIL = "SageMaker HyperParameter Tuning Job State Change"
-METRIC = {"promoted": "ModelsPromoted", "rejected": "ModelsRejected", "failed": "TrainingJobsFailed",
-          "rolled_back": "DeploymentsRolledBack"}
+METRIC = {
+    "promoted": "ModelsPromoted",
+    "rejected": "ModelsRejected",
+    "failed": "TrainingJobsFailed",
+    "rolled_back": "DeploymentsRolledBack",
+}
 
 
 def _job(event: EventBridgeEvent) -> dict:
     if event.detail_type == TUNING_DETAIL:
-        return {"kind": "tuning", "name": event.detail["HyperParameterTuningJobName"],
-                "status": event.detail["HyperParameterTuningJobStatus"]}
-    return {"kind": "training", "name": event.detail["TrainingJobName"],
-            "status": event.detail["TrainingJobStatus"]}
+        return {
+            "kind": "tuning",
+            "name": event.detail["HyperParameterTuningJobName"],
+            "status": event.detail["HyperParameterTuningJobStatus"],
+        }
+    return {
+        "kind": "training",
+        "name": event.detail["TrainingJobName"],
+        "status": event.detail["TrainingJobStatus"],
+    }
 
 
 @logger.inject_lambda_context
@@ -34,9 +43,15 @@ def handler(event: EventBridgeEvent, context: LambdaContext) -> dict:
     settings = PromoteSettings.from_env()
     job = _job(event)
     # Re-delivered events (EventBridge is at-least-once) return the stored result.
-    result = run_once(settings.IDEMPOTENCY_TABLE, context, job,
-                      lambda: promote_job(settings, job["kind"], job["name"]).as_dict())
-    logger.info("promotion finished", extra={"job_kind": job["kind"], "job_status": job["status"], **result})
+    result = run_once(
+        settings.IDEMPOTENCY_TABLE,
+        context,
+        job,
+        lambda: promote_job(settings, job["kind"], job["name"]).as_dict(),
+    )
+    logger.info(
+        "promotion finished", extra={"job_kind": job["kind"], "job_status": job["status"], **result}
+    )
     if result["outcome"] in METRIC:
         metrics.add_metric(name=METRIC[result["outcome"]], unit=MetricUnit.Count, value=1)
     return result

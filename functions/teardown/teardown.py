@@ -4,9 +4,11 @@ the pipeline created (name prefix + flywheel:stack tag), so nothing orphaned kee
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.utilities.data_classes import CloudFormationCustomResourceEvent, event_source
+from aws_lambda_powertools.utilities.data_classes import (
+    CloudFormationCustomResourceEvent,
+    event_source,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from flywheel.adapters import cfn_response
 from flywheel.services.teardown import teardown
 from flywheel.settings import TeardownSettings
@@ -31,5 +33,6 @@ def handler(event: CloudFormationCustomResourceEvent, context: LambdaContext) ->
         logger.exception("teardown failed", extra={"error": str(exc)})
         reason = f"teardown failed (delete manually): {exc}"
     # Always SUCCESS: CloudFormation would otherwise hang on delete for an hour.
-    cfn_response.send(event.raw_event, status, reason, physical_id,
-                      {k: ",".join(v) for k, v in data.items()})
+    cfn_response.send(
+        event.raw_event, status, reason, physical_id, {k: ",".join(v) for k, v in data.items()}
+    )

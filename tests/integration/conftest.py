@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from integration_kit import LambdaContext, Stack, aws, mock_aws
+from integration_kit import LambdaContext, Stack, aws
+from moto import mock_aws
 
 
 @pytest.fixture(autouse=True)
@@ -31,5 +32,3 @@ def stack(monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def context() -> LambdaContext:
     return LambdaContext()
-
-

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -18,9 +19,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
-import os
 
 # Powertools reads these when a handler module is imported (as Lambda's environment would).
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "DataFlywheel")
@@ -34,6 +32,7 @@ for _folder in sorted((ROOT / "functions").iterdir()):
         sys.path.insert(0, str(_folder))
 
 from flywheel.adapters import aws  # noqa: E402
+
 from infra.cfn import function_environment, load_template, provision, resolve  # noqa: E402
 
 STACK = "dataflywheel"
@@ -94,7 +93,9 @@ class Stack:
         return [_item(raw) for page in pages for raw in page["Items"]]
 
     def keys(self, prefix: str = "") -> list[str]:
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.data_bucket, Prefix=prefix)
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.data_bucket, Prefix=prefix
+        )
         return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
 
     def read(self, key: str, bucket: str | None = None) -> bytes:
@@ -167,16 +168,27 @@ def model_tar(metrics: dict) -> bytes:
     return raw.getvalue()
 
 
-def metrics_doc(version: str, accuracy: float, champion_accuracy: float | None = None,
-                test_set_id: str = "t" * 64) -> dict[str, Any]:
+def metrics_doc(
+    version: str,
+    accuracy: float,
+    champion_accuracy: float | None = None,
+    test_set_id: str = "t" * 64,
+) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "model_version": version,
         "classes": ["cat", "dog"],
         "test": {"accuracy": accuracy, "n": 40},
         "test_set_id": test_set_id,
-        "champion_test": None if champion_accuracy is None else {"accuracy": champion_accuracy, "n": 40},
+        "champion_test": None
+        if champion_accuracy is None
+        else {"accuracy": champion_accuracy, "n": 40},
         "calibration": {"temperature": 1.3, "ece_before": 0.08, "ece_after": 0.02},
-        "threshold": {"target_accuracy": 0.95, "threshold": 0.8, "coverage": 0.7, "lower_bound": 0.95},
+        "threshold": {
+            "target_accuracy": 0.95,
+            "threshold": 0.8,
+            "coverage": 0.7,
+            "lower_bound": 0.95,
+        },
         "epochs": [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": accuracy}],
     }

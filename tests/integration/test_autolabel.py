@@ -10,27 +10,41 @@ import base64
 import io
 import json
 
+import autolabel
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
+from flywheel.adapters import aws, items
 from integration_kit import STACK, sqs_event
 
-import autolabel
-from flywheel.adapters import aws, items
-
 CHAMPION = {
-    "model_version": "dfw-aaaa", "training_job": "dfw-aaaa", "model_name": "dfw-aaaa",
-    "endpoint_config": "dfw-aaaa-123456", "model_data": "s3://b/models/dfw-aaaa/output/model.tar.gz",
-    "threshold": 0.8, "target_accuracy": 0.95, "test_accuracy": 0.96, "classes": ["cat", "dog"],
-    "test_set_id": "t" * 64, "promoted_at": "2026-11-29T10:00:00.000000Z",
+    "model_version": "dfw-aaaa",
+    "training_job": "dfw-aaaa",
+    "model_name": "dfw-aaaa",
+    "endpoint_config": "dfw-aaaa-123456",
+    "model_data": "s3://b/models/dfw-aaaa/output/model.tar.gz",
+    "threshold": 0.8,
+    "target_accuracy": 0.95,
+    "test_accuracy": 0.96,
+    "classes": ["cat", "dog"],
+    "test_set_id": "t" * 64,
+    "promoted_at": "2026-11-29T10:00:00.000000Z",
 }
 
 
 def add_item(stack, n: int, state: str = "unlabeled", **extra) -> str:
     item_id = f"{n:064x}"
     stack.s3.put_object(Bucket=stack.data_bucket, Key=f"images/{item_id}.png", Body=b"png-%d" % n)
-    items.put_new(stack.table, {"item_id": item_id, "state": state, "source_key": f"k{n}.jpg",
-                                "image_key": f"images/{item_id}.png", **extra})
+    items.put_new(
+        stack.table,
+        {
+            "item_id": item_id,
+            "state": state,
+            "source_key": f"k{n}.jpg",
+            "image_key": f"images/{item_id}.png",
+            **extra,
+        },
+    )
     return item_id
 
 
@@ -39,9 +53,19 @@ def message(item_id: str) -> dict:
 
 
 def predictions(*pairs: tuple[str, float]) -> dict:
-    return {"model_version": "dfw-aaaa", "predictions": [
-        {"label": label, "confidence": conf, "auto_label": conf >= 0.8, "threshold": 0.8,
-         "top_k": [{"label": label, "confidence": conf}]} for label, conf in pairs]}
+    return {
+        "model_version": "dfw-aaaa",
+        "predictions": [
+            {
+                "label": label,
+                "confidence": conf,
+                "auto_label": conf >= 0.8,
+                "threshold": 0.8,
+                "top_k": [{"label": label, "confidence": conf}],
+            }
+            for label, conf in pairs
+        ],
+    }
 
 
 @pytest.fixture
@@ -62,9 +86,14 @@ def respond(stubber: Stubber, body: dict, expected_images: list[bytes]) -> None:
     stubber.add_response(
         "invoke_endpoint",
         {"Body": StreamingBody(io.BytesIO(raw), len(raw)), "ContentType": "application/json"},
-        {"EndpointName": f"{STACK}-classifier", "ContentType": "application/json",
-         "Accept": "application/json",
-         "Body": json.dumps({"images": [base64.b64encode(i).decode() for i in expected_images]}).encode()},
+        {
+            "EndpointName": f"{STACK}-classifier",
+            "ContentType": "application/json",
+            "Accept": "application/json",
+            "Body": json.dumps(
+                {"images": [base64.b64encode(i).decode() for i in expected_images]}
+            ).encode(),
+        },
     )
 
 
@@ -86,13 +115,19 @@ def test_confident_items_are_labeled_and_uncertain_ones_go_to_review(env, endpoi
     respond(endpoint, predictions(("cat", 0.97), ("dog", 0.55)), [b"png-1", b"png-2"])
 
     # When the batch is processed (one endpoint call for both images)
-    response = autolabel.handler(sqs_event([message(sure), message(unsure), message(human)]), context)
+    response = autolabel.handler(
+        sqs_event([message(sure), message(unsure), message(human)]), context
+    )
 
     # Then
     assert response == {"batchItemFailures": []}
     endpoint.assert_no_pending_responses()
     labeled = env.item(sure)
-    assert (labeled["state"], labeled["label"], labeled["label_source"]) == ("auto_labeled", "cat", "model")
+    assert (labeled["state"], labeled["label"], labeled["label_source"]) == (
+        "auto_labeled",
+        "cat",
+        "model",
+    )
     assert labeled["model_version"] == "dfw-aaaa" and labeled["confidence"] == pytest.approx(0.97)
     assert env.item(unsure)["state"] == "needs_review"
     assert env.item(human)["label"] == "dog" and env.item(human)["state"] == "human_labeled"
@@ -102,14 +137,17 @@ def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, cont
     # Given a champion and an endpoint that throttles
     env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
     first, second = add_item(env, 1), add_item(env, 2)
-    endpoint.add_client_error("invoke_endpoint", service_error_code="ThrottlingException",
-                              http_status_code=400)
+    endpoint.add_client_error(
+        "invoke_endpoint", service_error_code="ThrottlingException", http_status_code=400
+    )
 
     # When the batch is processed
     response = autolabel.handler(sqs_event([message(first), message(second)]), context)
 
     # Then both messages are reported as failures (SQS redelivers) and nothing changed
-    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-0"}, {"itemIdentifier": "msg-1"}]}
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "msg-0"}, {"itemIdentifier": "msg-1"}]
+    }
     assert env.item(first)["state"] == env.item(second)["state"] == "unlabeled"
 
 

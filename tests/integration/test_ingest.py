@@ -8,11 +8,10 @@ import struct
 import zlib
 
 import cv2
+import ingest
 import numpy as np
 import pytest
 from integration_kit import s3_sqs_event
-
-import ingest
 
 
 def jpeg(width: int, height: int, exif_orientation: int | None = None, seed: int = 0) -> bytes:
@@ -34,8 +33,14 @@ def jpeg(width: int, height: int, exif_orientation: int | None = None, seed: int
 def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
-            + struct.pack(">I", zlib.crc32(chunk)) + b"\x00" * 64 + b"IEND\xaeB`\x82")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + b"\x00" * 64
+        + b"IEND\xaeB`\x82"
+    )
 
 
 def upload(stack, key: str, data: bytes) -> None:
@@ -91,7 +96,12 @@ def test_unlabeled_upload_is_oriented_resized_and_queued(env, context):
 def test_corrupt_records_are_rejected_without_failing_the_batch(env, context):
     # Given a batch with a good image, a truncated JPEG, a text file and a decompression bomb
     good, truncated = jpeg(32, 32, seed=1), jpeg(32, 32, seed=2)[:-300]
-    files = {"a.jpg": good, "b.jpg": truncated, "c.jpg": b"hello, not an image", "d.png": png_bomb()}
+    files = {
+        "a.jpg": good,
+        "b.jpg": truncated,
+        "c.jpg": b"hello, not an image",
+        "d.png": png_bomb(),
+    }
     for key, data in files.items():
         upload(env, key, data)
     event = s3_sqs_event([(env.upload_bucket, k, len(v)) for k, v in files.items()])
@@ -132,8 +142,10 @@ def test_a_failing_record_is_reported_and_the_rest_still_apply(env, context):
     # Given a batch where one notification names a bucket that does not exist
     data = jpeg(32, 32, seed=4)
     upload(env, "ok.jpg", data)
-    event = s3_sqs_event([("no-such-bucket", "x.jpg", 10), (env.upload_bucket, "ok.jpg", len(data))],
-                         message_ids=["broken", "fine"])
+    event = s3_sqs_event(
+        [("no-such-bucket", "x.jpg", 10), (env.upload_bucket, "ok.jpg", len(data))],
+        message_ids=["broken", "fine"],
+    )
 
     # When ingest runs
     response = ingest.handler(event, context)

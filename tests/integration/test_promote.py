@@ -1,4 +1,4 @@
-"""promote: job state change -> gate -> registry -> model/config/endpoint -> champion -> relabel sweep.
+"""promote: job state change -> gate -> registry -> model/config/endpoint -> champion -> sweep.
 
 moto records models, endpoint configs, model packages and training jobs; it has no
 UpdateEndpoint, so the endpoint calls go to ``FakeEndpoints`` (a typed fake of the
@@ -10,19 +10,21 @@ from __future__ import annotations
 import copy
 import json
 
-import pytest
-from integration_kit import STACK, load_event, metrics_doc, model_tar
-
 import promote
+import pytest
 from flywheel.adapters import items
 from flywheel.adapters import sagemaker as sm_adapter
 from flywheel.errors import EndpointNotReady
+from integration_kit import STACK, load_event, metrics_doc, model_tar
 
 JOB = "dfw-0123456789abcdef"
 
 
 class FakeEndpoints(sm_adapter.Endpoints):
-    """Endpoint lifecycle: 'complete' switches config, 'rollback' keeps the old one, 'stuck' stays Updating."""
+    """Endpoint lifecycle.
+
+    'complete' switches config, 'rollback' keeps the old one, 'stuck' stays Updating.
+    """
 
     def __init__(self, behaviour: str = "complete"):
         self.behaviour = behaviour
@@ -34,7 +36,11 @@ class FakeEndpoints(sm_adapter.Endpoints):
 
     def create(self, name: str, config: str, tags: list[dict]) -> None:
         status = "Creating" if self.behaviour == "stuck" else "InService"
-        self.state[name] = {"EndpointName": name, "EndpointConfigName": config, "EndpointStatus": status}
+        self.state[name] = {
+            "EndpointName": name,
+            "EndpointConfigName": config,
+            "EndpointStatus": status,
+        }
 
     def update(self, request: dict) -> None:
         self.updates.append(request)
@@ -59,9 +65,15 @@ def env(stack):
     # Observe SNS outcomes through a subscribed queue.
     sns = stack.session.client("sns")
     url = stack.sqs.create_queue(QueueName="outcomes")["QueueUrl"]
-    arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=stack.physical["NotificationsTopic"], Protocol="sqs", Endpoint=arn,
-                  Attributes={"RawMessageDelivery": "true"})
+    arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=stack.physical["NotificationsTopic"],
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
     stack.physical["Outcomes"] = url
     return stack
 
@@ -80,11 +92,21 @@ def finished_job(stack, name: str, metrics: dict) -> None:
         OutputDataConfig={"S3OutputPath": f"s3://{stack.data_bucket}/models"},
         ResourceConfig={"InstanceType": "ml.g5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
         StoppingCondition={"MaxRuntimeInSeconds": 3600},
-        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://{stack.data_bucket}/datasets/x/train/"}}}],
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{stack.data_bucket}/datasets/x/train/",
+                    }
+                },
+            }
+        ],
     )
-    stack.s3.put_object(Bucket=stack.data_bucket, Key=f"models/{name}/output/model.tar.gz",
-                        Body=model_tar(metrics))
+    stack.s3.put_object(
+        Bucket=stack.data_bucket, Key=f"models/{name}/output/model.tar.gz", Body=model_tar(metrics)
+    )
 
 
 def event_for(name: str) -> dict:
@@ -94,25 +116,42 @@ def event_for(name: str) -> dict:
 
 
 def set_champion(stack, version: str) -> None:
-    stack.ssm.put_parameter(Name=f"/{STACK}/champion", Type="String", Value=json.dumps({
-        "model_version": version, "training_job": version, "model_name": version,
-        "endpoint_config": f"{version}-aaaaaa", "model_data": f"s3://x/models/{version}/output/model.tar.gz",
-        "threshold": 0.8, "target_accuracy": 0.95, "test_accuracy": 0.95, "classes": ["cat", "dog"],
-        "test_set_id": "t" * 64, "promoted_at": "2026-11-28T00:00:00.000000Z"}))
+    stack.ssm.put_parameter(
+        Name=f"/{STACK}/champion",
+        Type="String",
+        Value=json.dumps(
+            {
+                "model_version": version,
+                "training_job": version,
+                "model_name": version,
+                "endpoint_config": f"{version}-aaaaaa",
+                "model_data": f"s3://x/models/{version}/output/model.tar.gz",
+                "threshold": 0.8,
+                "target_accuracy": 0.95,
+                "test_accuracy": 0.95,
+                "classes": ["cat", "dog"],
+                "test_set_id": "t" * 64,
+                "promoted_at": "2026-11-28T00:00:00.000000Z",
+            }
+        ),
+    )
 
 
 def packages(stack) -> list[dict]:
     summaries = stack.sm.list_model_packages(ModelPackageGroupName=f"{STACK}-classifier")
-    return [stack.sm.describe_model_package(ModelPackageName=p["ModelPackageArn"])
-            for p in summaries["ModelPackageSummaryList"]]
+    return [
+        stack.sm.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+        for p in summaries["ModelPackageSummaryList"]
+    ]
 
 
 def test_first_model_above_the_floor_is_deployed_and_becomes_champion(env, endpoints, context):
     # Given a finished job (no champion yet) and items waiting for a model
     finished_job(env, JOB, metrics_doc(JOB, 0.93))
     for n, state in enumerate(["unlabeled", "needs_review", "auto_labeled", "human_labeled"]):
-        items.put_new(env.table, {"item_id": f"{n:064x}", "state": state,
-                                  "image_key": f"images/{n:064x}.png"})
+        items.put_new(
+            env.table, {"item_id": f"{n:064x}", "state": state, "image_key": f"images/{n:064x}.png"}
+        )
 
     # When promote handles the Completed event
     result = promote.handler(event_for(JOB), context)
@@ -173,9 +212,11 @@ def test_update_that_rolls_back_keeps_the_old_champion(env, endpoints, context):
     # Given an instance endpoint serving the champion, and a better challenger
     env.use("PromoteFunction", ENDPOINT_WAIT_SECONDS="0", ENDPOINT_MODE="instance")
     set_champion(env, "dfw-champion00000")
-    endpoints.state[f"{STACK}-classifier"] = {"EndpointName": f"{STACK}-classifier",
-                                              "EndpointConfigName": "dfw-champion00000-aaaaaa",
-                                              "EndpointStatus": "InService"}
+    endpoints.state[f"{STACK}-classifier"] = {
+        "EndpointName": f"{STACK}-classifier",
+        "EndpointConfigName": "dfw-champion00000-aaaaaa",
+        "EndpointStatus": "InService",
+    }
     endpoints.behaviour = "rollback"
     finished_job(env, JOB, metrics_doc(JOB, 0.97, champion_accuracy=0.90))
 
@@ -187,7 +228,9 @@ def test_update_that_rolls_back_keeps_the_old_champion(env, endpoints, context):
     policy = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]
     assert policy["TrafficRoutingConfiguration"]["Type"] == "CANARY"
     assert update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
-        {"AlarmName": f"{STACK}-endpoint-5xx"}, {"AlarmName": f"{STACK}-endpoint-latency"}]
+        {"AlarmName": f"{STACK}-endpoint-5xx"},
+        {"AlarmName": f"{STACK}-endpoint-latency"},
+    ]
     assert result["outcome"] == "rolled_back"
     assert env.champion()["model_version"] == "dfw-champion00000"
     assert packages(env)[0]["ModelApprovalStatus"] == "Rejected"
@@ -219,8 +262,14 @@ def test_tuning_job_promotes_its_best_training_job(env, endpoints, monkeypatch, 
     best = "dfw-h0123456789abcde-003-1a2b3c4d"
     finished_job(env, best, metrics_doc(best, 0.94))
     event = load_event("sagemaker_tuning_job_completed.json")
-    monkeypatch.setattr(sm_adapter, "describe_tuning_job", lambda name: {
-        **event["detail"], "BestTrainingJob": {"TrainingJobName": best, "TrainingJobStatus": "Completed"}})
+    monkeypatch.setattr(
+        sm_adapter,
+        "describe_tuning_job",
+        lambda name: {
+            **event["detail"],
+            "BestTrainingJob": {"TrainingJobName": best, "TrainingJobStatus": "Completed"},
+        },
+    )
 
     result = promote.handler(event, context)
 

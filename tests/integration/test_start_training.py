@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
-import io
 
 import pytest
-from integration_kit import TRAINING_CODE, load_event
-
 import start_training
 from flywheel.adapters import items
 from flywheel.domain.items import TRAINING_META_ID
+from integration_kit import TRAINING_CODE, load_event
 
 
 def seed_labeled(stack, count: int, start: int = 0) -> list[str]:
@@ -19,18 +18,26 @@ def seed_labeled(stack, count: int, start: int = 0) -> list[str]:
     for n in range(start, start + count):
         item_id = f"{n:064x}"
         stack.s3.put_object(Bucket=stack.data_bucket, Key=f"images/{item_id}.png", Body=b"png")
-        items.put_new(stack.table, {
-            "item_id": item_id, "state": "human_labeled", "label": "cat" if n % 2 else "dog",
-            "label_source": "human", "source_key": f"labeled/x/{n}.jpg",
-            "image_key": f"images/{item_id}.png",
-        })
+        items.put_new(
+            stack.table,
+            {
+                "item_id": item_id,
+                "state": "human_labeled",
+                "label": "cat" if n % 2 else "dog",
+                "label_source": "human",
+                "source_key": f"labeled/x/{n}.jpg",
+                "image_key": f"images/{item_id}.png",
+            },
+        )
         ids.append(item_id)
     return ids
 
 
 @pytest.fixture
 def env(stack):
-    stack.use("StartTrainingFunction", TRAINING_CODE_DIR=str(TRAINING_CODE), MIN_NEW_HUMAN_LABELS="10")
+    stack.use(
+        "StartTrainingFunction", TRAINING_CODE_DIR=str(TRAINING_CODE), MIN_NEW_HUMAN_LABELS="10"
+    )
     return stack
 
 
@@ -46,8 +53,14 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     snapshot = result["snapshot_id"]
     channel_keys = env.keys(f"datasets/{snapshot}/")
     assert len([k for k in channel_keys if k.endswith(".png")]) == 40
-    assert {k.split("/")[2] for k in channel_keys if k.endswith(".png")} <= {"train", "validation", "test"}
-    manifest = [json.loads(line) for line in env.read(f"datasets/{snapshot}/manifest.jsonl").splitlines()]
+    assert {k.split("/")[2] for k in channel_keys if k.endswith(".png")} <= {
+        "train",
+        "validation",
+        "test",
+    }
+    manifest = [
+        json.loads(line) for line in env.read(f"datasets/{snapshot}/manifest.jsonl").splitlines()
+    ]
     assert len(manifest) == 40 and manifest[0]["label-metadata"]["human-annotated"] == "yes"
     assert {m["source-ref"].rsplit("/", 1)[1][:-4] for m in manifest} == set(ids)
     # And the training code was published under its content hash
@@ -62,9 +75,14 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     assert hps["sagemaker_program"] == "train.py"
     assert hps["sagemaker_submit_directory"] == f"s3://{env.data_bucket}/{code_key}"
     assert hps["epochs"] == "12" and hps["target-accuracy"] == "0.95"
-    assert job["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6.0-gpu-py312")
+    assert job["AlgorithmSpecification"]["TrainingImage"].endswith(
+        "pytorch-training:2.6.0-gpu-py312"
+    )
     assert job["EnableManagedSpotTraining"] is True
-    assert job["CheckpointConfig"]["S3Uri"] == f"s3://{env.data_bucket}/checkpoints/{result['job_name']}/"
+    assert (
+        job["CheckpointConfig"]["S3Uri"]
+        == f"s3://{env.data_bucket}/checkpoints/{result['job_name']}/"
+    )
     assert {c["ChannelName"] for c in job["InputDataConfig"]} >= {"train"}
 
 
@@ -110,27 +128,51 @@ def test_tuning_job_uses_the_search_space_and_warm_starts_from_the_previous_one(
     assert config["ParameterRanges"]["CategoricalParameterRanges"][0]["Name"] == "arch"
     assert "lr" not in job["TrainingJobDefinition"]["StaticHyperParameters"]
     assert job["WarmStartConfig"]["ParentHyperParameterTuningJobs"] == [
-        {"HyperParameterTuningJobName": first["job_name"]}]
+        {"HyperParameterTuningJobName": first["job_name"]}
+    ]
     meta = env.item(TRAINING_META_ID)
     assert meta["tuning_job"] == second["job_name"]
 
 
 def test_champion_model_becomes_the_champion_channel(env, context):
-    env.ssm.put_parameter(Name="/dataflywheel/champion", Type="String", Value=json.dumps({
-        "model_version": "dfw-old", "training_job": "dfw-old", "model_name": "dfw-old",
-        "endpoint_config": "dfw-old-abc", "threshold": 0.8, "target_accuracy": 0.95,
-        "model_data": f"s3://{env.data_bucket}/models/dfw-old/output/model.tar.gz",
-        "test_accuracy": 0.9, "classes": ["cat", "dog"], "test_set_id": "x", "promoted_at": "now"}))
+    env.ssm.put_parameter(
+        Name="/dataflywheel/champion",
+        Type="String",
+        Value=json.dumps(
+            {
+                "model_version": "dfw-old",
+                "training_job": "dfw-old",
+                "model_name": "dfw-old",
+                "endpoint_config": "dfw-old-abc",
+                "threshold": 0.8,
+                "target_accuracy": 0.95,
+                "model_data": f"s3://{env.data_bucket}/models/dfw-old/output/model.tar.gz",
+                "test_accuracy": 0.9,
+                "classes": ["cat", "dog"],
+                "test_set_id": "x",
+                "promoted_at": "now",
+            }
+        ),
+    )
     seed_labeled(env, 30)
     result = start_training.handler(load_event("start_training_manual.json"), context)
     job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
     champion = [c for c in job["InputDataConfig"] if c["ChannelName"] == "champion"]
-    assert champion[0]["DataSource"]["S3DataSource"]["S3Uri"].endswith("dfw-old/output/model.tar.gz")
+    assert champion[0]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
+        "dfw-old/output/model.tar.gz"
+    )
 
 
 def test_too_few_classes_is_reported_not_raised(env, context):
     for n in range(5):
-        items.put_new(env.table, {"item_id": f"{n:064x}", "state": "human_labeled", "label": "cat",
-                                  "image_key": f"images/{n:064x}.png"})
+        items.put_new(
+            env.table,
+            {
+                "item_id": f"{n:064x}",
+                "state": "human_labeled",
+                "label": "cat",
+                "image_key": f"images/{n:064x}.png",
+            },
+        )
     result = start_training.handler(load_event("start_training_manual.json"), context)
     assert result["started"] is False and "2 classes" in result["reason"]

@@ -39,8 +39,13 @@ def translated(raw_template) -> dict:
         for key in ("CodeUri", "ContentUri"):
             if isinstance(props.get(key), str):
                 props[key] = f"s3://sam-artifacts/{lid}.zip"
-    params = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012",
-              "AWS::Partition": "aws", "AWS::StackName": "dataflywheel", "AWS::NoValue": None}
+    params = {
+        "AWS::Region": "us-east-1",
+        "AWS::AccountId": "123456789012",
+        "AWS::Partition": "aws",
+        "AWS::StackName": "dataflywheel",
+        "AWS::NoValue": None,
+    }
     return transform(template, params, _NoIamPolicies())
 
 

@@ -9,15 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-ROOT = Path(__file__).resolve().parents[2]
-
 from flywheel.settings import FUNCTION_SETTINGS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Actions that have no resource-level permissions: "*" is the narrowest AWS allows.
 STAR_ONLY_ACTIONS = {
-    "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "ssm:DescribeParameters",
-    "sagemaker:ListModels", "sagemaker:ListEndpointConfigs",
-    "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "ssm:DescribeParameters",
+    "sagemaker:ListModels",
+    "sagemaker:ListEndpointConfigs",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
 }
 
 
@@ -41,10 +45,26 @@ def as_list(value) -> list:
 
 def test_every_contract_logical_id_exists(raw_template):
     expected = {
-        "UploadBucket", "DataBucket", "ItemsTable", "IdempotencyTable", "IngestQueue", "IngestQueueDLQ",
-        "LabelQueue", "LabelQueueDLQ", "LabelsFileQueue", "LabelsFileQueueDLQ", "IngestFunction",
-        "AutoLabelFunction", "HumanLabelsFunction", "ReviewExportFunction", "StartTrainingFunction",
-        "PromoteFunction", "TeardownFunction", "SharedLayer", "TrainingCodeLayer", "NotificationsTopic",
+        "UploadBucket",
+        "DataBucket",
+        "ItemsTable",
+        "IdempotencyTable",
+        "IngestQueue",
+        "IngestQueueDLQ",
+        "LabelQueue",
+        "LabelQueueDLQ",
+        "LabelsFileQueue",
+        "LabelsFileQueueDLQ",
+        "IngestFunction",
+        "AutoLabelFunction",
+        "HumanLabelsFunction",
+        "ReviewExportFunction",
+        "StartTrainingFunction",
+        "PromoteFunction",
+        "TeardownFunction",
+        "SharedLayer",
+        "TrainingCodeLayer",
+        "NotificationsTopic",
         "SageMakerExecutionRole",
     }
     assert expected <= set(raw_template["Resources"])
@@ -57,8 +77,9 @@ def test_handler_imports(raw_template, logical_id):
     folder = ROOT / props["CodeUri"]
     code = f"import {module}; assert callable({module}.{attr})"
     env_path = f"{ROOT / 'functions' / 'shared'}:{folder}"
-    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": env_path, "PATH": ""},
-                   cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, env={"PYTHONPATH": env_path, "PATH": ""}, cwd=ROOT
+    )
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTION_SETTINGS))
@@ -72,27 +93,41 @@ def test_every_function_has_a_dlq_or_on_failure_destination(raw_template, transl
     resources = translated["Resources"]
     invoke_configs = {
         r["Properties"]["FunctionName"]["Ref"]: r["Properties"]
-        for r in resources.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventInvokeConfig"
     }
     for lid, fn in functions(raw_template).items():
-        sqs_sources = [e for e in (fn["Properties"].get("Events") or {}).values() if e["Type"] == "SQS"]
+        sqs_sources = [
+            e for e in (fn["Properties"].get("Events") or {}).values() if e["Type"] == "SQS"
+        ]
         if sqs_sources:
             for event in sqs_sources:
                 queue = event["Properties"]["Queue"]["Fn::GetAtt"][0]
-                assert "RedrivePolicy" in raw_template["Resources"][queue]["Properties"], (lid, queue)
+                assert "RedrivePolicy" in raw_template["Resources"][queue]["Properties"], (
+                    lid,
+                    queue,
+                )
         else:
             on_failure = invoke_configs.get(lid, {}).get("DestinationConfig", {}).get("OnFailure")
             assert on_failure or resources[lid]["Properties"].get("DeadLetterConfig"), lid
 
 
-def test_eventbridge_targets_have_dead_letter_queues_and_the_rules_filter_terminal_own_jobs(translated):
-    rules = [r["Properties"] for r in translated["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+def test_eventbridge_targets_have_dead_letter_queues_and_the_rules_filter_terminal_own_jobs(
+    translated,
+):
+    rules = [
+        r["Properties"]
+        for r in translated["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule"
+    ]
     patterns = [r["EventPattern"] for r in rules if "EventPattern" in r]
     assert len(patterns) == 2
     for rule in rules:
         for target in rule["Targets"]:
             assert "DeadLetterConfig" in target
-    training = next(p for p in patterns if p["detail-type"] == ["SageMaker Training Job State Change"])
+    training = next(
+        p for p in patterns if p["detail-type"] == ["SageMaker Training Job State Change"]
+    )
     assert training["detail"]["TrainingJobStatus"] == ["Completed", "Failed", "Stopped"]
     assert training["detail"]["TuningJobArn"] == [{"exists": False}]
     assert "prefix" in training["detail"]["TrainingJobName"][0]
@@ -118,7 +153,10 @@ def test_pass_role_only_for_the_sagemaker_role(translated):
         actions = as_list(statement.get("Action"))
         if any(a in ("iam:PassRole", "iam:*", "*") for a in actions):
             assert statement["Resource"] == {"Fn::GetAtt": ["SageMakerExecutionRole", "Arn"]}, lid
-            assert statement["Condition"]["StringEquals"]["iam:PassedToService"] == "sagemaker.amazonaws.com"
+            assert (
+                statement["Condition"]["StringEquals"]["iam:PassedToService"]
+                == "sagemaker.amazonaws.com"
+            )
 
 
 def test_buckets_are_encrypted_private_and_tls_only(raw_template):
@@ -126,10 +164,15 @@ def test_buckets_are_encrypted_private_and_tls_only(raw_template):
     for bucket in ("UploadBucket", "DataBucket"):
         props = res[bucket]["Properties"]
         assert props["BucketEncryption"] and all(props["PublicAccessBlockConfiguration"].values())
-        policy = next(r for r in res.values() if r["Type"] == "AWS::S3::BucketPolicy"
-                      and r["Properties"]["Bucket"] == {"Ref": bucket})
+        policy = next(
+            r
+            for r in res.values()
+            if r["Type"] == "AWS::S3::BucketPolicy" and r["Properties"]["Bucket"] == {"Ref": bucket}
+        )
         (deny,) = policy["Properties"]["PolicyDocument"]["Statement"]
-        assert deny["Effect"] == "Deny" and deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+        assert (
+            deny["Effect"] == "Deny" and deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+        )
     assert res["UploadBucket"]["Properties"]["VersioningConfiguration"]["Status"] == "Enabled"
 
 
@@ -142,8 +185,12 @@ def test_pytorch_mapping_has_training_and_inference_images(raw_template):
 # ---------------------------------------------------------------------------- cold start
 
 HANDLERS = {
-    "ingest": "ingest", "autolabel": "autolabel", "human_labels": "human_labels",
-    "review_export": "review_export", "start_training": "start_training", "promote": "promote",
+    "ingest": "ingest",
+    "autolabel": "autolabel",
+    "human_labels": "human_labels",
+    "review_export": "review_export",
+    "start_training": "start_training",
+    "promote": "promote",
     "teardown": "teardown",
 }
 PROBE = """
@@ -156,13 +203,22 @@ print(json.dumps({{"seconds": took, "cv2": "cv2" in sys.modules}}))
 def _import_once(folder: str, module: str) -> dict:
     code = "import json\n" + PROBE.format(module=module)
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         # As in Lambda (LAMBDA_TASK_ROOT makes the X-Ray SDK skip its sampling client);
         # tracing off because no X-Ray daemon listens here.
-        env={"PYTHONPATH": f"{ROOT / 'functions' / 'shared'}:{ROOT / 'functions' / folder}",
-             "PATH": "", "POWERTOOLS_TRACE_DISABLED": "1", "AWS_DEFAULT_REGION": "us-east-1",
-             "LAMBDA_TASK_ROOT": str(ROOT / "functions" / folder),
-             "AWS_LAMBDA_FUNCTION_NAME": folder, "POWERTOOLS_METRICS_NAMESPACE": "DataFlywheel"},
+        env={
+            "PYTHONPATH": f"{ROOT / 'functions' / 'shared'}:{ROOT / 'functions' / folder}",
+            "PATH": "",
+            "POWERTOOLS_TRACE_DISABLED": "1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LAMBDA_TASK_ROOT": str(ROOT / "functions" / folder),
+            "AWS_LAMBDA_FUNCTION_NAME": folder,
+            "POWERTOOLS_METRICS_NAMESPACE": "DataFlywheel",
+        },
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -183,7 +239,10 @@ def test_only_ingest_ships_and_imports_opencv():
     for requirements in (ROOT / "functions").rglob("requirements.txt"):
         mentions = "opencv" in requirements.read_text()
         assert mentions == (requirements.parent.name == "ingest"), requirements
-    assert "opencv-python-headless==4.12.0.88" in (ROOT / "functions/ingest/requirements.txt").read_text()
+    assert (
+        "opencv-python-headless==4.12.0.88"
+        in (ROOT / "functions/ingest/requirements.txt").read_text()
+    )
 
 
 def test_domain_and_handlers_respect_the_layering():

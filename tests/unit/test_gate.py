@@ -1,21 +1,35 @@
 """The promotion gate."""
 
 import pytest
-
 from flywheel.domain.champion import Champion
 from flywheel.domain.gate import decide, parse_metrics
 from flywheel.errors import InvalidArtifact
 
 
 def metrics(acc: float, champ: float | None = None, version: str = "dfw-new", n: int = 50) -> dict:
-    return {"model_version": version, "classes": ["a", "b"], "test": {"accuracy": acc, "n": n},
-            "test_set_id": "s1", "champion_test": None if champ is None else {"accuracy": champ, "n": n},
-            "threshold": {"threshold": 0.8, "target_accuracy": 0.95}}
+    return {
+        "model_version": version,
+        "classes": ["a", "b"],
+        "test": {"accuracy": acc, "n": n},
+        "test_set_id": "s1",
+        "champion_test": None if champ is None else {"accuracy": champ, "n": n},
+        "threshold": {"threshold": 0.8, "target_accuracy": 0.95},
+    }
 
 
-CHAMPION = Champion(model_version="dfw-old", training_job="dfw-old", model_name="dfw-old",
-                    endpoint_config="c", model_data="s3://b/k", threshold=0.8, target_accuracy=0.95,
-                    test_accuracy=0.9, classes=["a", "b"], test_set_id="s0", promoted_at="t")
+CHAMPION = Champion(
+    model_version="dfw-old",
+    training_job="dfw-old",
+    model_name="dfw-old",
+    endpoint_config="c",
+    model_data="s3://b/k",
+    threshold=0.8,
+    target_accuracy=0.95,
+    test_accuracy=0.9,
+    classes=["a", "b"],
+    test_set_id="s0",
+    promoted_at="t",
+)
 
 
 def gate(doc, champion=None, floor=0.8, margin=0.0):
@@ -30,7 +44,9 @@ def test_first_model_needs_the_floor():
 def test_challenger_must_beat_the_champion_on_the_same_test_set_by_the_margin():
     assert gate(metrics(0.93, champ=0.90), CHAMPION, margin=0.02).promote
     assert not gate(metrics(0.91, champ=0.90), CHAMPION, margin=0.02).promote
-    assert not gate(metrics(0.90, champ=0.90), CHAMPION).promote  # a tie does not churn the endpoint
+    assert not gate(
+        metrics(0.90, champ=0.90), CHAMPION
+    ).promote  # a tie does not churn the endpoint
 
 
 def test_without_a_champion_evaluation_there_is_no_fair_comparison():

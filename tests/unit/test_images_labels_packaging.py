@@ -4,7 +4,6 @@ import struct
 import time
 
 import pytest
-
 from flywheel.domain.images import inspect_header, sniff_content_type, target_size
 from flywheel.domain.labels import item_id_from_reference, label_from_upload_key, parse_csv
 from flywheel.errors import RejectedImage
@@ -12,7 +11,13 @@ from flywheel.packaging import package_source_dir
 
 
 def png_header(w: int, h: int) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + struct.pack(">II", w, h) + b"\x08\x02\x00\x00\x00"
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 13)
+        + b"IHDR"
+        + struct.pack(">II", w, h)
+        + b"\x08\x02\x00\x00\x00"
+    )
 
 
 def test_real_type_comes_from_magic_bytes():
@@ -34,7 +39,10 @@ def test_target_size_never_enlarges():
 
 def test_labels_from_keys_and_references():
     assert label_from_upload_key("labeled/cat/a b.jpg") == "cat"
-    assert label_from_upload_key("labeled/x.jpg") is None and label_from_upload_key("cat/x.jpg") is None
+    assert (
+        label_from_upload_key("labeled/x.jpg") is None
+        and label_from_upload_key("cat/x.jpg") is None
+    )
     item = "a" * 64
     assert item_id_from_reference(f"s3://bucket/images/{item}.png") == item
     assert item_id_from_reference(item) == item and item_id_from_reference("nope") is None
@@ -42,7 +50,7 @@ def test_labels_from_keys_and_references():
 
 def test_csv_with_header_extra_columns_and_empty_labels():
     parsed = parse_csv("image_id_or_key,label,model_label\nx,cat,dog\ny,,dog\nbad\n")
-    assert [(l.reference, l.label) for l in parsed.lines] == [("x", "cat")]
+    assert [(line.reference, line.label) for line in parsed.lines] == [("x", "cat")]
     assert parsed.skipped == 1 and parsed.errors[0]["line"] == 4
 
 

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from flywheel.domain import names
 
 VALID = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")

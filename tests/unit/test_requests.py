@@ -1,7 +1,6 @@
 """CreateTrainingJob / CreateHyperParameterTuningJob / endpoint request building."""
 
 import pytest
-
 from flywheel.domain.deployment import EndpointSettings, Step, next_step, update_endpoint_request
 from flywheel.domain.splits import build_snapshot
 from flywheel.domain.training import JobSettings, training_job_request, tuning_job_request
@@ -12,8 +11,9 @@ SPACE = {
     "metric_definitions": [{"Name": "val_accuracy", "Regex": "val_accuracy=([0-9.]+)"}],
     "static_hyperparameters": {"epochs": "12"},
     "parameter_ranges": {
-        "ContinuousParameterRanges": [{"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.1",
-                                       "ScalingType": "Logarithmic"}],
+        "ContinuousParameterRanges": [
+            {"Name": "lr", "MinValue": "0.0001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+        ],
         "IntegerParameterRanges": [],
         "CategoricalParameterRanges": [{"Name": "arch", "Values": ["small_cnn", "resnet18"]}],
     },
@@ -22,14 +22,21 @@ SNAP = build_snapshot([(f"{i:064x}", "ab"[i % 2]) for i in range(40)])
 
 
 def settings(**kw) -> JobSettings:
-    base = dict(region="eu-west-1", bucket="data", stack_name="s", role_arn="arn:role", image_uri="img")
+    base = dict(
+        region="eu-west-1", bucket="data", stack_name="s", role_arn="arn:role", image_uri="img"
+    )
     return JobSettings(**{**base, **kw})
 
 
 def test_training_request_follows_the_container_contract():
-    r = training_job_request(settings(), "dfw-x", SNAP, SPACE, "s3://data/code/sd.tar.gz", "s3://m.tar.gz")
+    r = training_job_request(
+        settings(), "dfw-x", SNAP, SPACE, "s3://data/code/sd.tar.gz", "s3://m.tar.gz"
+    )
     hp = r["HyperParameters"]
-    assert hp["sagemaker_program"] == "train.py" and hp["sagemaker_submit_directory"] == "s3://data/code/sd.tar.gz"
+    assert (
+        hp["sagemaker_program"] == "train.py"
+        and hp["sagemaker_submit_directory"] == "s3://data/code/sd.tar.gz"
+    )
     assert hp["model-version"] == "dfw-x" and hp["epochs"] == "12"
     assert all(isinstance(v, str) for v in hp.values())
     assert r["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
@@ -40,7 +47,9 @@ def test_training_request_follows_the_container_contract():
 
 def test_no_spot_means_no_max_wait():
     r = training_job_request(settings(use_spot=False), "dfw-x", SNAP, SPACE, "s3://c", None)
-    assert "MaxWaitTimeInSeconds" not in r["StoppingCondition"] and not r["EnableManagedSpotTraining"]
+    assert (
+        "MaxWaitTimeInSeconds" not in r["StoppingCondition"] and not r["EnableManagedSpotTraining"]
+    )
     assert "champion" not in [c["ChannelName"] for c in r["InputDataConfig"]]
 
 
@@ -48,13 +57,20 @@ def test_tuning_request_keeps_tuned_parameters_out_of_static_ones_and_warm_start
     r = tuning_job_request(settings(), "dfw-hx", SNAP, SPACE, "s3://c", None, "dfw-hprev")
     static = r["TrainingJobDefinition"]["StaticHyperParameters"]
     assert "lr" not in static and "arch" not in static and "model-version" not in static
-    assert r["WarmStartConfig"]["ParentHyperParameterTuningJobs"] == [{"HyperParameterTuningJobName": "dfw-hprev"}]
+    assert r["WarmStartConfig"]["ParentHyperParameterTuningJobs"] == [
+        {"HyperParameterTuningJobName": "dfw-hprev"}
+    ]
 
 
 def test_hyperband_has_its_own_early_stopping_and_no_warm_start():
-    r = tuning_job_request(settings(strategy="Hyperband"), "dfw-hx", SNAP, SPACE, "s3://c", None, "p")
+    r = tuning_job_request(
+        settings(strategy="Hyperband"), "dfw-hx", SNAP, SPACE, "s3://c", None, "p"
+    )
     config = r["HyperParameterTuningJobConfig"]
-    assert config["StrategyConfig"]["HyperbandStrategyConfig"] == {"MinResource": 1, "MaxResource": 12}
+    assert config["StrategyConfig"]["HyperbandStrategyConfig"] == {
+        "MinResource": 1,
+        "MaxResource": 12,
+    }
     assert config["TrainingJobEarlyStoppingType"] == "Off" and "WarmStartConfig" not in r
 
 
@@ -66,12 +82,24 @@ def test_grid_needs_categorical_ranges():
 def test_instance_update_is_a_canary_with_rollback_alarms_and_serverless_is_plain():
     instance = EndpointSettings(mode="instance", rollback_alarms=("a5xx", "lat"))
     r = update_endpoint_request("ep", "cfg", instance)
-    assert r["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [{"AlarmName": "a5xx"}, {"AlarmName": "lat"}]
-    assert "DeploymentConfig" not in update_endpoint_request("ep", "cfg", EndpointSettings(mode="serverless"))
+    assert r["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
+        {"AlarmName": "a5xx"},
+        {"AlarmName": "lat"},
+    ]
+    assert "DeploymentConfig" not in update_endpoint_request(
+        "ep", "cfg", EndpointSettings(mode="serverless")
+    )
 
 
 def test_reading_the_endpoint_back():
     assert next_step(None, "new") == Step.CREATE
-    assert next_step({"EndpointStatus": "Updating", "EndpointConfigName": "old"}, "new") == Step.WAIT
-    assert next_step({"EndpointStatus": "InService", "EndpointConfigName": "old"}, "new") == Step.UPDATE
-    assert next_step({"EndpointStatus": "InService", "EndpointConfigName": "new"}, "new") == Step.LIVE
+    assert (
+        next_step({"EndpointStatus": "Updating", "EndpointConfigName": "old"}, "new") == Step.WAIT
+    )
+    assert (
+        next_step({"EndpointStatus": "InService", "EndpointConfigName": "old"}, "new")
+        == Step.UPDATE
+    )
+    assert (
+        next_step({"EndpointStatus": "InService", "EndpointConfigName": "new"}, "new") == Step.LIVE
+    )

@@ -3,7 +3,6 @@
 from collections import Counter
 
 import pytest
-
 from flywheel.domain.splits import SnapshotError, assign_split, build_snapshot
 
 
@@ -32,7 +31,10 @@ def test_an_image_never_changes_split_when_more_labels_arrive():
 
 def test_snapshot_id_ignores_input_order_and_duplicates():
     pairs = [(i, "cat" if n % 2 else "dog") for n, i in enumerate(ids(20))]
-    assert build_snapshot(pairs).snapshot_id == build_snapshot(list(reversed(pairs)) + pairs[:3]).snapshot_id
+    assert (
+        build_snapshot(pairs).snapshot_id
+        == build_snapshot(list(reversed(pairs)) + pairs[:3]).snapshot_id
+    )
 
 
 def test_a_relabel_changes_the_snapshot():

@@ -1,4 +1,7 @@
-"""Errors the functions raise. Handlers let them propagate so Lambda/SQS retry and the DLQ catches."""
+"""Errors the functions raise.
+
+Handlers let them propagate so Lambda/SQS retry and the DLQ catches what keeps failing.
+"""
 
 
 class FlywheelError(Exception):

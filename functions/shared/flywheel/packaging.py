@@ -26,7 +26,8 @@ def _files(root: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         dirnames[:] = sorted(
-            d for d in dirnames
+            d
+            for d in dirnames
             if d not in EXCLUDED_NAMES and not (rel_dir == Path(".") and d in EXCLUDED_TOP_LEVEL)
         )
         for name in sorted(filenames):

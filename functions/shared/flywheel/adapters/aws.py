@@ -4,18 +4,19 @@ so moto and ``AWS_ENDPOINT_URL_<SERVICE>`` work; ``reset()`` drops cached client
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 
-
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     # boto3 is imported on first use: importing a handler stays fast (cold-start test).
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=70)
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=70
+    )
     return boto3.session.Session().client(service, config=config)
 
 
@@ -31,7 +32,7 @@ def reset() -> None:
     client.cache_clear()
 
 
-@lru_cache(maxsize=None)
+@cache
 def idempotency_store(table_name: str) -> Any:
     """Powertools idempotency persistence on the stack's IdempotencyTable (built on first use)."""
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
@@ -39,8 +40,13 @@ def idempotency_store(table_name: str) -> Any:
     return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client("dynamodb"))
 
 
-def run_once(table_name: str, context: Any, key: dict, fn: Callable[[], dict],
-             expires_after_seconds: int = 7 * 24 * 3600) -> dict:
+def run_once(
+    table_name: str,
+    context: Any,
+    key: dict,
+    fn: Callable[[], dict],
+    expires_after_seconds: int = 7 * 24 * 3600,
+) -> dict:
     """Run ``fn`` once per ``key`` (Powertools idempotency); a repeat returns the stored result.
 
     A failed run leaves no record, so the retry runs again. Imported lazily: the
@@ -51,8 +57,9 @@ def run_once(table_name: str, context: Any, key: dict, fn: Callable[[], dict],
     config = IdempotencyConfig(expires_after_seconds=expires_after_seconds)
     config.register_lambda_context(context)
 
-    @idempotent_function(data_keyword_argument="key", config=config,
-                         persistence_store=idempotency_store(table_name))
+    @idempotent_function(
+        data_keyword_argument="key", config=config, persistence_store=idempotency_store(table_name)
+    )
     def once(key: dict) -> dict:
         return fn()
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -25,10 +26,14 @@ def _to_ddb(value: Any) -> dict:
 
 
 def _from_ddb(attr: dict) -> Any:
-    (kind, value), = attr.items()
+    ((kind, value),) = attr.items()
     if kind == "N":
         number = Decimal(value)
-        return int(number) if number == number.to_integral_value() and "." not in value else float(number)
+        return (
+            int(number)
+            if number == number.to_integral_value() and "." not in value
+            else float(number)
+        )
     if kind == "M":
         return {k: _from_ddb(v) for k, v in value.items()}
     if kind == "BOOL":
@@ -41,7 +46,9 @@ def _item(raw: dict) -> dict:
 
 
 def get(table: str, item_id: str) -> dict | None:
-    raw = client("dynamodb").get_item(TableName=table, Key={"item_id": {"S": item_id}}, ConsistentRead=True)
+    raw = client("dynamodb").get_item(
+        TableName=table, Key={"item_id": {"S": item_id}}, ConsistentRead=True
+    )
     return _item(raw["Item"]) if "Item" in raw else None
 
 
@@ -77,10 +84,15 @@ def set_model_label(
             ConditionExpression="attribute_exists(item_id) AND #s IN (:unl, :auto, :rev)",
             ExpressionAttributeNames={"#s": "state", "#l": "label"},
             ExpressionAttributeValues={
-                ":s": {"S": state.value}, ":l": {"S": label}, ":src": {"S": "model"},
-                ":c": _to_ddb(round(confidence, 6)), ":v": {"S": model_version},
-                ":now": {"S": now_iso()}, ":unl": {"S": State.UNLABELED.value},
-                ":auto": {"S": State.AUTO_LABELED.value}, ":rev": {"S": State.NEEDS_REVIEW.value},
+                ":s": {"S": state.value},
+                ":l": {"S": label},
+                ":src": {"S": "model"},
+                ":c": _to_ddb(round(confidence, 6)),
+                ":v": {"S": model_version},
+                ":now": {"S": now_iso()},
+                ":unl": {"S": State.UNLABELED.value},
+                ":auto": {"S": State.AUTO_LABELED.value},
+                ":rev": {"S": State.NEEDS_REVIEW.value},
             },
         )
     except ClientError as exc:
@@ -105,8 +117,10 @@ def set_human_label(table: str, item_id: str, label: str) -> str:
             ),
             ExpressionAttributeNames={"#s": "state", "#l": "label"},
             ExpressionAttributeValues={
-                ":h": {"S": State.HUMAN_LABELED.value}, ":l": {"S": label},
-                ":src": {"S": "human"}, ":now": {"S": now_iso()},
+                ":h": {"S": State.HUMAN_LABELED.value},
+                ":l": {"S": label},
+                ":src": {"S": "human"},
+                ":now": {"S": now_iso()},
                 ":rej": {"S": State.REJECTED.value},
             },
         )

@@ -16,7 +16,8 @@ from flywheel.adapters.aws import client, error_code
 def _already_exists(exc: ClientError) -> bool:
     code, message = error_code(exc), str(exc).lower()
     return code in ("ResourceInUse", "ResourceInUseException") or (
-        code == "ValidationException" and ("already exist" in message or "must be unique" in message)
+        code == "ValidationException"
+        and ("already exist" in message or "must be unique" in message)
     )
 
 
@@ -72,9 +73,13 @@ def create_endpoint_config(request: dict) -> bool:
 
 
 def ensure_model_package_group(name: str, description: str) -> None:
-    _create("create_model_package_group", {
-        "ModelPackageGroupName": name, "ModelPackageGroupDescription": description,
-    })
+    _create(
+        "create_model_package_group",
+        {
+            "ModelPackageGroupName": name,
+            "ModelPackageGroupDescription": description,
+        },
+    )
 
 
 def register_model_package(request: dict) -> str:
@@ -100,7 +105,9 @@ class Endpoints:
 
     def create(self, name: str, config: str, tags: list[dict]) -> None:
         try:
-            client("sagemaker").create_endpoint(EndpointName=name, EndpointConfigName=config, Tags=tags)
+            client("sagemaker").create_endpoint(
+                EndpointName=name, EndpointConfigName=config, Tags=tags
+            )
         except ClientError as exc:
             if not _already_exists(exc):
                 raise
@@ -132,7 +139,8 @@ def _tags(arn: str) -> dict[str, str]:
 def owned_models_and_configs(prefix: str, stack_name: str) -> tuple[list[str], list[str]]:
     """Models / endpoint configs named ``<prefix>-...`` and tagged ``flywheel:stack=<stack>``."""
     models = [
-        m["ModelName"] for m in _paginate("list_models", "Models", NameContains=prefix)
+        m["ModelName"]
+        for m in _paginate("list_models", "Models", NameContains=prefix)
         if m["ModelName"].startswith(f"{prefix}-")
         and _tags(m["ModelArn"]).get("flywheel:stack") == stack_name
     ]

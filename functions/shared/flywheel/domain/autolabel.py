@@ -36,7 +36,9 @@ def batches(items: list, size: int) -> list[list]:
 MAX_REQUEST_BYTES = 4_000_000
 
 
-def batches_by_size(sizes: list[int], max_count: int, max_bytes: int = MAX_REQUEST_BYTES) -> list[list[int]]:
+def batches_by_size(
+    sizes: list[int], max_count: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> list[list[int]]:
     """Indices grouped so each request stays under ``max_bytes`` of base64 and ``max_count``."""
     groups: list[list[int]] = []
     current: list[int] = []

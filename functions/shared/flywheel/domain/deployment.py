@@ -21,7 +21,9 @@ class EndpointSettings:
 
 def variant_spec(s: EndpointSettings) -> dict:
     if s.mode == "serverless":
-        return {"ServerlessConfig": {"MemorySizeInMB": s.memory_mb, "MaxConcurrency": s.max_concurrency}}
+        return {
+            "ServerlessConfig": {"MemorySizeInMB": s.memory_mb, "MaxConcurrency": s.max_concurrency}
+        }
     return {"InstanceType": s.instance_type, "InitialInstanceCount": s.instance_count}
 
 
@@ -46,19 +48,17 @@ def update_endpoint_request(endpoint: str, config: str, s: EndpointSettings) -> 
                 "TerminationWaitInSeconds": 120,
                 "MaximumExecutionTimeoutInSeconds": 3600,
             },
-            "AutoRollbackConfiguration": {
-                "Alarms": [{"AlarmName": a} for a in s.rollback_alarms]
-            },
+            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a} for a in s.rollback_alarms]},
         }
     return request
 
 
 class Step(StrEnum):
-    CREATE = "create"      # no endpoint yet
-    UPDATE = "update"      # in service with another config
-    WAIT = "wait"          # creating / updating
-    LIVE = "live"          # in service with our config
-    FAILED = "failed"      # endpoint failed
+    CREATE = "create"  # no endpoint yet
+    UPDATE = "update"  # in service with another config
+    WAIT = "wait"  # creating / updating
+    LIVE = "live"  # in service with our config
+    FAILED = "failed"  # endpoint failed
 
 
 def next_step(endpoint: dict | None, target_config: str) -> Step:

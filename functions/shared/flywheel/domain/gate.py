@@ -70,9 +70,7 @@ def decide(
         return GateDecision(False, "already the champion", acc, champion.test_accuracy)
     champ = metrics.champion_test_accuracy
     if champ is None or metrics.champion_test_set_id != metrics.test_set_id:
-        return GateDecision(
-            False, "no champion evaluation on the challenger's test set", acc, None
-        )
+        return GateDecision(False, "no champion evaluation on the challenger's test set", acc, None)
     if acc - champ > margin:
         return GateDecision(
             True, f"beats the champion {acc:.4f} vs {champ:.4f} (margin {margin})", acc, champ

@@ -67,7 +67,11 @@ def parse_csv(text: str) -> ParsedLabels:
 
 def _label_attribute(record: dict) -> str | None:
     for key, value in record.items():
-        if key.endswith("-metadata") and isinstance(value, dict) and key[: -len("-metadata")] in record:
+        if (
+            key.endswith("-metadata")
+            and isinstance(value, dict)
+            and key[: -len("-metadata")] in record
+        ):
             return key[: -len("-metadata")]
     return None
 

@@ -1,4 +1,4 @@
-"""Review batches: needs_review items, most uncertain first, as CSV + Ground Truth input manifest."""
+"""Review batches: needs_review items, most uncertain first, as CSV + GT input manifest."""
 
 from __future__ import annotations
 
@@ -27,22 +27,29 @@ def render_csv(items: list[dict], bucket: str) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REVIEW_CSV_HEADER)
     for i in items:
-        writer.writerow([
-            i["item_id"], "", i.get("label", ""), f"{float(i.get('confidence', 0.0)):.4f}",
-            f"s3://{bucket}/{i['image_key']}",
-        ])
+        writer.writerow(
+            [
+                i["item_id"],
+                "",
+                i.get("label", ""),
+                f"{float(i.get('confidence', 0.0)):.4f}",
+                f"s3://{bucket}/{i['image_key']}",
+            ]
+        )
     return out.getvalue()
 
 
 def render_manifest(items: list[dict], bucket: str) -> str:
     """Ground Truth labeling-job input manifest (one source-ref per line)."""
     lines = [
-        json.dumps({
-            "source-ref": f"s3://{bucket}/{i['image_key']}",
-            "item_id": i["item_id"],
-            "model-label": i.get("label", ""),
-            "model-confidence": float(i.get("confidence", 0.0)),
-        })
+        json.dumps(
+            {
+                "source-ref": f"s3://{bucket}/{i['image_key']}",
+                "item_id": i["item_id"],
+                "model-label": i.get("label", ""),
+                "model-confidence": float(i.get("confidence", 0.0)),
+            }
+        )
         for i in items
     ]
     return "\n".join(lines) + ("\n" if lines else "")

@@ -18,7 +18,9 @@ _BUCKETS = 10_000
 
 
 def assign_split(
-    item_id: str, validation_fraction: float = VALIDATION_FRACTION, test_fraction: float = TEST_FRACTION
+    item_id: str,
+    validation_fraction: float = VALIDATION_FRACTION,
+    test_fraction: float = TEST_FRACTION,
 ) -> str:
     # Salted so the split is independent of anything else keyed on the same hash.
     bucket = int(hashlib.sha256(f"split:{item_id}".encode()).hexdigest()[:8], 16) % _BUCKETS

@@ -41,25 +41,33 @@ def _channels(snapshot: Snapshot, bucket: str, champion_model_data: str | None) 
     for split in ("train", "validation", "test"):
         if split != "train" and not snapshot.counts.get(split):
             continue
-        channels.append({
-            "ChannelName": split,
-            "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": snapshot.channel_uri(bucket, split),
-                "S3DataDistributionType": "FullyReplicated",
-            }},
-            "InputMode": "File",
-        })
+        channels.append(
+            {
+                "ChannelName": split,
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": snapshot.channel_uri(bucket, split),
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "InputMode": "File",
+            }
+        )
     if champion_model_data:
-        channels.append({
-            "ChannelName": "champion",
-            "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": champion_model_data,
-                "S3DataDistributionType": "FullyReplicated",
-            }},
-            "InputMode": "File",
-        })
+        channels.append(
+            {
+                "ChannelName": "champion",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": champion_model_data,
+                        "S3DataDistributionType": "FullyReplicated",
+                    }
+                },
+                "InputMode": "File",
+            }
+        )
     return channels
 
 
@@ -67,13 +75,15 @@ def _hyperparameters(
     s: JobSettings, search_space: dict, code_uri: str, model_version: str | None
 ) -> dict[str, str]:
     hps = {k: str(v) for k, v in (search_space.get("static_hyperparameters") or {}).items()}
-    hps.update({
-        "target-accuracy": str(s.target_accuracy),
-        "checkpoint-dir": CHECKPOINT_LOCAL_PATH,
-        "sagemaker_program": "train.py",
-        "sagemaker_submit_directory": code_uri,
-        "sagemaker_region": s.region,
-    })
+    hps.update(
+        {
+            "target-accuracy": str(s.target_accuracy),
+            "checkpoint-dir": CHECKPOINT_LOCAL_PATH,
+            "sagemaker_program": "train.py",
+            "sagemaker_submit_directory": code_uri,
+            "sagemaker_region": s.region,
+        }
+    )
     if model_version:
         hps["model-version"] = model_version
     return hps
@@ -109,7 +119,11 @@ def _tags(s: JobSettings, snapshot: Snapshot) -> list[dict]:
 
 
 def training_job_request(
-    s: JobSettings, name: str, snapshot: Snapshot, search_space: dict, code_uri: str,
+    s: JobSettings,
+    name: str,
+    snapshot: Snapshot,
+    search_space: dict,
+    code_uri: str,
     champion_model_data: str | None,
 ) -> dict:
     return {
@@ -126,8 +140,13 @@ def training_job_request(
 
 
 def tuning_job_request(
-    s: JobSettings, name: str, snapshot: Snapshot, search_space: dict, code_uri: str,
-    champion_model_data: str | None, warm_start_parent: str | None,
+    s: JobSettings,
+    name: str,
+    snapshot: Snapshot,
+    search_space: dict,
+    code_uri: str,
+    champion_model_data: str | None,
+    warm_start_parent: str | None,
 ) -> dict:
     ranges = search_space["parameter_ranges"]
     tuned = {r["Name"] for kind in ranges.values() for r in kind}

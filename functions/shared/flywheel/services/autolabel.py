@@ -17,6 +17,7 @@ RELABELABLE = {State.UNLABELED, State.NEEDS_REVIEW, State.AUTO_LABELED}
 @dataclass
 class BatchResult:
     """Per message id: None = done (or nothing to do), an exception = retry this message."""
+
     errors: dict[str, Exception] = field(default_factory=dict)
     labeled: int = 0
     needs_review: int = 0
@@ -38,8 +39,10 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
         try:
             body = json.loads(raw)
             item = items.get(s.ITEMS_TABLE, body["item_id"])
-            if item is None or item.get("state") not in RELABELABLE or (
-                item.get("model_version") == champion.model_version
+            if (
+                item is None
+                or item.get("state") not in RELABELABLE
+                or (item.get("model_version") == champion.model_version)
             ):
                 result.skipped += 1
                 continue
@@ -61,7 +64,12 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
             decision = decide(label, confidence, champion.threshold)
             try:
                 written = items.set_model_label(
-                    s.ITEMS_TABLE, item_id, decision.state, label, confidence, champion.model_version
+                    s.ITEMS_TABLE,
+                    item_id,
+                    decision.state,
+                    label,
+                    confidence,
+                    champion.model_version,
                 )
             except Exception as exc:  # noqa: BLE001
                 result.errors[message_id] = exc

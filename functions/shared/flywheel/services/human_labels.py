@@ -35,17 +35,28 @@ def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsRe
     for line in parsed.lines:
         item_id = item_id_from_reference(line.reference)
         if item_id is None:
-            report.errors.append({"line": line.line, "reference": line.reference,
-                                  "error": "not an item id or images/<item_id>.png key"})
+            report.errors.append(
+                {
+                    "line": line.line,
+                    "reference": line.reference,
+                    "error": "not an item id or images/<item_id>.png key",
+                }
+            )
             continue
         if s.CLASS_NAMES and line.label not in s.CLASS_NAMES:
-            report.errors.append({"line": line.line, "reference": line.reference,
-                                  "error": f"unknown class {line.label!r}"})
+            report.errors.append(
+                {
+                    "line": line.line,
+                    "reference": line.reference,
+                    "error": f"unknown class {line.label!r}",
+                }
+            )
             continue
         outcome = items.set_human_label(s.ITEMS_TABLE, item_id, line.label)
         if outcome == "unknown":
-            report.errors.append({"line": line.line, "reference": line.reference,
-                                  "error": "unknown image"})
+            report.errors.append(
+                {"line": line.line, "reference": line.reference, "error": "unknown image"}
+            )
         elif outcome == "applied":
             report.applied += 1
         else:

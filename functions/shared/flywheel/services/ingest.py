@@ -25,9 +25,15 @@ class Outcome:
 
 def _reject(s: IngestSettings, bucket: str, key: str, etag: str, reason: str) -> Outcome:
     item_id = rejected_item_id(bucket, key, etag)
-    created = items.put_new(s.ITEMS_TABLE, {
-        "item_id": item_id, "state": State.REJECTED.value, "source_key": key, "reason": reason,
-    })
+    created = items.put_new(
+        s.ITEMS_TABLE,
+        {
+            "item_id": item_id,
+            "state": State.REJECTED.value,
+            "source_key": key,
+            "reason": reason,
+        },
+    )
     return Outcome(item_id, State.REJECTED.value, created, reason)
 
 
@@ -38,26 +44,28 @@ def ingest_object(
     if key.endswith("/"):
         return None
     if size is not None and size > s.MAX_UPLOAD_BYTES:
-        return _reject(s, bucket, key, etag, f"file too large ({size} bytes > {s.MAX_UPLOAD_BYTES})")
+        return _reject(
+            s, bucket, key, etag, f"file too large ({size} bytes > {s.MAX_UPLOAD_BYTES})"
+        )
     got = storage.get_bytes(bucket, key)
     if got is None:
         return None
     data, etag = got[0], got[1] or etag
-    try:
-        header = inspect_header(data, max_bytes=s.MAX_UPLOAD_BYTES)
-        check_complete(data, header.content_type)
-        png = normalise(data, s.MAX_IMAGE_SIDE)
-    except RejectedImage as exc:
-        return _reject(s, bucket, key, etag, exc.reason)
-
     item_id = content_item_id(data)
     existing = items.get(s.ITEMS_TABLE, item_id)
-    if existing is None:
+    created = False
+    if existing is None:  # re-deliveries and duplicate uploads skip the decode entirely
+        try:
+            header = inspect_header(data, max_bytes=s.MAX_UPLOAD_BYTES)
+            check_complete(data, header.content_type)
+            png = normalise(data, s.MAX_IMAGE_SIDE)
+        except RejectedImage as exc:
+            return _reject(s, bucket, key, etag, exc.reason)
         storage.put_bytes(s.DATA_BUCKET, image_key(item_id), png, "image/png")
         label = label_from_upload_key(key)
         unknown = bool(label and s.CLASS_NAMES and label not in s.CLASS_NAMES)
         human = bool(label) and not unknown
-        item = {
+        item: dict[str, str | None] = {
             "item_id": item_id,
             "state": (State.HUMAN_LABELED if human else State.UNLABELED).value,
             "source_key": key,
@@ -67,10 +75,8 @@ def ingest_object(
             "reason": f"unknown class {label!r} in the upload path" if unknown else None,
         }
         created = items.put_new(s.ITEMS_TABLE, item)
-        existing = items.get(s.ITEMS_TABLE, item_id) if not created else item
-    else:
-        created = False
-    state = str(existing["state"])
+        existing = item if created else items.get(s.ITEMS_TABLE, item_id)
+    state = str((existing or {}).get("state"))
     # Re-queued on re-delivery too: a crash between the put and the send must not strand it.
     if state == State.UNLABELED:
         queues.send_json(s.LABEL_QUEUE_URL, [{"item_id": item_id, "image_key": image_key(item_id)}])

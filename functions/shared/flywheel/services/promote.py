@@ -58,36 +58,55 @@ def _finished_training_job(kind: str, job_name: str) -> tuple[dict | None, str]:
     return job, ""
 
 
-def _register(s: PromoteSettings, job: dict, metrics: gate.ModelMetrics, decision: gate.GateDecision,
-              status: str, note: str) -> str:
+def _register(
+    s: PromoteSettings,
+    job: dict,
+    metrics: gate.ModelMetrics,
+    decision: gate.GateDecision,
+    status: str,
+    note: str,
+) -> str:
     model_data = job["ModelArtifacts"]["S3ModelArtifacts"]
     evaluation_key = f"models/{job['TrainingJobName']}/evaluation/metrics.json"
     storage.put_json(s.DATA_BUCKET, evaluation_key, metrics.raw)
     sagemaker.ensure_model_package_group(s.MODEL_PACKAGE_GROUP, f"{s.STACK_NAME} image classifier")
-    return sagemaker.register_model_package({
-        "ModelPackageGroupName": s.MODEL_PACKAGE_GROUP,
-        "ModelPackageDescription": f"{metrics.model_version}: {decision.reason}"[:1000],
-        "ModelApprovalStatus": status,
-        "InferenceSpecification": {
-            "Containers": [{"Image": s.INFERENCE_IMAGE_URI, "ModelDataUrl": model_data}],
-            "SupportedContentTypes": ["image/jpeg", "image/png", "application/x-image", "application/json"],
-            "SupportedResponseMIMETypes": ["application/json"],
-        },
-        "ModelMetrics": {"ModelQuality": {"Statistics": {
-            "ContentType": "application/json",
-            "S3Uri": f"s3://{s.DATA_BUCKET}/{evaluation_key}",
-        }}},
-        "CustomerMetadataProperties": {
-            "training_job": job["TrainingJobName"],
-            "decision": status,
-            "reason": (note or decision.reason)[:256],
-            "test_accuracy": f"{decision.challenger_accuracy:.4f}",
-            "champion_test_accuracy": (
-                "none" if decision.champion_accuracy is None else f"{decision.champion_accuracy:.4f}"
-            ),
-            "test_set_id": metrics.test_set_id,
-        },
-    })
+    return sagemaker.register_model_package(
+        {
+            "ModelPackageGroupName": s.MODEL_PACKAGE_GROUP,
+            "ModelPackageDescription": f"{metrics.model_version}: {decision.reason}"[:1000],
+            "ModelApprovalStatus": status,
+            "InferenceSpecification": {
+                "Containers": [{"Image": s.INFERENCE_IMAGE_URI, "ModelDataUrl": model_data}],
+                "SupportedContentTypes": [
+                    "image/jpeg",
+                    "image/png",
+                    "application/x-image",
+                    "application/json",
+                ],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            "ModelMetrics": {
+                "ModelQuality": {
+                    "Statistics": {
+                        "ContentType": "application/json",
+                        "S3Uri": f"s3://{s.DATA_BUCKET}/{evaluation_key}",
+                    }
+                }
+            },
+            "CustomerMetadataProperties": {
+                "training_job": job["TrainingJobName"],
+                "decision": status,
+                "reason": (note or decision.reason)[:256],
+                "test_accuracy": f"{decision.challenger_accuracy:.4f}",
+                "champion_test_accuracy": (
+                    "none"
+                    if decision.champion_accuracy is None
+                    else f"{decision.champion_accuracy:.4f}"
+                ),
+                "test_set_id": metrics.test_set_id,
+            },
+        }
+    )
 
 
 def _deploy(s: PromoteSettings, model: str, config: str, sleep: Callable[[float], None]) -> str:
@@ -119,9 +138,12 @@ def _deploy(s: PromoteSettings, model: str, config: str, sleep: Callable[[float]
 
 def _endpoint_settings(s: PromoteSettings) -> EndpointSettings:
     return EndpointSettings(
-        mode=s.ENDPOINT_MODE, instance_type=s.ENDPOINT_INSTANCE_TYPE,
-        instance_count=s.ENDPOINT_INSTANCE_COUNT, memory_mb=s.SERVERLESS_MEMORY_MB,
-        max_concurrency=s.SERVERLESS_MAX_CONCURRENCY, rollback_alarms=s.ROLLBACK_ALARMS,
+        mode=s.ENDPOINT_MODE,
+        instance_type=s.ENDPOINT_INSTANCE_TYPE,
+        instance_count=s.ENDPOINT_INSTANCE_COUNT,
+        memory_mb=s.SERVERLESS_MEMORY_MB,
+        max_concurrency=s.SERVERLESS_MAX_CONCURRENCY,
+        rollback_alarms=s.ROLLBACK_ALARMS,
     )
 
 
@@ -139,8 +161,11 @@ def promote_job(
 ) -> PromoteResult:
     job, failure = _finished_training_job(kind, job_name)
     if job is None:
-        notifications.notify(s.TOPIC_ARN, f"Training failed: {job_name}",
-                             {"outcome": "failed", "job": job_name, "reason": failure})
+        notifications.notify(
+            s.TOPIC_ARN,
+            f"Training failed: {job_name}",
+            {"outcome": "failed", "job": job_name, "reason": failure},
+        )
         return PromoteResult("failed", job_name, reason=failure)
     if kind == "training" and job.get("TuningJobArn"):
         return PromoteResult("ignored", job_name, reason="child of a tuning job")
@@ -150,30 +175,36 @@ def promote_job(
     champion = parameters.get_champion(s.CHAMPION_PARAMETER)
     if champion is not None and champion.model_version == version:
         return PromoteResult("already_champion", job_name, version)
-    decision = gate.decide(metrics, champion, min_test_accuracy=s.MIN_TEST_ACCURACY,
-                           margin=s.PROMOTION_MARGIN)
+    decision = gate.decide(
+        metrics, champion, min_test_accuracy=s.MIN_TEST_ACCURACY, margin=s.PROMOTION_MARGIN
+    )
     if not decision.promote:
         _register(s, job, metrics, decision, "Rejected", "")
-        notifications.notify(s.TOPIC_ARN, f"Model rejected: {version}",
-                             {"outcome": "rejected", "job": job_name, "reason": decision.reason})
+        notifications.notify(
+            s.TOPIC_ARN,
+            f"Model rejected: {version}",
+            {"outcome": "rejected", "job": job_name, "reason": decision.reason},
+        )
         return PromoteResult("rejected", job_name, version, decision.reason)
 
     model = names.model_name(version)
     tags = [{"Key": "flywheel:stack", "Value": s.STACK_NAME}]
-    sagemaker.create_model({
-        "ModelName": model,
-        "PrimaryContainer": {
-            "Image": s.INFERENCE_IMAGE_URI,
-            "ModelDataUrl": model_data,
-            "Environment": {
-                "SAGEMAKER_PROGRAM": "inference.py",
-                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+    sagemaker.create_model(
+        {
+            "ModelName": model,
+            "PrimaryContainer": {
+                "Image": s.INFERENCE_IMAGE_URI,
+                "ModelDataUrl": model_data,
+                "Environment": {
+                    "SAGEMAKER_PROGRAM": "inference.py",
+                    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                    "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                },
             },
-        },
-        "ExecutionRoleArn": s.SAGEMAKER_ROLE_ARN,
-        "Tags": tags,
-    })
+            "ExecutionRoleArn": s.SAGEMAKER_ROLE_ARN,
+            "Tags": tags,
+        }
+    )
     spec = variant_spec(_endpoint_settings(s))
     config = names.endpoint_config_name(model, spec)
     sagemaker.create_endpoint_config(
@@ -183,21 +214,41 @@ def promote_job(
     if state != "live":
         reason = f"deployment {state}: endpoint kept its previous config"
         _register(s, job, metrics, decision, "Rejected", reason)
-        notifications.notify(s.TOPIC_ARN, f"Deployment {state}: {version}",
-                             {"outcome": state, "job": job_name, "reason": reason})
+        notifications.notify(
+            s.TOPIC_ARN,
+            f"Deployment {state}: {version}",
+            {"outcome": state, "job": job_name, "reason": reason},
+        )
         return PromoteResult(state, job_name, version, reason)
 
     _register(s, job, metrics, decision, "Approved", "")
     # Only now, with the active config confirmed to be ours, is it the champion.
-    parameters.put_champion(s.CHAMPION_PARAMETER, Champion(
-        model_version=version, training_job=version, model_name=model, endpoint_config=config,
-        model_data=model_data, threshold=metrics.threshold, target_accuracy=metrics.target_accuracy,
-        test_accuracy=metrics.test_accuracy, classes=metrics.classes,
-        test_set_id=metrics.test_set_id, promoted_at=now_iso(),
-    ))
+    parameters.put_champion(
+        s.CHAMPION_PARAMETER,
+        Champion(
+            model_version=version,
+            training_job=version,
+            model_name=model,
+            endpoint_config=config,
+            model_data=model_data,
+            threshold=metrics.threshold,
+            target_accuracy=metrics.target_accuracy,
+            test_accuracy=metrics.test_accuracy,
+            classes=metrics.classes,
+            test_set_id=metrics.test_set_id,
+            promoted_at=now_iso(),
+        ),
+    )
     swept = relabel_sweep(s)
-    notifications.notify(s.TOPIC_ARN, f"Model promoted: {version}", {
-        "outcome": "promoted", "job": job_name, "model_version": version,
-        "reason": decision.reason, "relabel_messages": swept,
-    })
+    notifications.notify(
+        s.TOPIC_ARN,
+        f"Model promoted: {version}",
+        {
+            "outcome": "promoted",
+            "job": job_name,
+            "model_version": version,
+            "reason": decision.reason,
+            "relabel_messages": swept,
+        },
+    )
     return PromoteResult("promoted", job_name, version, decision.reason, swept)

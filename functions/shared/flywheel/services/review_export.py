@@ -15,8 +15,19 @@ def export_review_batch(s: ReviewExportSettings, limit: int | None = None) -> di
         return {"batch_id": None, "items": 0, "pending": 0}
     batch = batch_id(chosen)
     csv_key, manifest_key = f"review/{batch}.csv", f"review/{batch}.manifest"
-    storage.put_bytes(s.DATA_BUCKET, csv_key, render_csv(chosen, s.DATA_BUCKET).encode(), "text/csv")
-    storage.put_bytes(s.DATA_BUCKET, manifest_key,
-                      render_manifest(chosen, s.DATA_BUCKET).encode(), "application/jsonlines")
-    return {"batch_id": batch, "items": len(chosen), "pending": len(pending),
-            "csv": f"s3://{s.DATA_BUCKET}/{csv_key}", "manifest": f"s3://{s.DATA_BUCKET}/{manifest_key}"}
+    storage.put_bytes(
+        s.DATA_BUCKET, csv_key, render_csv(chosen, s.DATA_BUCKET).encode(), "text/csv"
+    )
+    storage.put_bytes(
+        s.DATA_BUCKET,
+        manifest_key,
+        render_manifest(chosen, s.DATA_BUCKET).encode(),
+        "application/jsonlines",
+    )
+    return {
+        "batch_id": batch,
+        "items": len(chosen),
+        "pending": len(pending),
+        "csv": f"s3://{s.DATA_BUCKET}/{csv_key}",
+        "manifest": f"s3://{s.DATA_BUCKET}/{manifest_key}",
+    }

@@ -58,10 +58,12 @@ def write_channels(bucket: str, snapshot: Snapshot, job_name: str) -> None:
     if storage.exists(bucket, manifest_key):
         return
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(
-            lambda e: storage.copy(bucket, e.image_key, e.channel_key(snapshot.snapshot_id)),
-            snapshot.entries,
-        ))
+        list(
+            pool.map(
+                lambda e: storage.copy(bucket, e.image_key, e.channel_key(snapshot.snapshot_id)),
+                snapshot.entries,
+            )
+        )
     lines = manifest_lines(snapshot, bucket, job_name, now_iso())
     body = "".join(json.dumps(line) + "\n" for line in lines).encode()
     storage.put_bytes(bucket, manifest_key, body, "application/jsonlines")
@@ -71,10 +73,14 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
     meta = items.get_training_meta(s.ITEMS_TABLE)
     new_labels = items.count_state(s.ITEMS_TABLE, State.HUMAN_LABELED, meta.get("started_at"))
     if reason != "manual" and new_labels < s.MIN_NEW_HUMAN_LABELS:
-        return StartResult(False, f"{new_labels} new human labels < {s.MIN_NEW_HUMAN_LABELS}",
-                           new_human_labels=new_labels)
+        return StartResult(
+            False,
+            f"{new_labels} new human labels < {s.MIN_NEW_HUMAN_LABELS}",
+            new_human_labels=new_labels,
+        )
     labeled = [
-        (i["item_id"], str(i["label"])) for i in items.query_state(s.ITEMS_TABLE, State.HUMAN_LABELED)
+        (i["item_id"], str(i["label"]))
+        for i in items.query_state(s.ITEMS_TABLE, State.HUMAN_LABELED)
     ]
     try:
         snapshot = build_snapshot(labeled)
@@ -90,26 +96,38 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
     code_uri = publish_code(s.DATA_BUCKET, s.TRAINING_CODE_DIR)
     champion = parameters.get_champion(s.CHAMPION_PARAMETER)
     job = JobSettings(
-        region=aws.client("sagemaker").meta.region_name, bucket=s.DATA_BUCKET,
-        stack_name=s.STACK_NAME, role_arn=s.SAGEMAKER_ROLE_ARN, image_uri=s.TRAINING_IMAGE_URI,
-        instance_type=s.TRAINING_INSTANCE_TYPE, instance_count=s.TRAINING_INSTANCE_COUNT,
-        use_spot=s.USE_SPOT, max_runtime_seconds=s.MAX_RUNTIME_SECONDS,
-        target_accuracy=s.TARGET_ACCURACY, strategy=s.TUNING_STRATEGY,
-        max_jobs=s.MAX_TUNING_JOBS, max_parallel_jobs=s.MAX_PARALLEL_TUNING_JOBS,
+        region=aws.client("sagemaker").meta.region_name,
+        bucket=s.DATA_BUCKET,
+        stack_name=s.STACK_NAME,
+        role_arn=s.SAGEMAKER_ROLE_ARN,
+        image_uri=s.TRAINING_IMAGE_URI,
+        instance_type=s.TRAINING_INSTANCE_TYPE,
+        instance_count=s.TRAINING_INSTANCE_COUNT,
+        use_spot=s.USE_SPOT,
+        max_runtime_seconds=s.MAX_RUNTIME_SECONDS,
+        target_accuracy=s.TARGET_ACCURACY,
+        strategy=s.TUNING_STRATEGY,
+        max_jobs=s.MAX_TUNING_JOBS,
+        max_parallel_jobs=s.MAX_PARALLEL_TUNING_JOBS,
     )
     model_data = champion.model_data if champion else None
     space_id = search_space_id(search_space)
     if use_tuning:
         parent = meta.get("tuning_job") if meta.get("search_space_id") == space_id else None
-        request = tuning_job_request(job, name, snapshot, search_space, code_uri, model_data, parent)
+        request = tuning_job_request(
+            job, name, snapshot, search_space, code_uri, model_data, parent
+        )
         created = sagemaker.create_tuning_job(request)
     else:
         request = training_job_request(job, name, snapshot, search_space, code_uri, model_data)
         created = sagemaker.create_training_job(request)
     if created:
         record = {
-            "started_at": now_iso(), "snapshot_id": snapshot.snapshot_id, "job_name": name,
-            "kind": "tuning" if use_tuning else "training", "reason": reason,
+            "started_at": now_iso(),
+            "snapshot_id": snapshot.snapshot_id,
+            "job_name": name,
+            "kind": "tuning" if use_tuning else "training",
+            "reason": reason,
             "search_space_id": space_id,
         }
         if use_tuning:
@@ -117,6 +135,12 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
         elif meta.get("tuning_job"):
             record["tuning_job"] = meta["tuning_job"]
         items.put_training_meta(s.ITEMS_TABLE, record)
-    return StartResult(True, "started" if created else "already started for this snapshot",
-                       name, "tuning" if use_tuning else "training", snapshot.snapshot_id,
-                       new_labels, created)
+    return StartResult(
+        True,
+        "started" if created else "already started for this snapshot",
+        name,
+        "tuning" if use_tuning else "training",
+        snapshot.snapshot_id,
+        new_labels,
+        created,
+    )
