@@ -160,7 +160,7 @@ def test_first_model_above_the_floor_is_deployed_and_becomes_champion(env, endpo
     assert result["outcome"] == "promoted"
     model = env.sm.describe_model(ModelName=JOB)
     assert model["PrimaryContainer"]["ModelDataUrl"].endswith(f"{JOB}/output/model.tar.gz")
-    assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6.0-cpu-py312")
+    assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
     endpoint = endpoints.describe(f"{STACK}-classifier")
     config = env.sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     assert config["ProductionVariants"][0]["VariantName"] == "AllTraffic"

@@ -178,8 +178,8 @@ def test_buckets_are_encrypted_private_and_tls_only(raw_template):
 
 def test_pytorch_mapping_has_training_and_inference_images(raw_template):
     for region, images in raw_template["Mappings"]["PyTorchImages"].items():
-        assert images["Training"].endswith("pytorch-training:2.6.0-gpu-py312"), region
-        assert images["Inference"].split("/")[-1].startswith("pytorch-inference:2.6.0-"), region
+        assert images["Training"].endswith("pytorch-training:2.6-gpu-py312"), region
+        assert images["Inference"].split("/")[-1].startswith("pytorch-inference:2.6-"), region
 
 
 # ---------------------------------------------------------------------------- cold start
