@@ -31,24 +31,13 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @tracer.capture_method
 def record_handler(record: SQSRecord, settings: HumanLabelsSettings) -> None:
     body = json.loads(record.body)
-    if "Records" not in body:  # s3:TestEvent
-        return
-    for s3_record in S3Event(body).records:
+    for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
         key = unquote_plus(s3_record.s3.get_object.key)
         report = apply_labels_file(settings, s3_record.s3.bucket.name, key)
         if report is None:
             logger.info("labels file gone", extra={"key": key})
             continue
-        logger.info(
-            "labels file applied",
-            extra={
-                "key": key,
-                "applied": report.applied,
-                "unchanged": report.unchanged,
-                "errors": len(report.errors),
-                "skipped_empty": report.skipped_empty,
-            },
-        )
+        logger.info("labels file applied", extra={"key": key, **report.summary})
         metrics.add_metric(name="HumanLabelsApplied", unit=MetricUnit.Count, value=report.applied)
 
 

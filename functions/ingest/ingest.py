@@ -34,42 +34,18 @@ def _normalise(data: bytes, max_side: int) -> bytes:
 @tracer.capture_method
 def record_handler(record: SQSRecord, settings: IngestSettings) -> None:
     body = json.loads(record.body)
-    if "Records" not in body:  # s3:TestEvent when the notification is configured
-        return
-    for s3_record in S3Event(body).records:
-        key = unquote_plus(s3_record.s3.get_object.key)
-        bucket = s3_record.s3.bucket.name
-        outcome = ingest_object(
-            settings,
-            bucket,
-            key,
-            s3_record.s3.get_object.size,
-            s3_record.s3.get_object.etag or "",
-            _normalise,
-        )
+    for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
+        obj, bucket = s3_record.s3.get_object, s3_record.s3.bucket.name
+        key = unquote_plus(obj.key)
+        outcome = ingest_object(settings, bucket, key, obj.size, obj.etag or "", _normalise)
         if outcome is None:
             logger.info("upload skipped", extra={"bucket": bucket, "key": key})
-        elif outcome.reason and outcome.state == "rejected":
-            logger.warning(
-                "upload rejected",
-                extra={"key": key, "reason": outcome.reason, "item_id": outcome.item_id},
-            )
-            metrics.add_metric(
-                name="ImagesRejected", unit=MetricUnit.Count, value=int(outcome.created)
-            )
-        else:
-            logger.info(
-                "image ingested",
-                extra={
-                    "key": key,
-                    "item_id": outcome.item_id,
-                    "state": outcome.state,
-                    "new": outcome.created,
-                },
-            )
-            metrics.add_metric(
-                name="ImagesIngested", unit=MetricUnit.Count, value=int(outcome.created)
-            )
+            continue
+        rejected = outcome.state == "rejected"
+        log = logger.warning if rejected else logger.info
+        log("upload rejected" if rejected else "image ingested", extra={"key": key, **outcome.log})
+        name = "ImagesRejected" if rejected else "ImagesIngested"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=int(outcome.created))
 
 
 @logger.inject_lambda_context

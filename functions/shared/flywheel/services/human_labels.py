@@ -20,6 +20,15 @@ class LabelsReport:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def summary(self) -> dict:
+        return {
+            "applied": self.applied,
+            "unchanged": self.unchanged,
+            "errors": len(self.errors),
+            "skipped_empty": self.skipped_empty,
+        }
+
 
 def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsReport | None:
     """Good lines apply even when others fail; unknown images / classes are reported.

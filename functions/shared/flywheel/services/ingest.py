@@ -22,6 +22,15 @@ class Outcome:
     created: bool
     reason: str | None = None
 
+    @property
+    def log(self) -> dict:
+        return {
+            "item_id": self.item_id,
+            "state": self.state,
+            "new_item": self.created,
+            "reason": self.reason,
+        }
+
 
 def _reject(s: IngestSettings, bucket: str, key: str, etag: str, reason: str) -> Outcome:
     item_id = rejected_item_id(bucket, key, etag)
