@@ -1,0 +1,43 @@
+"""infra/cfn.py: intrinsic resolution against the real template (no AWS)."""
+
+from pathlib import Path
+
+from infra.cfn import function_environment, load_template, resolve
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+
+
+def test_short_tags_load_as_long_form():
+    template = load_template(TEMPLATE)
+    queue = template["Resources"]["IngestQueue"]["Properties"]["RedrivePolicy"]
+    assert queue["deadLetterTargetArn"] == {"Fn::GetAtt": ["IngestQueueDLQ", "Arn"]}
+
+
+def test_resolve_sub_if_findinmap_and_conditions():
+    resolved = resolve(
+        load_template(TEMPLATE),
+        "demo",
+        {"EndpointMode": "instance"},
+        region="eu-west-1",
+        account="111122223333",
+    )
+    env = function_environment(resolved, "StartTrainingFunction")
+    assert env["TRAINING_IMAGE_URI"].startswith("763104351884.dkr.ecr.eu-west-1.amazonaws.com/")
+    assert env["SAGEMAKER_ROLE_ARN"] == "arn:aws:iam::111122223333:role/demo-SageMakerExecutionRole"
+    assert env["CHAMPION_PARAMETER"] == "/demo/champion"
+    promote = function_environment(resolved, "PromoteFunction")
+    assert promote["ENDPOINT_MODE"] == "instance"
+    assert promote["ROLLBACK_ALARMS"] == "demo-endpoint-5xx,demo-endpoint-latency"
+    assert "NotificationsEmailSubscription" not in resolved["Resources"]  # condition false
+
+
+def test_overrides_and_physical_names():
+    resolved = resolve(load_template(TEMPLATE), "demo", {"TrainingImageUri": "my/image:1"})
+    physical = {"LabelQueue": "http://localhost:5000/123456789012/demo-LabelQueue"}
+    env = function_environment(resolved, "IngestFunction", physical)
+    assert env["LABEL_QUEUE_URL"] == physical["LabelQueue"]
+    assert env["DATA_BUCKET"] == "demo-databucket"
+    assert (
+        function_environment(resolved, "StartTrainingFunction")["TRAINING_IMAGE_URI"]
+        == "my/image:1"
+    )
