@@ -67,3 +67,12 @@ def test_the_champion_itself_is_not_promoted_again():
 def test_broken_metrics_are_an_invalid_artifact():
     with pytest.raises(InvalidArtifact):
         parse_metrics({"model_version": "x"})
+
+
+def test_a_comparison_with_a_former_champion_does_not_count():
+    doc = metrics(0.99, champ=0.5)
+    doc["champion_test"]["model_version"] = "dfw-older"
+    decision = gate(doc, CHAMPION)
+    assert not decision.promote and "dfw-older" in decision.reason
+    doc["champion_test"]["model_version"] = "dfw-old"
+    assert gate(doc, CHAMPION).promote

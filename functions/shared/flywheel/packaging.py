@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 
 # Other layers share /opt in Lambda; none of these belong to the training code.
-EXCLUDED_TOP_LEVEL = frozenset({"python", "extensions", "bin", "lib", "tests", "data"})
+EXCLUDED_TOP_LEVEL = frozenset({"python", "extensions", "bin", "lib", "tests"})
 EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".tar.gz", ".pt", ".pth", ".ckpt")
 

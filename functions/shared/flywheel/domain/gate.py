@@ -18,6 +18,7 @@ class ModelMetrics:
     test_set_id: str
     champion_test_accuracy: float | None
     champion_test_set_id: str | None
+    champion_test_version: str | None
     threshold: float
     target_accuracy: float
     raw: dict
@@ -38,6 +39,7 @@ def parse_metrics(doc: dict[str, Any]) -> ModelMetrics:
             champion_test_set_id=(
                 champion_test.get("test_set_id", doc["test_set_id"]) if champion_test else None
             ),
+            champion_test_version=(champion_test or {}).get("model_version"),
             threshold=float(doc["threshold"]["threshold"]),
             target_accuracy=float(doc["threshold"]["target_accuracy"]),
             raw=doc,
@@ -71,6 +73,15 @@ def decide(
     champ = metrics.champion_test_accuracy
     if champ is None or metrics.champion_test_set_id != metrics.test_set_id:
         return GateDecision(False, "no champion evaluation on the challenger's test set", acc, None)
+    if metrics.champion_test_version not in (None, champion.model_version):
+        # Trained while another model was champion: its comparison is against the wrong model.
+        return GateDecision(
+            False,
+            f"compared with {metrics.champion_test_version}, not the champion "
+            f"{champion.model_version}",
+            acc,
+            champ,
+        )
     if acc - champ > margin:
         return GateDecision(
             True, f"beats the champion {acc:.4f} vs {champ:.4f} (margin {margin})", acc, champ
