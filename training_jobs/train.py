@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # classifier/ sits next to this file
 from classifier import artifact, calibration, data, metrics, models  # noqa: E402
 
+MIN_EPOCH_SAMPLES = 512
+
 # ----------------------------------------------------------------------------- configuration
 
 
@@ -220,8 +222,11 @@ def main(args: argparse.Namespace) -> dict:
     mean, std = models.IMAGENET_MEAN, models.IMAGENET_STD
     log(f"data train={len(train)} validation={len(val)} test={len(test)} classes={len(classes)} image_size={size}")
 
-    sampler = DistributedSampler(data.ImageDataset(train, class_to_idx, size), seed=args.seed) if distributed else None
-    train_loader = make_loader(train, class_to_idx, size, args, device, args.augment, sampler, shuffle=True)
+    # A few hundred labels would make an epoch one or two steps (BatchNorm statistics never
+    # settle): an epoch is at least MIN_EPOCH_SAMPLES images, repeating the set when smaller.
+    epoch_samples = train * max(1, math.ceil(MIN_EPOCH_SAMPLES / len(train)))
+    sampler = DistributedSampler(data.ImageDataset(epoch_samples, class_to_idx, size), seed=args.seed) if distributed else None
+    train_loader = make_loader(epoch_samples, class_to_idx, size, args, device, args.augment, sampler, shuffle=True)
     val_loader = make_loader(val, class_to_idx, size, args, device)
 
     # -- model, optimizer, checkpoint resume

@@ -45,7 +45,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100)
 
     optimizer.step(closure)
     temperature = float(log_t.detach().exp())
-    return temperature if np.isfinite(temperature) else 1.0
+    # A validation set the model separates perfectly has no finite optimum (T -> 0): clamp, so
+    # confidences keep their ranking instead of all rounding to 1.0.
+    return float(np.clip(temperature, 0.05, 20.0)) if np.isfinite(temperature) else 1.0
 
 
 def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+cv2.setNumThreads(1)  # OpenCV's own pool would fight torch's threads for the same cores
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 MANIFEST_SUFFIXES = (".manifest", ".jsonl")
 

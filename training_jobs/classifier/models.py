@@ -22,7 +22,7 @@ def default_image_size(arch: str) -> int:
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU stages and global pooling: ~0.3M parameters, >98% on 32x32 digits."""
 
-    def __init__(self, num_classes: int, width: int = 32, dropout: float = 0.2):
+    def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.2):
         super().__init__()
 
         def stage(cin: int, cout: int) -> nn.Sequential:
