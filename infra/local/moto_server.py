@@ -208,7 +208,6 @@ def main() -> None:
     """python -m infra.local.moto_server --state-dir DIR [--port N]  (run by the stack)"""
     import argparse
     import signal
-    import sys
 
     p = argparse.ArgumentParser()
     p.add_argument("--state-dir", required=True)
@@ -225,8 +224,10 @@ def main() -> None:
     signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=server.snapshot).start())
 
     def watch_parent() -> None:
-        sys.stdin.buffer.read()  # returns at EOF: the parent is gone
-        done.set()
+        # Raw reads (no buffered-reader lock to trip over at interpreter shutdown).
+        while os.read(0, 1024):
+            pass
+        done.set()  # EOF: the parent is gone
 
     threading.Thread(target=watch_parent, daemon=True).start()
     print(f"ready {url}", flush=True)
