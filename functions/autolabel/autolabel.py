@@ -38,17 +38,7 @@ def handler(event: dict, context: LambdaContext) -> dict:
     settings = AutoLabelSettings.from_env()
     messages = [(r.message_id, r.body) for r in SQSEvent(event).records]
     result = label_messages(settings, messages)
-    logger.info(
-        "items labeled",
-        extra={
-            "champion": result.champion,
-            "auto_labeled": result.labeled,
-            "needs_review": result.needs_review,
-            "skipped": result.skipped,
-            "failed": len(result.errors),
-            "errors": sorted({type(e).__name__ for e in result.errors.values()}),
-        },
-    )
+    logger.info("items labeled", extra=result.summary)
     metrics.add_metric(name="ItemsAutoLabeled", unit=MetricUnit.Count, value=result.labeled)
     metrics.add_metric(name="ItemsNeedReview", unit=MetricUnit.Count, value=result.needs_review)
     return process_partial_response(

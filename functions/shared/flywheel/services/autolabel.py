@@ -24,6 +24,17 @@ class BatchResult:
     skipped: int = 0
     champion: str | None = None
 
+    @property
+    def summary(self) -> dict:
+        return {
+            "champion": self.champion,
+            "auto_labeled": self.labeled,
+            "needs_review": self.needs_review,
+            "skipped": self.skipped,
+            "failed": len(self.errors),
+            "errors": sorted({type(e).__name__ for e in self.errors.values()}),
+        }
+
 
 def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> BatchResult:
     """``messages`` are (message id, body) with LabelQueue bodies ``{item_id, image_key}``."""
