@@ -63,7 +63,7 @@ def sam_bin() -> Path:
 
 @pytest.fixture(scope="session")
 def sam_env() -> dict[str, str]:
-    """sam build needs python3.12 (the Lambda runtime) on PATH; pyenv has it."""
+    """Environment for sam, with python3.12 (the runtime) on PATH for the import smoke test."""
     env = dict(os.environ)
     pyenv = Path.home() / ".pyenv" / "versions"
     extra = sorted(str(p / "bin") for p in pyenv.glob("3.12*")) if pyenv.exists() else []
