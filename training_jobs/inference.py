@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import struct
 import sys
 from pathlib import Path
@@ -96,6 +97,10 @@ def decode_image(blob: bytes, name: str = "image") -> np.ndarray:
 
 def model_fn(model_dir: str) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        # The server runs one worker per vCPU: more intra-op threads only contend (50x slower
+        # for one small image on a busy 2-core host).
+        torch.set_num_threads(1)
     model, config = artifact.load_model(model_dir, device)
     return {"model": model, "config": config, "device": device}
 

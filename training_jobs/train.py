@@ -194,6 +194,9 @@ def main(args: argparse.Namespace) -> dict:
     if use_cuda:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+    if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+        # Cores left by the DataLoader workers; oversubscribed OpenMP threads spin and stall.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
     master, amp = rank == 0, device.type == "cuda"  # one mixed-precision path: bf16 on CUDA
     log = (lambda *a: print(*a, flush=True)) if master else (lambda *a: None)
     torch.manual_seed(args.seed + rank)
