@@ -49,17 +49,17 @@ class InvalidInput(ValueError, _ToolkitError):
 # ----------------------------------------------------------------------------- image checks
 
 
-def image_dimensions(blob: bytes) -> tuple[int, int]:
+def image_dimensions(blob: bytes, name: str = "image") -> tuple[int, int]:
     """(width, height) from a PNG or JPEG header, without decoding the pixels."""
     if blob.startswith(b"\x89PNG\r\n\x1a\n"):
         if len(blob) < 24 or blob[12:16] != b"IHDR":
-            raise InvalidInput("corrupt PNG: no IHDR header")
+            raise InvalidInput(f"{name} is a corrupt PNG: no IHDR header")
         return struct.unpack(">II", blob[16:24])
     if blob.startswith(b"\xff\xd8"):
         pos = 2
         while pos + 4 <= len(blob):
             if blob[pos] != 0xFF:
-                raise InvalidInput("corrupt JPEG: bad marker")
+                raise InvalidInput(f"{name} is a corrupt JPEG: bad marker")
             marker = blob[pos + 1]
             if marker == 0xFF:  # fill byte
                 pos += 1
@@ -74,14 +74,14 @@ def image_dimensions(blob: bytes) -> tuple[int, int]:
                 height, width = struct.unpack(">HH", blob[pos + 5 : pos + 9])
                 return width, height
             pos += 2 + length
-        raise InvalidInput("corrupt JPEG: no frame header")
-    raise InvalidInput("unsupported image format: send JPEG or PNG")
+        raise InvalidInput(f"{name} is a corrupt JPEG: no frame header")
+    raise InvalidInput(f"{name} has an unsupported format: send JPEG or PNG")
 
 
 def decode_image(blob: bytes, name: str = "image") -> np.ndarray:
     if not blob:
         raise InvalidInput(f"{name} is empty")
-    width, height = image_dimensions(blob)
+    width, height = image_dimensions(blob, name)
     if width == 0 or height == 0:
         raise InvalidInput(f"{name} has zero width or height")
     if width * height > MAX_PIXELS:

@@ -1,0 +1,115 @@
+"""Channels (ImageFolder, Ground Truth manifest), hyperparameter parsing, model building."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import pytest
+import torch
+from classifier import data, models
+from conftest import run_training
+
+import train
+
+
+def write_png(path, value=0):
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cv2.imencode(".png", np.full((8, 8, 3), value, np.uint8))[1].tobytes())
+
+
+def gt_line(source_ref, class_name, attribute="label"):
+    return json.dumps({"source-ref": source_ref, attribute: 0,
+                       f"{attribute}-metadata": {"class-name": class_name, "human-annotated": "yes"}})  # fmt: skip
+
+
+def test_manifest_source_refs_resolve_inside_the_channel(tmp_path):
+    # Given images at their S3 key paths and one only by its basename
+    write_png(tmp_path / "datasets" / "s1" / "a.png")
+    write_png(tmp_path / "b.png")
+    lines = [gt_line("s3://bucket/datasets/s1/a.png", "cat"), gt_line("s3://other/deep/key/b.png", "dog")]
+    (tmp_path / "snapshot.manifest").write_text("\n".join(lines) + "\n\n")
+    samples = data.load_channel(tmp_path, "label")
+    assert samples == [(str(tmp_path / "datasets" / "s1" / "a.png"), "cat"), (str(tmp_path / "b.png"), "dog")]
+
+
+def test_manifest_errors_say_what_is_missing(tmp_path):
+    (tmp_path / "m.jsonl").write_text(gt_line("s3://bucket/x/missing.png", "cat") + "\n")
+    with pytest.raises(ValueError, match="1 source-ref not found"):
+        data.load_channel(tmp_path, "label")
+    (tmp_path / "m.jsonl").write_text(gt_line("s3://bucket/x/missing.png", "cat", "species") + "\n")
+    with pytest.raises(ValueError, match="--label-attribute"):
+        data.load_channel(tmp_path, "label")
+
+
+def test_split_is_deterministic_by_file_name_and_test_set_id_by_names():
+    samples = [(f"/a/{c}/img{i}.png", str(c)) for c in range(3) for i in range(300)]
+    train, val, test = data.split_samples(samples, 0.2, 0.2)
+    moved = [(p.replace("/a/", "/elsewhere/"), c) for p, c in samples]
+    assert [len(s) for s in data.split_samples(moved, 0.2, 0.2)] == [len(train), len(val), len(test)]
+    assert 0.15 < len(test) / len(samples) < 0.25 and 0.15 < len(val) / len(samples) < 0.25
+    assert data.test_set_id(test) == data.test_set_id(list(reversed(test)))
+    assert data.test_set_id(test) != data.test_set_id(val)
+
+
+def test_a_class_missing_from_train_keeps_every_index(tmp_path, digits_folder):
+    # Given digits 0-2 where train lacks the "2"s but validation and test have them
+    channels = {name: tmp_path / name for name in ("train", "validation", "test")}
+    for label in ("0", "1", "2"):
+        images = sorted((digits_folder / label).iterdir())
+        for name, part in zip(channels, (images[:100], images[100:140], images[140:])):
+            if not (name == "train" and label == "2"):
+                for image in part:
+                    (channels[name] / label).mkdir(parents=True, exist_ok=True)
+                    (channels[name] / label / image.name).write_bytes(image.read_bytes())
+    result = run_training(tmp_path, channels, {"epochs": "1", "workers": "0"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "model" / "model_config.json").read_text())
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert config["classes"] == metrics["classes"] == ["0", "1", "2"]
+    assert metrics["test"]["per_class"]["2"]["support"] > 0 and metrics["data"]["train"] == 200
+
+
+def test_hyperparameters_as_sagemaker_sends_them():
+    args = train.parse_args(["--pretrained", "True", "--epochs", "3", "--sagemaker_program", "train.py",
+                             "--_tuning_objective_metric", "val_accuracy", "--init-model", "champion"])  # fmt: skip
+    assert args.pretrained is True and args.epochs == 3 and args.init_model == "champion"
+    assert train.parse_args(["--pretrained", "1"]).pretrained is True
+    assert train.parse_args(["--pretrained", "false"]).pretrained is False
+    for bad, message in [(["--learning-rate", "0.1"], "unknown --learning-rate"), (["--arch", "vgg99"], "arch in"),
+                         (["--pretrained", "maybe"], "boolean"), (["--val-fraction", "0.6", "--test-fraction", "0.5"], "< 1")]:  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            train.parse_args(bad)
+
+
+@pytest.mark.parametrize(("arch", "size"), [("small_cnn", 8), ("small_cnn", 32), ("resnet18", 32), ("mobilenet_v3_small", 64)])
+def test_models_build_for_any_class_count(arch, size):
+    model = models.build_model(arch, 7).eval()
+    assert model(torch.zeros(2, 3, size, size)).shape == (2, 7)
+
+
+def test_pretrained_failures_are_one_clear_line(monkeypatch):
+    with pytest.raises(ValueError, match="small_cnn has no pretrained weights"):
+        models.build_model("small_cnn", 3, pretrained=True)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    import torchvision.models._api
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # no download, ever
+    with pytest.raises(ValueError, match=r"^cannot load pretrained weights for resnet18: .*no route to host") as error:
+        models.build_model("resnet18", 3, pretrained=True)
+    assert "\n" not in str(error.value)
+
+
+def test_init_model_rows_are_mapped_by_class_name():
+    old = models.build_model("small_cnn", 2)  # classes ["dog", "cat"]
+    new = models.build_model("small_cnn", 3)  # classes ["cat", "cow", "dog"]
+    carried = models.transfer_weights(new, ["cat", "cow", "dog"], old.state_dict(), ["dog", "cat"])
+    assert carried == 2
+    assert torch.equal(new.fc[1].weight[0], old.fc[1].weight[1]) and torch.equal(new.fc[1].weight[2], old.fc[1].weight[0])
+    assert torch.equal(new.features[0][0].weight, old.features[0][0].weight)

@@ -1,0 +1,126 @@
+"""inference.py: the request protocol, and a clear client error for every kind of bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from classifier.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+
+import inference
+from inference import InvalidInput
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An untrained small_cnn artifact: enough to exercise the protocol."""
+    model_dir = tmp_path_factory.mktemp("artifact")
+    torch.manual_seed(0)
+    torch.save(build_model("small_cnn", 3).state_dict(), model_dir / "model.pt")
+    config = {"arch": "small_cnn", "classes": ["cat", "dog", "fox"], "image_size": 32, "mean": IMAGENET_MEAN,
+              "std": IMAGENET_STD, "temperature": 1.5, "threshold": 0.4, "target_accuracy": 0.95,
+              "model_version": "dfw-v1", "topk": 2}  # fmt: skip
+    (model_dir / "model_config.json").write_text(json.dumps(config))
+    return inference.model_fn(str(model_dir))
+
+
+def encode(ext: str, shape=(48, 64, 3)) -> bytes:
+    image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    return cv2.imencode(ext, image)[1].tobytes()
+
+
+def serve(body, content_type, model, accept="application/json") -> dict:
+    response, content = inference.output_fn(inference.predict_fn(inference.input_fn(body, content_type), model), accept)
+    assert content == "application/json"
+    return json.loads(response)
+
+
+@pytest.mark.parametrize(("ext", "content_type"), [(".jpg", "image/jpeg"), (".png", "image/png"),
+                                                  (".png", "application/x-image")])  # fmt: skip
+def test_single_image_gets_one_prediction(model, ext, content_type):
+    response = serve(encode(ext), content_type, model)
+    assert response["model_version"] == "dfw-v1"
+    [prediction] = response["predictions"]
+    assert prediction["label"] in {"cat", "dog", "fox"}
+    assert prediction["auto_label"] == (prediction["confidence"] >= 0.4)
+    assert prediction["threshold"] == 0.4
+    assert [t["label"] for t in prediction["top_k"]][0] == prediction["label"] and len(prediction["top_k"]) == 2
+
+
+def test_json_batch_keeps_the_order_of_the_images(model):
+    images = [encode(".png", (32, 32, 3)), encode(".jpg", (200, 100, 3)), encode(".png", (8, 8, 1))]
+    singles = [serve(image, "image/png" if i != 1 else "image/jpeg", model)["predictions"][0] for i, image in enumerate(images)]
+    body = json.dumps({"images": [base64.b64encode(image).decode() for image in images]})
+    batch = serve(body, "application/json; charset=utf-8", model)["predictions"]
+    assert [p["label"] for p in batch] == [p["label"] for p in singles]
+    assert [p["confidence"] for p in batch] == pytest.approx([p["confidence"] for p in singles], abs=1e-5)
+
+
+def png_with_size(width: int, height: int) -> bytes:
+    """A real PNG whose IHDR claims another size (the CRC is fixed so decoders believe it)."""
+    blob = bytearray(encode(".png", (4, 4, 3)))
+    blob[16:24] = struct.pack(">II", width, height)
+    blob[29:33] = struct.pack(">I", zlib.crc32(bytes(blob[12:29])))
+    return bytes(blob)
+
+
+def jpeg_with_size(width: int, height: int) -> bytes:
+    blob = bytearray(encode(".jpg", (16, 16, 3)))
+    sof = blob.index(b"\xff\xc0")
+    blob[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(blob)
+
+
+def b64(blob: bytes) -> str:
+    return base64.b64encode(blob).decode()
+
+
+BAD_INPUTS = {
+    "empty body": (b"", "image/png", "empty request body"),
+    "no body": (None, "image/jpeg", "empty request body"),
+    "text content type": (b"hello", "text/plain", "unsupported content type"),
+    "no content type": (encode(".png"), None, "unsupported content type"),
+    "not an image": (b"GIF89a....", "application/x-image", "unsupported format"),
+    "corrupt png": (encode(".png")[:40] + b"\x00" * 40, "image/png", "corrupt"),
+    "truncated jpeg": (encode(".jpg")[:60], "image/jpeg", "corrupt JPEG"),
+    "png bomb header": (png_with_size(30000, 30000), "image/png", "more than"),
+    "jpeg bomb header": (jpeg_with_size(65000, 60000), "image/jpeg", "more than"),
+    "zero-sized png": (png_with_size(0, 10), "image/png", "zero width or height"),
+    "invalid json": (b"{images: [", "application/json", "not valid JSON"),
+    "json list": (json.dumps([b64(encode(".png"))]), "application/json", '{"images"'),
+    "json no images": (json.dumps({"image": b64(encode(".png"))}), "application/json", '{"images"'),
+    "json empty batch": (json.dumps({"images": []}), "application/json", "at least one image"),
+    "json number": (json.dumps({"images": [b64(encode(".png")), 7]}), "application/json", "images[1] must be a base64 string"),
+    "json bad base64": (json.dumps({"images": ["not base64!"]}), "application/json", "images[0] is not valid base64"),
+    "json corrupt image": (json.dumps({"images": [b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)]}), "application/json", "images[0]"),
+    "json too many": (json.dumps({"images": [b64(encode(".png", (8, 8, 3)))] * 65}), "application/json", "at most 64"),
+    "oversized body": (b"\xff\xd8" + b"\x00" * (25 * 1024 * 1024), "image/jpeg", "more than 26214400"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_a_client_error_naming_the_problem(model, case):
+    body, content_type, message = BAD_INPUTS[case]
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
+        serve(body, content_type, model)
+    assert error.value.status_code == 400 and isinstance(error.value, ValueError)
+
+
+def test_real_decompression_bomb_is_refused_before_decoding():
+    bomb = cv2.imencode(".png", np.zeros((8000, 8000), np.uint8))[1].tobytes()  # ~60 KB, 64 Mpixel
+    assert len(bomb) < 500_000
+    with pytest.raises(InvalidInput, match="8000x8000"):
+        inference.input_fn(bomb, "image/png")
+
+
+def test_unsupported_accept_is_a_client_error(model):
+    prediction = inference.predict_fn(inference.input_fn(encode(".png"), "image/png"), model)
+    with pytest.raises(InvalidInput, match="Accept"):
+        inference.output_fn(prediction, "text/csv")
+    assert json.loads(inference.output_fn(prediction, "*/*")[0])["predictions"]
