@@ -39,6 +39,75 @@ copyreg.pickle(_thread.LockType, lambda _lock: (threading.Lock, ()))
 REGION = "us-east-1"
 
 
+def _patch_moto_sqs() -> None:
+    """Make moto's SendMessage/ReceiveMessage O(batch) instead of O(batch x queue depth).
+
+    moto 5.2 builds a queue's full attribute dict - recounting every queued
+    message for the Approximate* counts - to read one attribute: per sent
+    message (ContentBasedDeduplication) and per received message (retention).
+    With a few thousand uploads queued, moto spent most of its time there.
+    Same semantics: the attributes become a lazy mapping, computed per key.
+    """
+    import json as _json
+    from collections.abc import Iterator, Mapping
+
+    from moto.core.utils import camelcase_to_underscores, unix_time
+    from moto.sqs.models import Queue, SQSBackend
+
+    class LazyAttributes(Mapping):  # type: ignore[type-arg]
+        def __init__(self, queue: Any) -> None:
+            self._q = queue
+            keys = list(queue.BASE_ATTRIBUTES)
+            if queue.fifo_queue:
+                keys += queue.FIFO_ATTRIBUTES
+            if queue.kms_master_key_id:
+                keys += queue.KMS_ATTRIBUTES
+            if queue.policy:
+                keys.append("Policy")
+            if queue.redrive_policy:
+                keys.append("RedrivePolicy")
+            self._keys = list(dict.fromkeys(keys))
+
+        def __getitem__(self, key: str) -> Any:
+            if key not in self._keys:
+                raise KeyError(key)
+            if key == "Policy":
+                return self._q.policy
+            if key == "RedrivePolicy":
+                return _json.dumps(self._q.redrive_policy)
+            value = getattr(self._q, camelcase_to_underscores(key))
+            return str(value).lower() if isinstance(value, bool) else value
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._keys)
+
+        def __len__(self) -> int:
+            return len(self._keys)
+
+    Queue.attributes = property(LazyAttributes)  # type: ignore[assignment]
+
+    # Message visibility checks call these per message; datetime arithmetic made
+    # them the next hot spot. Same values (seconds / ms since the epoch, UTC).
+    import time as _time
+
+    import moto.sqs.models as sqs_models
+
+    def fast_unix_time(dt: Any = None) -> float:
+        return _time.time() if dt is None else unix_time(dt)
+
+    sqs_models.unix_time = fast_unix_time
+    sqs_models.unix_time_millis = lambda dt=None: fast_unix_time(dt) * 1000.0
+
+    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return retention + message.sent_timestamp / 1000 > _time.time()
+
+    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+
+
+_patch_moto_sqs()
+
+
 def client(service: str, endpoint_url: str, region: str = REGION) -> Any:
     return boto3.client(
         service,

@@ -15,8 +15,8 @@ local runtime needs:
   roll a blue/green update back);
 - a "tap" SQS queue subscribed to every SNS topic, so ``flywheel status`` and
   tests read what a subscriber would receive;
-- ``FunctionSpec``s: Globals merged, layers mapped to local folders
-  (a ``BuildMethod: python*`` layer is importable, as ``/opt/python`` is in
+- ``FunctionSpec``s: Globals merged, layers mapped to local folders (a layer
+  that sam build puts under ``python/`` is importable, as ``/opt/python`` is in
   Lambda; any other layer is what ``/opt`` holds, so environment values under
   ``/opt`` point at its folder), environment resolved to the local names.
 """
@@ -125,6 +125,19 @@ def provision(resolved: dict[str, Any], moto_url: str) -> dict[str, str]:
     return physical
 
 
+def _importable_layer(layer: dict[str, Any], content: Path) -> bool:
+    """Does sam build put this layer under python/ (importable from /opt/python)?
+
+    ``BuildMethod: python*`` does; a ``makefile`` build does when its Makefile
+    writes to ``$(ARTIFACTS_DIR)/python``. Anything else lands in /opt as is.
+    """
+    build = str((layer.get("Metadata") or {}).get("BuildMethod", ""))
+    if build.startswith("python"):
+        return True
+    makefile = content / "Makefile"
+    return build == "makefile" and makefile.exists() and "ARTIFACTS_DIR)/python" in makefile.read_text()
+
+
 def function_specs(resolved: dict[str, Any], physical: dict[str, str]) -> list[FunctionSpec]:
     """Every AWS::Serverless::Function of the template, ready to run locally."""
     root = Path(resolved["TemplateRoot"])
@@ -145,8 +158,7 @@ def function_specs(resolved: dict[str, Any], physical: dict[str, str]) -> list[F
                 log.warning("%s: layer %s is not in the template; skipped", lid, ref)
                 continue
             content = (root / resolved["Resources"][layer]["Properties"]["ContentUri"]).resolve()
-            build = (resolved["Resources"][layer].get("Metadata") or {}).get("BuildMethod", "")
-            if str(build).startswith("python"):
+            if _importable_layer(resolved["Resources"][layer], content):
                 python_paths.append(content)
             else:
                 opt_dir = content
