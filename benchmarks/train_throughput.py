@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training_jobs"))
 import inference  # noqa: E402
 import train  # noqa: E402
-from classifier import models  # noqa: E402
+from classifier import data, models  # noqa: E402
 
 
 def write_images(root: Path, n: int, size: int, classes: int, ext: str) -> list[tuple[str, str]]:
@@ -54,14 +54,20 @@ def timed_epochs(model, loader, optimizer, args, device, epochs: int) -> float:
     images = 0
     for _ in range(epochs):
         train.train_one_epoch(model, loader, optimizer, 0, args, total, 1, device, amp, mean, std)
-        images += sum(len(labels) for _, labels in loader) if isinstance(loader, list) else len(loader) * args.batch_size
+        images += (
+            sum(len(labels) for _, labels in loader)
+            if isinstance(loader, list)
+            else len(loader) * args.batch_size
+        )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return images / (time.perf_counter() - start)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--arch", default="small_cnn")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--images", type=int, default=2048)
@@ -69,7 +75,16 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--epochs", type=int, default=3)
     bench = p.parse_args()
-    args = train.parse_args(["--arch", bench.arch, "--batch-size", str(bench.batch_size), "--workers", str(bench.workers)])
+    args = train.parse_args(
+        [
+            "--arch",
+            bench.arch,
+            "--batch-size",
+            str(bench.batch_size),
+            "--workers",
+            str(bench.workers),
+        ]
+    )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - bench.workers))  # as train.py does
@@ -87,7 +102,8 @@ def main() -> None:
             return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
 
         # -- the real pipeline: files -> OpenCV decode + augment in workers -> DataLoader -> model
-        loader = train.make_loader(samples, class_to_idx, bench.image_size, args, device, 0.5, shuffle=True)
+        dataset = data.ImageDataset(samples, class_to_idx, bench.image_size, augment=0.5)
+        loader = train.make_loader(dataset, args, device, shuffle=True)
         model, optimizer = fresh_model()
         pipeline = timed_epochs(model, loader, optimizer, args, device, bench.epochs)
 
@@ -108,7 +124,9 @@ def main() -> None:
                   "threshold": 0.9, "target_accuracy": 0.95, "model_version": "bench", "topk": 5}  # fmt: skip
         (model_dir / "model_config.json").write_text(json.dumps(config))
         served = inference.model_fn(str(model_dir))
-        jpeg = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8))[1].tobytes()
+        jpeg = cv2.imencode(
+            ".jpg", np.random.default_rng(1).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+        )[1].tobytes()
         timings = {"input_fn": [], "predict_fn": [], "output_fn": []}
         for _ in range(50):
             t0 = time.perf_counter()

@@ -68,7 +68,21 @@ def image_dimensions(blob: bytes, name: str = "image") -> tuple[int, int]:
                 pos += 2
                 continue
             (length,) = struct.unpack(">H", blob[pos + 2 : pos + 4])
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            if marker in (
+                0xC0,
+                0xC1,
+                0xC2,
+                0xC3,
+                0xC5,
+                0xC6,
+                0xC7,
+                0xC9,
+                0xCA,
+                0xCB,
+                0xCD,
+                0xCE,
+                0xCF,
+            ):
                 if pos + 9 > len(blob):
                     break
                 height, width = struct.unpack(">HH", blob[pos + 5 : pos + 9])
@@ -125,7 +139,9 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> lis
         raise InvalidInput("request body is not valid JSON") from None
     images = payload.get("images") if isinstance(payload, dict) else None
     if not isinstance(images, list) or not images:
-        raise InvalidInput('JSON body must be {"images": ["<base64>", ...]} with at least one image')
+        raise InvalidInput(
+            'JSON body must be {"images": ["<base64>", ...]} with at least one image'
+        )
     if len(images) > MAX_BATCH:
         raise InvalidInput(f"{len(images)} images in one request: at most {MAX_BATCH}")
     decoded = []
@@ -143,7 +159,9 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> lis
 @torch.no_grad()
 def predict_fn(input_data: list[np.ndarray], model: dict) -> dict:
     config, device = model["config"], model["device"]
-    batch = torch.stack([data.to_tensor(image, config["image_size"]) for image in input_data]).to(device)
+    batch = torch.stack([data.to_tensor(image, config["image_size"]) for image in input_data]).to(
+        device
+    )
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model["model"](data.normalize(batch, config["mean"], config["std"]))
     probs = calibration.softmax(logits.float().cpu().numpy(), config["temperature"])

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # classifier/ sits nex
 from classifier import artifact, calibration, data, metrics, models  # noqa: E402
 
 MIN_EPOCH_SAMPLES = 512
+CHECKPOINTS = "/opt/ml/checkpoints"  # SageMaker syncs it with CheckpointConfig.S3Uri
 
 # ----------------------------------------------------------------------------- configuration
 
@@ -44,7 +45,9 @@ def str2bool(value: str | bool) -> bool:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # a bad hyperparameter: raise so __main__ writes the failure file
+    def error(
+        self, message: str
+    ):  # a bad hyperparameter: raise so __main__ writes the failure file
         raise ValueError(f"bad hyperparameter: {message}")
 
 
@@ -54,54 +57,57 @@ def env(name: str, fallback: str = "") -> str:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    # optimisation (AdamW, cosine schedule with linear warmup, early stopping on validation)
-    p.add_argument("--epochs", type=int, default=30, help="maximum epochs (default 30)")
-    p.add_argument("--batch-size", type=int, default=64, help="per process (default 64)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (default 3e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup (default 1)")
-    p.add_argument("--patience", type=int, default=8, help="stop after N epochs without val gain, 0 = never (default 8)")
+    cpus = os.cpu_count() or 1
+    # fmt: off
+    # optimisation: AdamW, cosine schedule with linear warmup, early stopping on validation
+    p.add_argument("--epochs", type=int, default=30, help="max epochs (30)")
+    p.add_argument("--batch-size", type=int, default=64, help="per process (64)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (3e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW (0.05)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup (1)")
+    p.add_argument("--patience", type=int, default=8, help="epochs without val gain; 0=never (8)")
     # model
-    p.add_argument("--arch", default="small_cnn", help="small_cnn or a torchvision model, e.g. resnet18, mobilenet_v3_small")
-    p.add_argument("--pretrained", type=str2bool, default=False, help="torchvision weights (default false)")
-    p.add_argument("--image-size", type=int, default=0, help="input side; 0 = auto: the arch's size, no more than the images' (default 0)")
-    p.add_argument("--augment", type=float, default=0.5, help="augmentation strength in [0, 1] (default 0.5)")
-    p.add_argument("--init-model", default="", help="fine-tune from a model.tar.gz or its directory; 'champion' = the champion channel")
+    p.add_argument("--arch", default="small_cnn", help="small_cnn or torchvision: resnet18, ...")
+    p.add_argument("--pretrained", type=str2bool, default=False, help="torchvision weights (false)")
+    p.add_argument("--image-size", type=int, default=0, help="0 = arch size, <= images' (0)")
+    p.add_argument("--augment", type=float, default=0.5, help="strength in [0, 1] (0.5)")
+    p.add_argument("--init-model", default="", help="model.tar.gz/dir to fine-tune, or 'champion'")
     # data
-    p.add_argument("--label-attribute", default="label", help="Ground Truth label attribute (default label)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="split off train when no validation channel (default 0.2)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="split off train when no test channel (default 0.2)")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader processes per GPU/process")
+    p.add_argument("--label-attribute", default="label", help="Ground Truth attribute (label)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="if no validation channel (0.2)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="if no test channel (0.2)")
+    p.add_argument("--workers", type=int, default=min(4, cpus), help="DataLoader processes")
     p.add_argument("--seed", type=int, default=0)
     # auto-label threshold
-    p.add_argument("--target-accuracy", type=float, default=0.95, help="auto-label accuracy to certify (default 0.95)")
+    p.add_argument("--target-accuracy", type=float, default=0.95, help="to certify (0.95)")
     p.add_argument("--threshold-data", choices=["heldout", "validation"], default="heldout",
-                   help="samples that certify the threshold: validation+test (default) or validation only")
+                   help="certify on validation+test (heldout) or validation only")
     # paths: SageMaker's variables, local fallbacks
     p.add_argument("--train", default=env("SM_CHANNEL_TRAIN", "data/train"))
     p.add_argument("--validation", default=env("SM_CHANNEL_VALIDATION"))
     p.add_argument("--test", default=env("SM_CHANNEL_TEST"))
-    p.add_argument("--champion", default=env("SM_CHANNEL_CHAMPION"), help="the serving model, evaluated on the same test set")
+    p.add_argument("--champion", default=env("SM_CHANNEL_CHAMPION"), help="serving model")
     p.add_argument("--model-dir", default=env("SM_MODEL_DIR", "model"))
     p.add_argument("--output-data-dir", default=env("SM_OUTPUT_DATA_DIR", "output/data"))
-    p.add_argument("--checkpoint-dir", default="/opt/ml/checkpoints" if os.path.isdir("/opt/ml/checkpoints") else "",
-                   help="resume from / save to checkpoint.pt here; empty = no checkpoints")
-    p.add_argument("--num-gpus", type=int, default=int(env("SM_NUM_GPUS", "-1")), help="0 forces the CPU")
-    p.add_argument("--model-version", default=env("TRAINING_JOB_NAME", time.strftime("local-%Y%m%d-%H%M%S")))
-    return p  # fmt: skip
+    p.add_argument("--checkpoint-dir", default=CHECKPOINTS if os.path.isdir(CHECKPOINTS) else "",
+                   help="checkpoint.pt lives here; empty = none")
+    p.add_argument("--num-gpus", type=int, default=int(env("SM_NUM_GPUS", "-1")), help="0 = CPU")
+    p.add_argument("--model-version", default=env("TRAINING_JOB_NAME", time.strftime("local-%H%M%S")))
+    # fmt: on
+    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, unknown = get_args_parser().parse_known_args(argv)
     # SageMaker adds its own hyperparameters (sagemaker_*, _tuning_objective_metric): skip those.
-    bad = [u for u in unknown if u.startswith("--") and not u.lstrip("-").startswith(("_", "sagemaker_"))]
+    bad = [u for u in unknown if u.startswith("--") and not u[2:].startswith(("_", "sagemaker_"))]
     if bad:
         raise ValueError(f"bad hyperparameter: unknown {', '.join(bad)}")
     checks = {
         "epochs >= 1": args.epochs >= 1, "batch-size >= 1": args.batch_size >= 1, "lr > 0": args.lr > 0,
         "weight-decay >= 0": args.weight_decay >= 0, "augment in [0, 1]": 0 <= args.augment <= 1,
         "target-accuracy in (0, 1)": 0 < args.target_accuracy < 1, "patience >= 0": args.patience >= 0,
-        "val-fraction + test-fraction < 1": 0 <= args.val_fraction and 0 <= args.test_fraction
+        "val-fraction + test-fraction < 1": args.val_fraction >= 0 and args.test_fraction >= 0
         and args.val_fraction + args.test_fraction < 1,
         f"arch in {models.available_archs()[:4]}...": args.arch in models.available_archs(),
     }  # fmt: skip
@@ -155,13 +161,13 @@ def predict(model, loader, device, amp, mean, std) -> tuple[np.ndarray, np.ndarr
     return torch.cat(all_logits).numpy(), torch.cat(all_labels).numpy()
 
 
-def make_loader(samples, class_to_idx, size, args, device, augment=0.0, sampler=None, shuffle=False):
-    workers = min(args.workers, max(1, len(samples) // args.batch_size))
+def make_loader(dataset, args, device, sampler=None, shuffle=False) -> DataLoader:
+    workers = min(args.workers, max(1, len(dataset) // args.batch_size))
     return DataLoader(
-        data.ImageDataset(samples, class_to_idx, size, augment), batch_size=args.batch_size,
-        shuffle=shuffle and sampler is None, sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0, worker_init_fn=data.worker_init,
-        drop_last=shuffle and len(samples) > args.batch_size,  # a batch of 1 breaks BatchNorm
+        dataset, batch_size=args.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        worker_init_fn=data.worker_init,
+        drop_last=shuffle and len(dataset) > args.batch_size,  # a batch of 1 breaks BatchNorm
     )  # fmt: skip
 
 
@@ -173,7 +179,7 @@ def evaluate_champion(path, test, args, device, amp) -> dict | None:
         print(f"champion not evaluated: {error}", flush=True)
         return None
     index = {name: i for i, name in enumerate(sorted({c for _, c in test}))}
-    loader = make_loader(test, index, config["image_size"], args, device)
+    loader = make_loader(data.ImageDataset(test, index, config["image_size"]), args, device)
     logits, _ = predict(champion, loader, device, amp, config["mean"], config["std"])
     predicted = [config["classes"][i] for i in logits.argmax(1)]
     report = metrics.classification_report([c for _, c in test], predicted, config["classes"])
@@ -189,7 +195,9 @@ def main(args: argparse.Namespace) -> dict:
     use_cuda = torch.cuda.is_available() and args.num_gpus != 0
     if distributed:
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank, local_rank = (dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))) if distributed else (0, 0)
+    rank, local_rank = (
+        (dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))) if distributed else (0, 0)
+    )
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
@@ -204,7 +212,9 @@ def main(args: argparse.Namespace) -> dict:
     # -- data: channels, deterministic split of train when validation/test are absent
     train = data.load_channel(args.train, args.label_attribute)
     if not train:
-        raise ValueError(f"no training images in {args.train!r} (ImageFolder <class>/<image> or one manifest)")
+        raise ValueError(
+            f"no training images in {args.train!r} (ImageFolder <class>/<image> or one manifest)"
+        )
     val = data.load_channel(args.validation, args.label_attribute)
     test = data.load_channel(args.test, args.label_attribute)
     train, split_val, split_test = data.split_samples(
@@ -223,23 +233,27 @@ def main(args: argparse.Namespace) -> dict:
     class_to_idx = {name: i for i, name in enumerate(classes)}
     size = args.image_size or data.auto_image_size(models.default_image_size(args.arch), train)
     mean, std = models.IMAGENET_MEAN, models.IMAGENET_STD
-    log(f"data train={len(train)} validation={len(val)} test={len(test)} classes={len(classes)} image_size={size}")
+    log(f"data train={len(train)} validation={len(val)} test={len(test)} classes={len(classes)}")
 
     # A few hundred labels would make an epoch one or two steps (BatchNorm statistics never
     # settle): an epoch is at least MIN_EPOCH_SAMPLES images, repeating the set when smaller.
     epoch_samples = train * max(1, math.ceil(MIN_EPOCH_SAMPLES / len(train)))
-    sampler = DistributedSampler(data.ImageDataset(epoch_samples, class_to_idx, size), seed=args.seed) if distributed else None
-    train_loader = make_loader(epoch_samples, class_to_idx, size, args, device, args.augment, sampler, shuffle=True)
-    val_loader = make_loader(val, class_to_idx, size, args, device)
+    train_set = data.ImageDataset(epoch_samples, class_to_idx, size, args.augment)
+    sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
+    train_loader = make_loader(train_set, args, device, sampler, shuffle=True)
+    val_loader = make_loader(data.ImageDataset(val, class_to_idx, size), args, device)
 
     # -- model, optimizer, checkpoint resume
     model = models.build_model(args.arch, len(classes), args.pretrained)
     if init:
         carried = models.transfer_weights(model, classes, init[1], init[0]["classes"])
-        log(f"init-model {init[0].get('model_version')}: {carried}/{len(classes)} classes carried over")
+        log(
+            f"init-model {init[0].get('model_version')}: {carried}/{len(classes)} classes carried over"
+        )
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0, "bad_epochs": 0}
+    state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0,
+             "bad_epochs": 0}  # fmt: skip
     checkpoint = artifact.load_checkpoint(args.checkpoint_dir) if master else None
     if distributed:  # every process resumes from rank 0's checkpoint
         box = [checkpoint]
@@ -267,13 +281,20 @@ def main(args: argparse.Namespace) -> dict:
             break
         if sampler:
             sampler.set_epoch(epoch)
-        train_loss, step = train_one_epoch(model, train_loader, optimizer, step, args, total, warmup, device, amp, mean, std)
+        train_loss, step = train_one_epoch(
+            model, train_loader, optimizer, step, args, total, warmup, device, amp, mean, std
+        )
         if master:
             logits, labels = predict(raw_model, val_loader, device, amp, mean, std)
-            val_loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels).long()).item()
+            val_loss = F.cross_entropy(
+                torch.from_numpy(logits), torch.from_numpy(labels).long()
+            ).item()
             val_accuracy = float((logits.argmax(1) == labels).mean())
-            log(f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}")
-            state["history"].append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy})
+            log(
+                f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}"
+            )
+            state["history"].append({"epoch": epoch, "train_loss": train_loss,
+                                     "val_loss": val_loss, "val_accuracy": val_accuracy})  # fmt: skip
             # Accuracy first, loss breaks ties: a small validation set saturates at 1.0 early.
             if [val_accuracy, -val_loss] > state["best_key"]:
                 state.update(best={k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()},
@@ -294,21 +315,33 @@ def main(args: argparse.Namespace) -> dict:
     raw_model.load_state_dict(state["best"])
     val_logits, val_labels = predict(raw_model, val_loader, device, amp, mean, std)
     temperature = calibration.fit_temperature(val_logits, val_labels)
-    test_loader = make_loader(test, class_to_idx, size, args, device)
+    test_loader = make_loader(data.ImageDataset(test, class_to_idx, size), args, device)
     test_logits, test_labels = predict(raw_model, test_loader, device, amp, mean, std)
 
     def confidence_and_correct(logits, labels, t):
         probs = calibration.softmax(logits, t)
         return probs.max(1), probs.argmax(1) == labels
 
-    ece_before = calibration.expected_calibration_error(*confidence_and_correct(val_logits, val_labels, 1.0))
-    ece_after = calibration.expected_calibration_error(*confidence_and_correct(val_logits, val_labels, temperature))
-    pool = [(val_logits, val_labels)] + ([(test_logits, test_labels)] if args.threshold_data == "heldout" else [])
-    conf, correct = map(np.concatenate, zip(*(confidence_and_correct(*p, temperature) for p in pool), strict=True))
+    ece_before = calibration.expected_calibration_error(
+        *confidence_and_correct(val_logits, val_labels, 1.0)
+    )
+    ece_after = calibration.expected_calibration_error(
+        *confidence_and_correct(val_logits, val_labels, temperature)
+    )
+    pool = [(val_logits, val_labels)] + (
+        [(test_logits, test_labels)] if args.threshold_data == "heldout" else []
+    )
+    conf, correct = map(
+        np.concatenate, zip(*(confidence_and_correct(*p, temperature) for p in pool), strict=True)
+    )
     choice = calibration.choose_threshold(conf, correct, args.target_accuracy)
-    log(f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} ece_after={ece_after:.4f}")
+    log(
+        f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} ece_after={ece_after:.4f}"
+    )
     if choice.reached:
-        log(f"threshold={choice.threshold:.4f} coverage={choice.coverage:.3f} lower_bound={choice.lower_bound:.4f} n={choice.n}")
+        log(
+            f"threshold={choice.threshold:.4f} coverage={choice.coverage:.3f} lower_bound={choice.lower_bound:.4f} n={choice.n}"
+        )
     else:
         need = calibration.min_samples_for(args.target_accuracy)
         log(f"threshold: no confidence certifies {args.target_accuracy} with {choice.n} held-out images "
@@ -318,7 +351,11 @@ def main(args: argparse.Namespace) -> dict:
     test_report = metrics.classification_report(
         [c for _, c in test], [classes[i] for i in test_logits.argmax(1)], classes
     )
-    champion = artifact.find_artifact(args.champion) if args.champion and Path(args.champion).exists() else None
+    champion = (
+        artifact.find_artifact(args.champion)
+        if args.champion and Path(args.champion).exists()
+        else None
+    )
     champion_test = evaluate_champion(champion, test, args, device, amp) if champion else None
     log(f"test_accuracy={test_report['accuracy']:.4f}")
     if champion_test:
@@ -348,7 +385,9 @@ def main(args: argparse.Namespace) -> dict:
 
 def write_failure(message: str) -> None:
     """SageMaker shows the failure file as the job's FailureReason (first 1 KiB)."""
-    output = os.environ.get("SM_OUTPUT_DIR") or ("/opt/ml/output" if os.path.isdir("/opt/ml/output") else "")
+    output = os.environ.get("SM_OUTPUT_DIR") or (
+        "/opt/ml/output" if os.path.isdir("/opt/ml/output") else ""
+    )
     if output:
         Path(output).mkdir(parents=True, exist_ok=True)
         (Path(output) / "failure").write_text(message[:1024])

@@ -19,7 +19,9 @@ HELD_OUT = 297  # the last digits never reach a training channel
 
 def digit_png(image: np.ndarray) -> bytes:
     """An 8x8 digit (values 0..16) as a 32x32 grey PNG."""
-    upscaled = cv2.resize((image * 255 / 16).astype(np.uint8), (32, 32), interpolation=cv2.INTER_LINEAR)
+    upscaled = cv2.resize(
+        (image * 255 / 16).astype(np.uint8), (32, 32), interpolation=cv2.INTER_LINEAR
+    )
     return cv2.imencode(".png", upscaled)[1].tobytes()
 
 
@@ -43,7 +45,9 @@ def digits_folder(tmp_path_factory, digits) -> Path:
 @pytest.fixture(scope="session")
 def held_out(digits) -> list[tuple[bytes, str]]:
     images, targets = digits
-    return [(digit_png(images[i]), str(targets[i])) for i in range(len(images) - HELD_OUT, len(images))]
+    return [
+        (digit_png(images[i]), str(targets[i])) for i in range(len(images) - HELD_OUT, len(images))
+    ]
 
 
 def sagemaker_env(job_dir: Path, channels: dict[str, Path], job_name: str = "dfw-test") -> dict:
@@ -64,9 +68,16 @@ def hyperparameter_flags(hyperparameters: dict[str, str]) -> list[str]:
     return [item for key, value in hyperparameters.items() for item in (f"--{key}", str(value))]
 
 
-def run_training(job_dir, channels, hyperparameters, launcher=(sys.executable,), timeout=300, **popen):
+def run_training(
+    job_dir, channels, hyperparameters, launcher=(sys.executable,), timeout=300, **popen
+):
     """train.py as a subprocess, hyperparameters as flags, paths from SM_* variables."""
     command = [*launcher, str(TRAIN_PY), *hyperparameter_flags(hyperparameters)]
     return subprocess.run(
-        command, env=sagemaker_env(job_dir, channels), capture_output=True, text=True, timeout=timeout, **popen
+        command,
+        env=sagemaker_env(job_dir, channels),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
     )

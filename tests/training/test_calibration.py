@@ -28,7 +28,11 @@ def test_temperature_lowers_ece_of_an_overconfident_model():
 def test_clopper_pearson_matches_the_known_bound():
     # 59 correct of 59 certifies 95% at 95% confidence, 58 of 58 does not
     assert calibration.lower_confidence_bound(59, 59) == pytest.approx(0.05 ** (1 / 59))
-    assert calibration.lower_confidence_bound(59, 59) > 0.95 > calibration.lower_confidence_bound(58, 58)
+    assert (
+        calibration.lower_confidence_bound(59, 59)
+        > 0.95
+        > calibration.lower_confidence_bound(58, 58)
+    )
     assert calibration.min_samples_for(0.95) == 59
     assert calibration.lower_confidence_bound(0, 10) == 0.0
 
@@ -64,7 +68,9 @@ def test_the_chosen_threshold_reaches_the_target_in_95_percent_of_draws():
 
 def test_no_certifiable_threshold_auto_labels_nothing():
     # Given 40 held-out samples, all correct: too few to certify 95% (59 needed)
-    choice = calibration.choose_threshold(np.full(40, 0.99), np.ones(40, bool), target_accuracy=0.95)
+    choice = calibration.choose_threshold(
+        np.full(40, 0.99), np.ones(40, bool), target_accuracy=0.95
+    )
     assert not choice.reached
     assert choice.threshold > 1.0 and choice.coverage == 0.0
 

@@ -7,10 +7,9 @@ import urllib.error
 
 import pytest
 import torch
+import train
 from classifier import data, models
 from conftest import run_training
-
-import train
 
 
 def write_png(path, value=0):
@@ -30,10 +29,16 @@ def test_manifest_source_refs_resolve_inside_the_channel(tmp_path):
     # Given images at their S3 key paths and one only by its basename
     write_png(tmp_path / "datasets" / "s1" / "a.png")
     write_png(tmp_path / "b.png")
-    lines = [gt_line("s3://bucket/datasets/s1/a.png", "cat"), gt_line("s3://other/deep/key/b.png", "dog")]
+    lines = [
+        gt_line("s3://bucket/datasets/s1/a.png", "cat"),
+        gt_line("s3://other/deep/key/b.png", "dog"),
+    ]
     (tmp_path / "snapshot.manifest").write_text("\n".join(lines) + "\n\n")
     samples = data.load_channel(tmp_path, "label")
-    assert samples == [(str(tmp_path / "datasets" / "s1" / "a.png"), "cat"), (str(tmp_path / "b.png"), "dog")]
+    assert samples == [
+        (str(tmp_path / "datasets" / "s1" / "a.png"), "cat"),
+        (str(tmp_path / "b.png"), "dog"),
+    ]
 
 
 def test_manifest_errors_say_what_is_missing(tmp_path):
@@ -49,7 +54,11 @@ def test_split_is_deterministic_by_file_name_and_test_set_id_by_names():
     samples = [(f"/a/{c}/img{i}.png", str(c)) for c in range(3) for i in range(300)]
     train, val, test = data.split_samples(samples, 0.2, 0.2)
     moved = [(p.replace("/a/", "/elsewhere/"), c) for p, c in samples]
-    assert [len(s) for s in data.split_samples(moved, 0.2, 0.2)] == [len(train), len(val), len(test)]
+    assert [len(s) for s in data.split_samples(moved, 0.2, 0.2)] == [
+        len(train),
+        len(val),
+        len(test),
+    ]
     assert 0.15 < len(test) / len(samples) < 0.25 and 0.15 < len(val) / len(samples) < 0.25
     assert data.test_set_id(test) == data.test_set_id(list(reversed(test)))
     assert data.test_set_id(test) != data.test_set_id(val)
@@ -85,7 +94,10 @@ def test_hyperparameters_as_sagemaker_sends_them():
             train.parse_args(bad)
 
 
-@pytest.mark.parametrize(("arch", "size"), [("small_cnn", 8), ("small_cnn", 32), ("resnet18", 32), ("mobilenet_v3_small", 64)])
+@pytest.mark.parametrize(
+    ("arch", "size"),
+    [("small_cnn", 8), ("small_cnn", 32), ("resnet18", 32), ("mobilenet_v3_small", 64)],
+)
 def test_models_build_for_any_class_count(arch, size):
     model = models.build_model(arch, 7).eval()
     assert model(torch.zeros(2, 3, size, size)).shape == (2, 7)
@@ -100,8 +112,12 @@ def test_pretrained_failures_are_one_clear_line(monkeypatch):
 
     import torchvision.models._api
 
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # no download, ever
-    with pytest.raises(ValueError, match=r"^cannot load pretrained weights for resnet18: .*no route to host") as error:
+    monkeypatch.setattr(
+        torchvision.models._api, "load_state_dict_from_url", offline
+    )  # no download, ever
+    with pytest.raises(
+        ValueError, match=r"^cannot load pretrained weights for resnet18: .*no route to host"
+    ) as error:
         models.build_model("resnet18", 3, pretrained=True)
     assert "\n" not in str(error.value)
 
@@ -111,5 +127,7 @@ def test_init_model_rows_are_mapped_by_class_name():
     new = models.build_model("small_cnn", 3)  # classes ["cat", "cow", "dog"]
     carried = models.transfer_weights(new, ["cat", "cow", "dog"], old.state_dict(), ["dog", "cat"])
     assert carried == 2
-    assert torch.equal(new.fc[1].weight[0], old.fc[1].weight[1]) and torch.equal(new.fc[1].weight[2], old.fc[1].weight[0])
+    assert torch.equal(new.fc[1].weight[0], old.fc[1].weight[1]) and torch.equal(
+        new.fc[1].weight[2], old.fc[1].weight[0]
+    )
     assert torch.equal(new.features[0][0].weight, old.features[0][0].weight)

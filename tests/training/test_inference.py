@@ -8,12 +8,11 @@ import struct
 import zlib
 
 import cv2
+import inference
 import numpy as np
 import pytest
 import torch
 from classifier.models import IMAGENET_MEAN, IMAGENET_STD, build_model
-
-import inference
 from inference import InvalidInput
 
 
@@ -36,7 +35,9 @@ def encode(ext: str, shape=(48, 64, 3)) -> bytes:
 
 
 def serve(body, content_type, model, accept="application/json") -> dict:
-    response, content = inference.output_fn(inference.predict_fn(inference.input_fn(body, content_type), model), accept)
+    response, content = inference.output_fn(
+        inference.predict_fn(inference.input_fn(body, content_type), model), accept
+    )
     assert content == "application/json"
     return json.loads(response)
 
@@ -50,16 +51,23 @@ def test_single_image_gets_one_prediction(model, ext, content_type):
     assert prediction["label"] in {"cat", "dog", "fox"}
     assert prediction["auto_label"] == (prediction["confidence"] >= 0.4)
     assert prediction["threshold"] == 0.4
-    assert [t["label"] for t in prediction["top_k"]][0] == prediction["label"] and len(prediction["top_k"]) == 2
+    assert [t["label"] for t in prediction["top_k"]][0] == prediction["label"] and len(
+        prediction["top_k"]
+    ) == 2
 
 
 def test_json_batch_keeps_the_order_of_the_images(model):
     images = [encode(".png", (32, 32, 3)), encode(".jpg", (200, 100, 3)), encode(".png", (8, 8, 1))]
-    singles = [serve(image, "image/png" if i != 1 else "image/jpeg", model)["predictions"][0] for i, image in enumerate(images)]
+    singles = [
+        serve(image, "image/png" if i != 1 else "image/jpeg", model)["predictions"][0]
+        for i, image in enumerate(images)
+    ]
     body = json.dumps({"images": [base64.b64encode(image).decode() for image in images]})
     batch = serve(body, "application/json; charset=utf-8", model)["predictions"]
     assert [p["label"] for p in batch] == [p["label"] for p in singles]
-    assert [p["confidence"] for p in batch] == pytest.approx([p["confidence"] for p in singles], abs=1e-5)
+    assert [p["confidence"] for p in batch] == pytest.approx(
+        [p["confidence"] for p in singles], abs=1e-5
+    )
 
 
 def png_with_size(width: int, height: int) -> bytes:
@@ -96,18 +104,40 @@ BAD_INPUTS = {
     "json list": (json.dumps([b64(encode(".png"))]), "application/json", '{"images"'),
     "json no images": (json.dumps({"image": b64(encode(".png"))}), "application/json", '{"images"'),
     "json empty batch": (json.dumps({"images": []}), "application/json", "at least one image"),
-    "json number": (json.dumps({"images": [b64(encode(".png")), 7]}), "application/json", "images[1] must be a base64 string"),
-    "json bad base64": (json.dumps({"images": ["not base64!"]}), "application/json", "images[0] is not valid base64"),
-    "json corrupt image": (json.dumps({"images": [b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)]}), "application/json", "images[0]"),
-    "json too many": (json.dumps({"images": [b64(encode(".png", (8, 8, 3)))] * 65}), "application/json", "at most 64"),
-    "oversized body": (b"\xff\xd8" + b"\x00" * (25 * 1024 * 1024), "image/jpeg", "more than 26214400"),
+    "json number": (
+        json.dumps({"images": [b64(encode(".png")), 7]}),
+        "application/json",
+        "images[1] must be a base64 string",
+    ),
+    "json bad base64": (
+        json.dumps({"images": ["not base64!"]}),
+        "application/json",
+        "images[0] is not valid base64",
+    ),
+    "json corrupt image": (
+        json.dumps({"images": [b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)]}),
+        "application/json",
+        "images[0]",
+    ),
+    "json too many": (
+        json.dumps({"images": [b64(encode(".png", (8, 8, 3)))] * 65}),
+        "application/json",
+        "at most 64",
+    ),
+    "oversized body": (
+        b"\xff\xd8" + b"\x00" * (25 * 1024 * 1024),
+        "image/jpeg",
+        "more than 26214400",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_a_client_error_naming_the_problem(model, case):
     body, content_type, message = BAD_INPUTS[case]
-    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")) as error:
+    with pytest.raises(
+        InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")
+    ) as error:
         serve(body, content_type, model)
     assert error.value.status_code == 400 and isinstance(error.value, ValueError)
 

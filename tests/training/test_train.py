@@ -15,7 +15,13 @@ import pytest
 from conftest import REPO, TRAIN_PY, hyperparameter_flags, run_training, sagemaker_env
 
 SEARCH_SPACE = json.loads((REPO / "training_jobs" / "search_space.json").read_text())
-FAST = {"epochs": "2", "batch-size": "64", "warmup-epochs": "0.2", "workers": "1", "pretrained": "False"}
+FAST = {
+    "epochs": "2",
+    "batch-size": "64",
+    "warmup-epochs": "0.2",
+    "workers": "1",
+    "pretrained": "False",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,15 @@ def test_two_epoch_run_writes_a_servable_artifact(smoke_job):
     config = json.loads((model / "model_config.json").read_text())
     assert config["classes"] == [str(d) for d in range(10)]
     assert config["image_size"] == 32 and config["model_version"] == "dfw-test"
-    assert set(config) >= {"arch", "mean", "std", "temperature", "threshold", "target_accuracy", "topk"}
+    assert set(config) >= {
+        "arch",
+        "mean",
+        "std",
+        "temperature",
+        "threshold",
+        "target_accuracy",
+        "topk",
+    }
     metrics = json.loads((model / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert metrics["test"]["n"] > 200 and re.fullmatch("[0-9a-f]{64}", metrics["test_set_id"])
@@ -56,15 +70,25 @@ def test_metric_regexes_parse_every_epoch_line(smoke_job):
     }
     assert len(found["val_accuracy"]) == len(found["train_loss"]) == len(found["val_loss"]) == 2
     assert len(found["test_accuracy"]) == 1 and 0 <= found["test_accuracy"][0] <= 1
-    assert re.search(r"^epoch=2 train_loss=\d\.\d{4} val_loss=\d\.\d{4} val_accuracy=\d\.\d{4}$", stdout, re.M)
+    assert re.search(
+        r"^epoch=2 train_loss=\d\.\d{4} val_loss=\d\.\d{4} val_accuracy=\d\.\d{4}$", stdout, re.M
+    )
     assert SEARCH_SPACE["objective"]["MetricName"] in found
 
 
 def test_search_space_names_are_train_py_flags_in_sagemaker_shape():
-    help_text = subprocess.run([sys.executable, str(TRAIN_PY), "--help"], capture_output=True, text=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, str(TRAIN_PY), "--help"], capture_output=True, text=True
+    ).stdout
     ranges = SEARCH_SPACE["parameter_ranges"]
-    assert set(ranges) == {"ContinuousParameterRanges", "IntegerParameterRanges", "CategoricalParameterRanges"}
-    names = [r["Name"] for group in ranges.values() for r in group] + list(SEARCH_SPACE["static_hyperparameters"])
+    assert set(ranges) == {
+        "ContinuousParameterRanges",
+        "IntegerParameterRanges",
+        "CategoricalParameterRanges",
+    }
+    names = [r["Name"] for group in ranges.values() for r in group] + list(
+        SEARCH_SPACE["static_hyperparameters"]
+    )
     for name in names:
         assert f"--{name}" in help_text
     for r in ranges["ContinuousParameterRanges"] + ranges["IntegerParameterRanges"]:
@@ -89,10 +113,15 @@ def test_served_artifact_labels_held_out_digits(smoke_job, held_out):
         # When held-out digits are sent as one JSON batch and as single PNGs
         body = json.dumps({"images": [base64.b64encode(png).decode() for png, _ in held_out[:64]]})
         batch, content_type = inference.output_fn(
-            inference.predict_fn(inference.input_fn(body, "application/json"), model), "application/json"
+            inference.predict_fn(inference.input_fn(body, "application/json"), model),
+            "application/json",
         )
         singles = [
-            json.loads(inference.output_fn(inference.predict_fn(inference.input_fn(png, "image/png"), model), None)[0])
+            json.loads(
+                inference.output_fn(
+                    inference.predict_fn(inference.input_fn(png, "image/png"), model), None
+                )[0]
+            )
             for png, _ in held_out[64:]
         ]
     finally:
@@ -105,7 +134,9 @@ def test_served_artifact_labels_held_out_digits(smoke_job, held_out):
     first = predictions[0]
     assert set(first) == {"label", "confidence", "auto_label", "threshold", "top_k"}
     assert first["top_k"][0]["label"] == first["label"] and len(first["top_k"]) == 5
-    accuracy = sum(p["label"] == label for p, (_, label) in zip(predictions, held_out, strict=True)) / len(held_out)
+    accuracy = sum(
+        p["label"] == label for p, (_, label) in zip(predictions, held_out, strict=True)
+    ) / len(held_out)
     assert accuracy > 0.6  # chance is 0.1; two epochs
 
 
@@ -148,7 +179,9 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, digits_folder):
                        "checkpoint-dir": str(tmp_path / "checkpoints")}  # fmt: skip
     command = [sys.executable, str(TRAIN_PY), *hyperparameter_flags(hyperparameters)]
     env = sagemaker_env(tmp_path, {"train": channel})
-    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     deadline = time.time() + 240
     while not (tmp_path / "checkpoints" / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -171,8 +204,14 @@ def test_torchrun_two_processes_on_cpu(tmp_path, digits_folder, smoke_job):
     # Given validation and test channels of their own, and the smoke run's model as champion
     from classifier.data import load_channel, split_samples
 
-    channels = {"train": tmp_path / "train", "validation": tmp_path / "val", "test": tmp_path / "test"}
-    for split, samples in zip(channels.values(), split_samples(load_channel(digits_folder, ""), 0.2, 0.2), strict=True):
+    channels = {
+        "train": tmp_path / "train",
+        "validation": tmp_path / "val",
+        "test": tmp_path / "test",
+    }
+    for split, samples in zip(
+        channels.values(), split_samples(load_channel(digits_folder, ""), 0.2, 0.2), strict=True
+    ):
         for path, label in samples:
             (split / label).mkdir(parents=True, exist_ok=True)
             (split / label / Path(path).name).write_bytes(Path(path).read_bytes())
@@ -200,3 +239,24 @@ def test_small_cnn_reaches_97_percent_on_digits(tmp_path, digits_folder):
     assert metrics["test"]["accuracy"] >= 0.97, metrics["test"]["accuracy"]
     assert metrics["threshold"]["reached"] and metrics["threshold"]["coverage"] >= 0.85
     assert metrics["calibration"]["ece_after"] <= metrics["calibration"]["ece_before"] + 0.01
+
+
+def test_fine_tune_from_the_champion_tarball(tmp_path, digits_folder, smoke_job):
+    # Given the smoke run's model as model.tar.gz in the champion channel
+    smoke_model = smoke_job[0] / "model"
+    (tmp_path / "champion").mkdir()
+    with tarfile.open(tmp_path / "champion" / "model.tar.gz", "w:gz") as tar:
+        for path in smoke_model.iterdir():
+            tar.add(path, arcname=path.name)
+    # When a one-epoch job starts from it
+    channels = {"train": digits_folder, "champion": tmp_path / "champion"}
+    result = run_training(tmp_path, channels, {**FAST, "epochs": "1", "init-model": "champion"})
+    # Then it starts where the champion was and evaluates it on the same test images
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "10/10 classes carried over" in result.stdout
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    smoke = json.loads((smoke_model / "metrics.json").read_text())
+    assert metrics["epochs"][0]["val_accuracy"] > smoke["epochs"][0]["val_accuracy"]
+    assert metrics["champion_test"]["model_version"] == "dfw-test"
+    assert metrics["champion_test"]["n"] == metrics["test"]["n"] == smoke["test"]["n"]
+    assert metrics["test_set_id"] == smoke["test_set_id"]

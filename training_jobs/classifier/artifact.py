@@ -44,7 +44,9 @@ def read_artifact(path: str | Path) -> tuple[dict, dict]:
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
         return config, state
     with tarfile.open(path, "r:*") as tar:
-        members = {Path(m.name).as_posix().removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+        members = {
+            Path(m.name).as_posix().removeprefix("./"): m for m in tar.getmembers() if m.isfile()
+        }
         if "model_config.json" not in members or "model.pt" not in members:
             raise ValueError(f"{path} lacks model_config.json or model.pt")
         config = json.load(tar.extractfile(members["model_config.json"]))
@@ -52,7 +54,9 @@ def read_artifact(path: str | Path) -> tuple[dict, dict]:
     return config, torch.load(buffer, map_location="cpu", weights_only=True)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module, dict]:
     config, state = read_artifact(path)
     model = build_model(config["arch"], len(config["classes"]))
     model.load_state_dict(state)
@@ -78,7 +82,9 @@ def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dic
     write_json(model_dir / "model_config.json", config)
     code = model_dir / "code"
     shutil.rmtree(code, ignore_errors=True)
-    shutil.copytree(CODE_DIR / "classifier", code / "classifier", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        CODE_DIR / "classifier", code / "classifier", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy2(CODE_DIR / "inference.py", code / "inference.py")
     (code / "requirements.txt").write_text(INFERENCE_REQUIREMENTS)
     write_json(model_dir / "metrics.json", metrics)  # last: its presence means a complete artifact

@@ -18,7 +18,9 @@ from scipy.stats import beta
 
 NO_AUTO_LABEL = 1.01  # a threshold above any confidence: auto-label nothing
 # Candidate thresholds, fixed before seeing data: 0.001 steps, finer close to 1.
-THRESHOLD_GRID = np.unique(np.concatenate([np.linspace(0, 0.999, 1000), 1 - np.logspace(-3, -6, 31)]))
+THRESHOLD_GRID = np.unique(
+    np.concatenate([np.linspace(0, 0.999, 1000), 1 - np.logspace(-3, -6, 31)])
+)
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -50,7 +52,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100)
     return float(np.clip(temperature, 0.05, 20.0)) if np.isfinite(temperature) else 1.0
 
 
-def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+def expected_calibration_error(
+    confidences: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> float:
     """Weighted mean |accuracy - confidence| over equal-width confidence bins."""
     confidences, correct = np.asarray(confidences, float), np.asarray(correct, float)
     if len(confidences) == 0:
@@ -93,7 +97,10 @@ class ThresholdChoice:
 
 
 def choose_threshold(
-    confidences: np.ndarray, correct: np.ndarray, target_accuracy: float = 0.95, confidence: float = 0.95
+    confidences: np.ndarray,
+    correct: np.ndarray,
+    target_accuracy: float = 0.95,
+    confidence: float = 0.95,
 ) -> ThresholdChoice:
     confidences, correct = np.asarray(confidences, float), np.asarray(correct, bool)
     n = len(confidences)
@@ -106,7 +113,9 @@ def choose_threshold(
         bounds = np.where(k > 0, beta.ppf(1 - confidence, np.maximum(k, 1), selected - k + 1), 0.0)
     passed = bounds >= target_accuracy
     if not passed.any():
-        return ThresholdChoice(NO_AUTO_LABEL, target_accuracy, confidence, False, 0.0, 0.0, 0.0, n, 0)
+        return ThresholdChoice(
+            NO_AUTO_LABEL, target_accuracy, confidence, False, 0.0, 0.0, 0.0, n, 0
+        )
     # Fixed sequence: from the first threshold that passes, go down until the first failure.
     first = int(np.argmax(passed))
     failures = np.flatnonzero(~passed[first:])
@@ -115,5 +124,13 @@ def choose_threshold(
     # The least confident certified sample, not the grid point below it: confidences in the gap
     # down to the next grid point were never observed, so they are not certified.
     return ThresholdChoice(
-        float(confidences[order][m - 1]), target_accuracy, confidence, True, m / n, hits / m, float(bounds[last]), n, m
+        float(confidences[order][m - 1]),
+        target_accuracy,
+        confidence,
+        True,
+        m / n,
+        hits / m,
+        float(bounds[last]),
+        n,
+        m,
     )

@@ -28,7 +28,9 @@ Sample = tuple[str, str]  # (image path, class name)
 
 
 def find_manifest(root: Path) -> Path | None:
-    manifests = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(MANIFEST_SUFFIXES))
+    manifests = sorted(
+        p for p in root.iterdir() if p.is_file() and p.name.endswith(MANIFEST_SUFFIXES)
+    )
     if len(manifests) > 1:
         raise ValueError(f"channel {root} holds {len(manifests)} manifests, expected one")
     return manifests[0] if manifests else None
@@ -80,7 +82,9 @@ def read_manifest(manifest: Path, root: Path, label_attribute: str) -> list[Samp
         else:
             samples.append((str(path), str(label)))
     if missing:
-        raise ValueError(f"{manifest.name}: {len(missing)} source-ref not found in {root}, e.g. {missing[0]}")
+        raise ValueError(
+            f"{manifest.name}: {len(missing)} source-ref not found in {root}, e.g. {missing[0]}"
+        )
     return samples
 
 
@@ -106,7 +110,9 @@ def split_samples(
     train, val, test = [], [], []
     for sample in samples:
         u = split_fraction(sample[0])
-        (test if u < test_fraction else val if u < test_fraction + val_fraction else train).append(sample)
+        (test if u < test_fraction else val if u < test_fraction + val_fraction else train).append(
+            sample
+        )
     return train, val, test
 
 
@@ -175,8 +181,15 @@ def normalize(batch: torch.Tensor, mean: list[float], std: list[float]) -> torch
 class ImageDataset(Dataset):
     """(uint8 CHW tensor, class index) from files on disk."""
 
-    def __init__(self, samples: list[Sample], class_to_idx: dict[str, int], size: int, augment: float = 0.0):
-        self.samples, self.class_to_idx, self.size, self.augment = samples, class_to_idx, size, augment
+    def __init__(
+        self, samples: list[Sample], class_to_idx: dict[str, int], size: int, augment: float = 0.0
+    ):
+        self.samples, self.class_to_idx, self.size, self.augment = (
+            samples,
+            class_to_idx,
+            size,
+            augment,
+        )
         self.rng = np.random.default_rng()
 
     def __len__(self) -> int:

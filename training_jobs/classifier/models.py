@@ -53,7 +53,9 @@ def build_model(arch: str, num_classes: int, pretrained: bool = False) -> nn.Mod
             raise ValueError("small_cnn has no pretrained weights: use pretrained=false")
         return SmallCNN(num_classes)
     if arch not in available_archs():
-        raise ValueError(f"unknown arch {arch!r}: choose small_cnn or a torchvision model, e.g. resnet18")
+        raise ValueError(
+            f"unknown arch {arch!r}: choose small_cnn or a torchvision model, e.g. resnet18"
+        )
     if not pretrained:
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     try:
@@ -68,7 +70,9 @@ def build_model(arch: str, num_classes: int, pretrained: bool = False) -> nn.Mod
     return model
 
 
-def transfer_weights(model: nn.Module, classes: list[str], state: dict, old_classes: list[str]) -> int:
+def transfer_weights(
+    model: nn.Module, classes: list[str], state: dict, old_classes: list[str]
+) -> int:
     """Load `state` (a model trained on `old_classes`) into `model`, mapping head rows by class
     name; returns how many classes were carried over. Other tensors must match in shape."""
     head = head_name(model)
