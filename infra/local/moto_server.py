@@ -86,6 +86,37 @@ def _patch_moto_sqs() -> None:
 
     Queue.attributes = property(LazyAttributes)  # type: ignore[assignment]
 
+    # moto's Queue.delete_message rebuilds the message list from a snapshot and
+    # assigns it back: two deletes (or a delete and a send) at once in the
+    # threaded server lose one update, and a deleted message comes back. The
+    # local router polls with several threads, so serialise the mutations.
+    mutations = threading.RLock()
+    original_delete, original_add = Queue.delete_message, Queue.add_message
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with mutations:
+            original_delete(self, receipt_handle)
+
+    def add_message(self: Any, message: Any) -> None:
+        with mutations:
+            original_add(self, message)
+
+    Queue.delete_message = delete_message  # type: ignore[method-assign]
+    Queue.add_message = add_message  # type: ignore[method-assign]
+
+    # Two concurrent ReceiveMessage calls on one queue can both hand out the same
+    # message (moto marks it received without a lock): one receive per queue at a time.
+    receive_locks: dict[str, threading.Lock] = {}
+    original_receive = SQSBackend.receive_message
+
+    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with mutations:
+            lock = receive_locks.setdefault(queue_name, threading.Lock())
+        with lock:
+            return original_receive(self, queue_name, *args, **kwargs)
+
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+
     # Message visibility checks call these per message; datetime arithmetic made
     # them the next hot spot. Same values (seconds / ms since the epoch, UTC).
     import time as _time

@@ -289,25 +289,37 @@ class Router:
                 continue
             if not messages:
                 continue
-            records = [sqs_record(m, queue_arn) for m in messages]
-            ids = [r["messageId"] for r in records]
-            stats.batches += 1
-            stats.records += len(records)
             try:
-                response = self.pool.get(spec.logical_id).invoke({"Records": records})
-                retry = failed_ids(response, ids) if partial else []
-            except InvocationError as exc:
-                stats.failed_invocations += 1
-                stats.last_error = str(exc)
-                retry = ids
-            stats.failed_records += len(retry)
-            by_id = {m["MessageId"]: m for m in messages}
-            done = [by_id[i] for i in ids if i not in retry]
-            for i in range(0, len(done), 10):
-                sqs.delete_message_batch(QueueUrl=url, Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
-                    for n, m in enumerate(done[i:i + 10])])
-            self._retry_later(sqs, url, [by_id[i] for i in retry])
+                self._deliver(sqs, spec, url, queue_arn, messages, partial, stats)
+            except Exception as exc:  # never let a poller die: its messages come back after the VT
+                stats.last_error = repr(exc)
+                log.exception("%s: delivering a batch failed", spec.logical_id)
+
+    def _deliver(self, sqs: Any, spec: FunctionSpec, url: str, queue_arn: str,
+                 messages: list[dict[str, Any]], partial: bool, stats: SourceStats) -> None:
+        """One batch: invoke, delete what succeeded, release what failed."""
+        records = [sqs_record(m, queue_arn) for m in messages]
+        ids = [r["messageId"] for r in records]
+        stats.batches += 1
+        stats.records += len(records)
+        try:
+            response = self.pool.get(spec.logical_id).invoke({"Records": records})
+            retry = failed_ids(response, ids) if partial else []
+        except InvocationError as exc:
+            stats.failed_invocations += 1
+            stats.last_error = str(exc)
+            retry = ids
+        stats.failed_records += len(retry)
+        by_id = {m["MessageId"]: m for m in messages}
+        done = [by_id[i] for i in ids if i not in retry]
+        for i in range(0, len(done), 10):
+            resp = sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                for n, m in enumerate(done[i:i + 10])])
+            if resp.get("Failed"):
+                stats.last_error = f"DeleteMessageBatch failed: {resp['Failed'][0]}"
+                log.warning("%s: %s", spec.logical_id, stats.last_error)
+        self._retry_later(sqs, url, [by_id[i] for i in retry])
 
     def _receive(self, sqs: Any, url: str, batch_size: int, window: float) -> list[dict[str, Any]]:
         kwargs = {"QueueUrl": url, "AttributeNames": ["All"], "MessageAttributeNames": ["All"]}
