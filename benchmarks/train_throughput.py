@@ -1,7 +1,7 @@
 """Training throughput of the real data pipeline next to a bare in-memory loop, and the serving
 overhead of input_fn + output_fn over predict_fn.
 
-    .venv/bin/python benchmarks/train_throughput.py                         # small_cnn, 32x32 PNGs (~1 min on 2 cores)
+    .venv/bin/python benchmarks/train_throughput.py        # small_cnn, 32x32 PNGs (~30 s, 2 cores)
     .venv/bin/python benchmarks/train_throughput.py --arch resnet18 --image-size 224 --images 512
 
 Both loops run train.py's own train_one_epoch on the same model (AdamW, the same thread count,
@@ -89,8 +89,11 @@ def main() -> None:
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - bench.workers))  # as train.py does
     ext = ".png" if bench.image_size <= 64 else ".jpg"
-    print(f"device={device} arch={bench.arch} image_size={bench.image_size} images={bench.images} "
-          f"batch={bench.batch_size} workers={bench.workers} threads={torch.get_num_threads()} files={ext}")  # fmt: skip
+    print(
+        f"device={device} arch={bench.arch} image_size={bench.image_size} images={bench.images} "
+        f"batch={bench.batch_size} workers={bench.workers} threads={torch.get_num_threads()} "
+        f"files={ext}"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         samples = write_images(Path(tmp), bench.images, bench.image_size, 10, ext)
@@ -119,9 +122,18 @@ def main() -> None:
         model_dir = Path(tmp) / "artifact"
         model_dir.mkdir()
         torch.save(model.state_dict(), model_dir / "model.pt")
-        config = {"arch": bench.arch, "classes": list(class_to_idx), "image_size": bench.image_size,
-                  "mean": models.IMAGENET_MEAN, "std": models.IMAGENET_STD, "temperature": 1.0,
-                  "threshold": 0.9, "target_accuracy": 0.95, "model_version": "bench", "topk": 5}  # fmt: skip
+        config = {
+            "arch": bench.arch,
+            "classes": list(class_to_idx),
+            "image_size": bench.image_size,
+            "mean": models.IMAGENET_MEAN,
+            "std": models.IMAGENET_STD,
+            "temperature": 1.0,
+            "threshold": 0.9,
+            "target_accuracy": 0.95,
+            "model_version": "bench",
+            "topk": 5,
+        }
         (model_dir / "model_config.json").write_text(json.dumps(config))
         served = inference.model_fn(str(model_dir))
         jpeg = cv2.imencode(
@@ -140,9 +152,12 @@ def main() -> None:
                 timings[name].append(seconds * 1000)
         ms = {name: float(np.median(values[5:])) for name, values in timings.items()}
         overhead = ms["input_fn"] + ms["output_fn"]
-        print(f"serving one 224x224 JPEG (median ms, {served['device']}, {torch.get_num_threads()} thread): "
-              f"input_fn {ms['input_fn']:.2f} + output_fn {ms['output_fn']:.2f} = {overhead:.2f} "
-              f"over predict_fn {ms['predict_fn']:.2f} ({100 * overhead / ms['predict_fn']:.0f}%)")  # fmt: skip
+        threads = torch.get_num_threads()
+        print(
+            f"serving one 224x224 JPEG (median ms, {served['device']}, {threads} thread): "
+            f"input_fn {ms['input_fn']:.2f} + output_fn {ms['output_fn']:.2f} = {overhead:.2f} "
+            f"over predict_fn {ms['predict_fn']:.2f} ({100 * overhead / ms['predict_fn']:.0f}%)"
+        )
 
 
 if __name__ == "__main__":

@@ -131,7 +131,8 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> lis
         return [decode_image(body)]
     if content_type != JSON_TYPE:
         raise InvalidInput(
-            f"unsupported content type {request_content_type!r}: use {', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}"
+            f"unsupported content type {request_content_type!r}: "
+            f"use {', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}"
         )
     try:
         payload = json.loads(body)
@@ -170,11 +171,15 @@ def predict_fn(input_data: list[np.ndarray], model: dict) -> dict:
     for row in probs:
         top = np.argsort(-row)[:k]
         confidence = float(row[top[0]])
-        predictions.append({
-            "label": classes[top[0]], "confidence": confidence, "auto_label": confidence >= threshold,
-            "threshold": threshold,
-            "top_k": [{"label": classes[i], "confidence": float(row[i])} for i in top],
-        })  # fmt: skip
+        predictions.append(
+            {
+                "label": classes[top[0]],
+                "confidence": confidence,
+                "auto_label": confidence >= threshold,
+                "threshold": threshold,
+                "top_k": [{"label": classes[i], "confidence": float(row[i])} for i in top],
+            }
+        )
     return {"model_version": config["model_version"], "predictions": predictions}
 
 

@@ -92,7 +92,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", default=CHECKPOINTS if os.path.isdir(CHECKPOINTS) else "",
                    help="checkpoint.pt lives here; empty = none")
     p.add_argument("--num-gpus", type=int, default=int(env("SM_NUM_GPUS", "-1")), help="0 = CPU")
-    p.add_argument("--model-version", default=env("TRAINING_JOB_NAME", time.strftime("local-%H%M%S")))
+    p.add_argument("--model-version", default=env("TRAINING_JOB_NAME", f"local-{int(time.time())}"))
     # fmt: on
     return p
 
@@ -103,21 +103,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [u for u in unknown if u.startswith("--") and not u[2:].startswith(("_", "sagemaker_"))]
     if bad:
         raise ValueError(f"bad hyperparameter: unknown {', '.join(bad)}")
+    fractions = (args.val_fraction, args.test_fraction)
     checks = {
-        "epochs >= 1": args.epochs >= 1, "batch-size >= 1": args.batch_size >= 1, "lr > 0": args.lr > 0,
-        "weight-decay >= 0": args.weight_decay >= 0, "augment in [0, 1]": 0 <= args.augment <= 1,
-        "target-accuracy in (0, 1)": 0 < args.target_accuracy < 1, "patience >= 0": args.patience >= 0,
-        "val-fraction + test-fraction < 1": args.val_fraction >= 0 and args.test_fraction >= 0
-        and args.val_fraction + args.test_fraction < 1,
+        "epochs >= 1": args.epochs >= 1,
+        "batch-size >= 1": args.batch_size >= 1,
+        "lr > 0": args.lr > 0,
+        "weight-decay >= 0": args.weight_decay >= 0,
+        "augment in [0, 1]": 0 <= args.augment <= 1,
+        "target-accuracy in (0, 1)": 0 < args.target_accuracy < 1,
+        "patience >= 0": args.patience >= 0,
+        "val-fraction + test-fraction < 1": min(fractions) >= 0 and sum(fractions) < 1,
         f"arch in {models.available_archs()[:4]}...": args.arch in models.available_archs(),
-    }  # fmt: skip
+    }
     failed = [rule for rule, ok in checks.items() if not ok]
     if failed:
         raise ValueError(f"bad hyperparameter: need {'; '.join(failed)}")
     return args
 
 
-# ----------------------------------------------------------------------------- training and evaluation
+# ----------------------------------------------------------------------------- training, evaluation
 
 
 def lr_at(step: int, args: argparse.Namespace, total: int, warmup: int) -> float:
@@ -247,9 +251,7 @@ def main(args: argparse.Namespace) -> dict:
     model = models.build_model(args.arch, len(classes), args.pretrained)
     if init:
         carried = models.transfer_weights(model, classes, init[1], init[0]["classes"])
-        log(
-            f"init-model {init[0].get('model_version')}: {carried}/{len(classes)} classes carried over"
-        )
+        log(f"init-model {init[0].get('model_version')}: {carried}/{len(classes)} classes carried")
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0,
@@ -290,15 +292,15 @@ def main(args: argparse.Namespace) -> dict:
                 torch.from_numpy(logits), torch.from_numpy(labels).long()
             ).item()
             val_accuracy = float((logits.argmax(1) == labels).mean())
-            log(
-                f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} val_accuracy={val_accuracy:.4f}"
-            )
-            state["history"].append({"epoch": epoch, "train_loss": train_loss,
-                                     "val_loss": val_loss, "val_accuracy": val_accuracy})  # fmt: skip
+            log(f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
+                f"val_accuracy={val_accuracy:.4f}")  # fmt: skip
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
+            state["history"].append({**row, "val_accuracy": val_accuracy})
             # Accuracy first, loss breaks ties: a small validation set saturates at 1.0 early.
             if [val_accuracy, -val_loss] > state["best_key"]:
-                state.update(best={k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()},
-                             best_key=[val_accuracy, -val_loss], best_epoch=epoch, bad_epochs=0)  # fmt: skip
+                best = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
+                state.update(best=best, best_key=[val_accuracy, -val_loss], best_epoch=epoch,
+                             bad_epochs=0)  # fmt: skip
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
@@ -335,47 +337,56 @@ def main(args: argparse.Namespace) -> dict:
         np.concatenate, zip(*(confidence_and_correct(*p, temperature) for p in pool), strict=True)
     )
     choice = calibration.choose_threshold(conf, correct, args.target_accuracy)
-    log(
-        f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} ece_after={ece_after:.4f}"
-    )
+    log(f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} "
+        f"ece_after={ece_after:.4f}")  # fmt: skip
     if choice.reached:
-        log(
-            f"threshold={choice.threshold:.4f} coverage={choice.coverage:.3f} lower_bound={choice.lower_bound:.4f} n={choice.n}"
-        )
+        log(f"threshold={choice.threshold:.4f} coverage={choice.coverage:.3f} "
+            f"lower_bound={choice.lower_bound:.4f} n={choice.n}")  # fmt: skip
     else:
         need = calibration.min_samples_for(args.target_accuracy)
-        log(f"threshold: no confidence certifies {args.target_accuracy} with {choice.n} held-out images "
-            f"(needs >= {need} all correct): auto-label nothing (threshold={choice.threshold})")  # fmt: skip
+        log(f"threshold: no confidence certifies {args.target_accuracy} with {choice.n} held-out "
+            f"images (needs >= {need} all correct): auto-label nothing "
+            f"(threshold={choice.threshold})")  # fmt: skip
 
     # -- evaluation on the test split, and of the champion on the same images
     test_report = metrics.classification_report(
         [c for _, c in test], [classes[i] for i in test_logits.argmax(1)], classes
     )
-    champion = (
-        artifact.find_artifact(args.champion)
-        if args.champion and Path(args.champion).exists()
-        else None
+    has_champion = args.champion and Path(args.champion).exists()
+    champion_test = (
+        evaluate_champion(args.champion, test, args, device, amp) if has_champion else None
     )
-    champion_test = evaluate_champion(champion, test, args, device, amp) if champion else None
     log(f"test_accuracy={test_report['accuracy']:.4f}")
     if champion_test:
         log(f"champion_test_accuracy={champion_test['accuracy']:.4f}")
 
     # -- the artifact: weights, config, metrics, serving code
+    val_predicted = [classes[i] for i in val_logits.argmax(1)]
     result = {
-        "schema_version": metrics.SCHEMA_VERSION, "model_version": args.model_version, "arch": args.arch,
-        "classes": classes, "epochs": state["history"], "best_epoch": state["best_epoch"],
-        "validation": metrics.classification_report(
-            [c for _, c in val], [classes[i] for i in val_logits.argmax(1)], classes),
-        "test": test_report, "test_set_id": data.test_set_id(test), "champion_test": champion_test,
-        "calibration": {"temperature": temperature, "ece_before": ece_before, "ece_after": ece_after, "n": len(val)},
+        "schema_version": metrics.SCHEMA_VERSION,
+        "model_version": args.model_version,
+        "arch": args.arch,
+        "classes": classes,
+        "epochs": state["history"],
+        "best_epoch": state["best_epoch"],
+        "validation": metrics.classification_report([c for _, c in val], val_predicted, classes),
+        "test": test_report,
+        "test_set_id": data.test_set_id(test),
+        "champion_test": champion_test,
+        "calibration": {
+            "temperature": temperature,
+            "ece_before": ece_before,
+            "ece_after": ece_after,
+            "n": len(val),
+        },  # fmt: skip
         "threshold": {**choice.as_dict(), "data": args.threshold_data},
         "data": {"train": len(train), "validation": len(val), "test": len(test)},
-    }  # fmt: skip
+    }
     config = {
         "arch": args.arch, "classes": classes, "image_size": size, "mean": mean, "std": std,
-        "temperature": temperature, "threshold": choice.threshold, "target_accuracy": args.target_accuracy,
-        "model_version": args.model_version, "topk": min(5, len(classes)),
+        "temperature": temperature, "threshold": choice.threshold,
+        "target_accuracy": args.target_accuracy, "model_version": args.model_version,
+        "topk": min(5, len(classes)),
     }  # fmt: skip
     artifact.save_artifact(args.model_dir, state["best"], config, result)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,13 @@ def write_png(path, value=0):
 
 
 def gt_line(source_ref, class_name, attribute="label"):
-    return json.dumps({"source-ref": source_ref, attribute: 0,
-                       f"{attribute}-metadata": {"class-name": class_name, "human-annotated": "yes"}})  # fmt: skip
+    return json.dumps(
+        {
+            "source-ref": source_ref,
+            attribute: 0,
+            f"{attribute}-metadata": {"class-name": class_name, "human-annotated": "yes"},
+        }
+    )
 
 
 def test_manifest_source_refs_resolve_inside_the_channel(tmp_path):
@@ -69,7 +74,7 @@ def test_a_class_missing_from_train_keeps_every_index(tmp_path, digits_folder):
     channels = {name: tmp_path / name for name in ("train", "validation", "test")}
     for label in ("0", "1", "2"):
         images = sorted((digits_folder / label).iterdir())
-        for name, part in zip(channels, (images[:100], images[100:140], images[140:])):
+        for name, part in zip(channels, (images[:100], images[100:140], images[140:]), strict=True):
             if not (name == "train" and label == "2"):
                 for image in part:
                     (channels[name] / label).mkdir(parents=True, exist_ok=True)
@@ -83,13 +88,29 @@ def test_a_class_missing_from_train_keeps_every_index(tmp_path, digits_folder):
 
 
 def test_hyperparameters_as_sagemaker_sends_them():
-    args = train.parse_args(["--pretrained", "True", "--epochs", "3", "--sagemaker_program", "train.py",
-                             "--_tuning_objective_metric", "val_accuracy", "--init-model", "champion"])  # fmt: skip
+    args = train.parse_args(
+        [
+            "--pretrained",
+            "True",
+            "--epochs",
+            "3",
+            "--sagemaker_program",
+            "train.py",
+            "--_tuning_objective_metric",
+            "val_accuracy",
+            "--init-model",
+            "champion",
+        ]
+    )
     assert args.pretrained is True and args.epochs == 3 and args.init_model == "champion"
     assert train.parse_args(["--pretrained", "1"]).pretrained is True
     assert train.parse_args(["--pretrained", "false"]).pretrained is False
-    for bad, message in [(["--learning-rate", "0.1"], "unknown --learning-rate"), (["--arch", "vgg99"], "arch in"),
-                         (["--pretrained", "maybe"], "boolean"), (["--val-fraction", "0.6", "--test-fraction", "0.5"], "< 1")]:  # fmt: skip
+    for bad, message in [
+        (["--learning-rate", "0.1"], "unknown --learning-rate"),
+        (["--arch", "vgg99"], "arch in"),
+        (["--pretrained", "maybe"], "boolean"),
+        (["--val-fraction", "0.6", "--test-fraction", "0.5"], "< 1"),
+    ]:
         with pytest.raises(ValueError, match=message):
             train.parse_args(bad)
 

@@ -22,9 +22,18 @@ def model(tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("artifact")
     torch.manual_seed(0)
     torch.save(build_model("small_cnn", 3).state_dict(), model_dir / "model.pt")
-    config = {"arch": "small_cnn", "classes": ["cat", "dog", "fox"], "image_size": 32, "mean": IMAGENET_MEAN,
-              "std": IMAGENET_STD, "temperature": 1.5, "threshold": 0.4, "target_accuracy": 0.95,
-              "model_version": "dfw-v1", "topk": 2}  # fmt: skip
+    config = {
+        "arch": "small_cnn",
+        "classes": ["cat", "dog", "fox"],
+        "image_size": 32,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "temperature": 1.5,
+        "threshold": 0.4,
+        "target_accuracy": 0.95,
+        "model_version": "dfw-v1",
+        "topk": 2,
+    }
     (model_dir / "model_config.json").write_text(json.dumps(config))
     return inference.model_fn(str(model_dir))
 
@@ -42,8 +51,10 @@ def serve(body, content_type, model, accept="application/json") -> dict:
     return json.loads(response)
 
 
-@pytest.mark.parametrize(("ext", "content_type"), [(".jpg", "image/jpeg"), (".png", "image/png"),
-                                                  (".png", "application/x-image")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("ext", "content_type"),
+    [(".jpg", "image/jpeg"), (".png", "image/png"), (".png", "application/x-image")],
+)
 def test_single_image_gets_one_prediction(model, ext, content_type):
     response = serve(encode(ext), content_type, model)
     assert response["model_version"] == "dfw-v1"

@@ -162,12 +162,22 @@ def write_manifest(root: Path, source: Path, label_attribute: str) -> None:
         for image in sorted(class_dir.iterdir()):
             (root / "images").mkdir(parents=True, exist_ok=True)
             (root / "images" / image.name).write_bytes(image.read_bytes())
-            metadata = {"class-name": class_dir.name, "confidence": 1.0, "human-annotated": "yes",
-                        "job-name": "labeling-job/digits", "creation-date": "2026-01-01T00:00:00"}  # fmt: skip
-            lines.append(json.dumps({
-                "source-ref": f"s3://bucket/datasets/snap/images/{image.name}",
-                label_attribute: int(class_dir.name), f"{label_attribute}-metadata": metadata,
-            }))  # fmt: skip
+            metadata = {
+                "class-name": class_dir.name,
+                "confidence": 1.0,
+                "human-annotated": "yes",
+                "job-name": "labeling-job/digits",
+                "creation-date": "2026-01-01T00:00:00",
+            }
+            lines.append(
+                json.dumps(
+                    {
+                        "source-ref": f"s3://bucket/datasets/snap/images/{image.name}",
+                        label_attribute: int(class_dir.name),
+                        f"{label_attribute}-metadata": metadata,
+                    }
+                )
+            )
     (root / "dataset.manifest").write_text("\n".join(lines) + "\n")
 
 
@@ -175,8 +185,12 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, digits_folder):
     # Given a Ground Truth manifest channel and a run killed once its first checkpoint exists
     channel = tmp_path / "manifest"
     write_manifest(channel, digits_folder, "digit-label")
-    hyperparameters = {**FAST, "epochs": "3", "label-attribute": "digit-label",
-                       "checkpoint-dir": str(tmp_path / "checkpoints")}  # fmt: skip
+    hyperparameters = {
+        **FAST,
+        "epochs": "3",
+        "label-attribute": "digit-label",
+        "checkpoint-dir": str(tmp_path / "checkpoints"),
+    }
     command = [sys.executable, str(TRAIN_PY), *hyperparameter_flags(hyperparameters)]
     env = sagemaker_env(tmp_path, {"train": channel})
     first = subprocess.Popen(
@@ -218,9 +232,12 @@ def test_torchrun_two_processes_on_cpu(tmp_path, digits_folder, smoke_job):
     champion = smoke_job[0] / "model"
     # When two gloo processes train
     result = run_training(
-        tmp_path, {**channels, "champion": champion}, {**FAST, "epochs": "6"},
-        launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"), timeout=400,
-    )  # fmt: skip
+        tmp_path,
+        {**channels, "champion": champion},
+        {**FAST, "epochs": "6"},
+        launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"),
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # Then one process printed the metric lines and one artifact holds both evaluations
     assert len(re.findall(r"^epoch=6 ", result.stdout, re.M)) == 1

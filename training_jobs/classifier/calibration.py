@@ -31,24 +31,29 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> float:
-    """Temperature minimising the NLL of `labels` under softmax(logits / T)."""
+    """Temperature minimising the NLL of `labels` under softmax(logits / T), the labels
+    smoothed by 1/(n+2) (see below)."""
     if len(labels) == 0:
         return 1.0
     x = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    # Laplace's rule of succession: n of n right is evidence for accuracy (n+1)/(n+2), not 1.
+    # Without it a perfectly separated validation set drives T to 0 and every confidence, the
+    # wrong ones too, rounds to 1.0, leaving the threshold nothing to separate.
+    n, k = len(y), x.shape[1]
+    smoothing = min(1.0, k / ((k - 1) * (n + 2))) if k > 1 else 0.0
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # T = exp(log_t) > 0
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y)
+        loss = torch.nn.functional.cross_entropy(x / log_t.exp(), y, label_smoothing=smoothing)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     temperature = float(log_t.detach().exp())
-    # A validation set the model separates perfectly has no finite optimum (T -> 0): clamp, so
-    # confidences keep their ranking instead of all rounding to 1.0.
+    # Guard rails only: the smoothed optimum is finite.
     return float(np.clip(temperature, 0.05, 20.0)) if np.isfinite(temperature) else 1.0
 
 

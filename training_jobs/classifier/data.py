@@ -136,7 +136,7 @@ def auto_image_size(arch_default: int, samples: list[Sample]) -> int:
     return min(arch_default, max(32, math.ceil(native_size(samples) / 32) * 32))
 
 
-# ----------------------------------------------------------------------------- decoding and transforms
+# ----------------------------------------------------------------------------- decoding, transforms
 
 
 def decode_rgb(data: bytes | np.ndarray) -> np.ndarray | None:

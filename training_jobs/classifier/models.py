@@ -25,11 +25,15 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.2):
         super().__init__()
 
+        def conv(cin: int, cout: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(True),
+            ]
+
         def stage(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            )  # fmt: skip
+            return nn.Sequential(*conv(cin, cout), *conv(cout, cout))
 
         self.features = nn.Sequential(
             stage(3, width), nn.MaxPool2d(2),
