@@ -1,7 +1,7 @@
 """``flywheel demo``: the whole loop on scikit-learn's digits, untouched, with a report.
 
     flywheel demo            # full run: 1,797 images, two rounds (~ see docs/local.md)
-    flywheel demo --quick    # reduced run for CI (a third of the images)
+    flywheel demo --quick    # reduced run for CI (a quarter of the images)
 
 What it does, only through the stack's AWS APIs (as a user's script would):
 1. starts a local stack in ``.flywheel-demo/`` (fresh) with the template's
@@ -96,7 +96,7 @@ class Demo:
     def __init__(self, out_dir: Path, fraction: float, quick: bool, seed: int, data_dir: Path,
                  echo: Any = print) -> None:
         self.out_dir, self.seed, self.data_dir = out_dir, seed, data_dir
-        self.fraction = min(fraction, 0.35) if quick else fraction
+        self.fraction = min(fraction, 0.25) if quick else fraction
         self.quick = quick
         self.echo = echo
         self.t0 = time.monotonic()
@@ -179,7 +179,7 @@ class Demo:
                 total = sum(self.c.counts().values())
                 bar.update(total - bar.n)
                 return total >= n
-            self._wait(done, 300, "ingest to record every upload", "IngestFunction")
+            self._wait(done, 300, "ingest to record every upload", "IngestFunction", every=2)
         self.note(f"ingested: {self.c.counts()}")
 
     def train_round(self, n: int) -> list[dict[str, Any]]:

@@ -101,6 +101,38 @@ def test_auto_labels_appear_in_the_items_table(running_stack):
     assert accuracy >= 0.8
 
 
+def test_cli_status_predict_and_export(running_stack, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    def flywheel(*args):
+        return subprocess.run([sys.executable, "-m", "infra.cli", "--data-dir",
+                               str(running_stack.data_dir), *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    status = flywheel("status")
+    assert status.returncode == 0, status.stderr
+    assert "champion   " + STATE["champion"]["model_version"] in status.stdout
+    image = tmp_path / "digit.png"
+    image.write_bytes(UNLABELED[1]["png"])
+    predict = flywheel("predict", str(image))
+    assert predict.returncode == 0 and STATE["champion"]["model_version"] in predict.stdout
+    for fmt, out in (("manifest", tmp_path / "d.manifest"), ("csv", tmp_path / "d.csv"),
+                     ("imagefolder", tmp_path / "folder")):
+        r = flywheel("export", "--format", fmt, "-o", str(out))
+        assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in (tmp_path / "d.manifest").read_text().splitlines()]
+    human = [x for x in lines if x["label-metadata"]["human-annotated"] == "yes"]
+    assert len(human) == len(LABELED)
+    assert all(x["source-ref"].startswith("s3://") for x in lines)
+    assert sum(1 for p in (tmp_path / "folder").rglob("*.png")) == len(lines)
+    none = subprocess.run([sys.executable, "-m", "infra.cli", "--data-dir", str(tmp_path / "none"),
+                           "status"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert none.returncode == 1 and len(none.stderr.strip().splitlines()) == 1
+
+
 def test_a_failed_training_job_notifies_and_changes_no_champion(running_stack):
     c = running_stack.client
     sm = c.client("sagemaker")
@@ -157,3 +189,4 @@ def test_stopping_and_restarting_mid_run_loses_nothing(running_stack):
     body = json.loads(rt.invoke_endpoint(EndpointName=c.endpoint_name, ContentType="image/png",
                                          Body=LATE[0]["png"])["Body"].read())
     assert body["model_version"] == STATE["champion"]["model_version"]
+

@@ -1,0 +1,32 @@
+"""The reduced demo (`flywheel demo --quick`) runs the whole loop and writes its report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO  # noqa: I001
+
+pytestmark = pytest.mark.e2e
+
+
+def test_quick_demo_completes_with_a_report(tmp_path):
+    out = tmp_path / "report"
+    # When the reduced demo runs as a user would start it
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "--data-dir", str(tmp_path / "demo-data"),
+         "demo", "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Then it went through two rounds and wrote the report, plots included
+    report = json.loads((out / "report.json").read_text())
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    assert report["rounds"][-1]["human_labels"] > report["rounds"][0]["human_labels"]
+    assert report["targets"]["human_share"] <= 0.20
+    assert report["runtime_s"] < 300
+    for name in ("report.md", "coverage.png", "confusion.png", "training.png"):
+        assert (out / name).stat().st_size > 0
+    assert "auto-labeled" in proc.stdout
