@@ -43,6 +43,7 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 def _client(args: argparse.Namespace) -> Any:
     from infra.local.client import StackClient
+
     return StackClient(_data_dir(args))
 
 
@@ -65,31 +66,40 @@ def _status_line(c: Any) -> str:
     jobs = c.training_jobs(limit=5)
     running = [j["TrainingJobName"] for j in jobs if j["TrainingJobStatus"] == "InProgress"]
     parts = [f"{k}={v}" for k, v in s.items() if v]
-    return (f"items: {' '.join(parts) or 'none'} | "
-            f"champion: {champ['model_version'] + ' acc=%.3f' % float(champ.get('test_accuracy', 0)) if champ else 'none'} | "
-            f"jobs running: {len(running)}")
+    who = "none"
+    if champ:
+        who = f"{champ['model_version']} acc={float(champ.get('test_accuracy', 0)):.3f}"
+    return f"items: {' '.join(parts) or 'none'} | champion: {who} | jobs running: {len(running)}"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from infra.local.client import StackClient
     from infra.local.stack import LocalStack
-    stack = LocalStack(_data_dir(args), stack_name=args.stack_name, port_base=args.port_base,
-                       parameters=_parameters(args.parameter), schedules=not args.no_schedules)
+
+    stack = LocalStack(
+        _data_dir(args),
+        stack_name=args.stack_name,
+        port_base=args.port_base,
+        parameters=_parameters(args.parameter),
+        schedules=not args.no_schedules,
+    )
     print(f"starting the local stack in {stack.data_dir} ...", flush=True)
     info = stack.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     e, o = info["endpoints"], info["outputs"]
-    print(f"""flywheel is up (stack {info['stack_name']}, data in {info['data_dir']})
-  AWS APIs (moto)   {e['moto']}
-  SageMaker         {e['sagemaker'] or 'off'}
-  Lambda invoke     {e['lambda']}
-  upload bucket     s3://{o['UploadBucketName']}   (labeled/<class>/... = human label)
-  data bucket       s3://{o['DataBucketName']}     (review/ batches, labels/ answers)
-  endpoint          {o['EndpointName']}
-  try: aws --endpoint-url {e['moto']} s3 cp img.png s3://{o['UploadBucketName']}/
-       flywheel predict img.png      (Ctrl-C stops; state stays in {info['data_dir']})""",
-          flush=True)
+    print(
+        f"""flywheel is up (stack {info["stack_name"]}, data in {info["data_dir"]})
+  AWS APIs (moto)   {e["moto"]}
+  SageMaker         {e["sagemaker"] or "off"}
+  Lambda invoke     {e["lambda"]}
+  upload bucket     s3://{o["UploadBucketName"]}   (labeled/<class>/... = human label)
+  data bucket       s3://{o["DataBucketName"]}     (review/ batches, labels/ answers)
+  endpoint          {o["EndpointName"]}
+  try: aws --endpoint-url {e["moto"]} s3 cp img.png s3://{o["UploadBucketName"]}/
+       flywheel predict img.png      (Ctrl-C stops; state stays in {info["data_dir"]})""",
+        flush=True,
+    )
     c = StackClient(stack.data_dir)
     try:
         while not stop.wait(args.status_every):
@@ -112,7 +122,11 @@ def _images(paths: list[str]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(
+                sorted(
+                    f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
         elif p.is_file():
             out.append(p)
         else:
@@ -124,6 +138,7 @@ def _images(paths: list[str]) -> list[Path]:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
     c = _client(args)
     files = _images(args.paths)
     s3 = c.client("s3")
@@ -136,8 +151,14 @@ def cmd_upload(args: argparse.Namespace) -> int:
         return f"{args.prefix.strip('/') + '/' if args.prefix else ''}{f.name}"
 
     def put(f: Path) -> None:
-        s3.upload_file(str(f), c.upload_bucket, key(f),
-                       ExtraArgs={"ContentType": mimetypes.guess_type(f.name)[0] or "application/octet-stream"})
+        s3.upload_file(
+            str(f),
+            c.upload_bucket,
+            key(f),
+            ExtraArgs={
+                "ContentType": mimetypes.guess_type(f.name)[0] or "application/octet-stream"
+            },
+        )
 
     with ThreadPoolExecutor(8) as pool, tqdm(total=len(files), unit="img", desc="upload") as bar:
         for _ in pool.map(put, files):
@@ -153,21 +174,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for f in _images(args.images):
         ctype = mimetypes.guess_type(f.name)[0] or "application/x-image"
         try:
-            resp = rt.invoke_endpoint(EndpointName=c.endpoint_name, ContentType=ctype,
-                                      Accept="application/json", Body=f.read_bytes())
+            resp = rt.invoke_endpoint(
+                EndpointName=c.endpoint_name,
+                ContentType=ctype,
+                Accept="application/json",
+                Body=f.read_bytes(),
+            )
         except rt.exceptions.ValidationError as exc:
-            raise CliError(f"endpoint {c.endpoint_name} is not serving yet "
-                           f"(no model promoted?): {exc.response['Error']['Message']}") from exc
+            raise CliError(
+                f"endpoint {c.endpoint_name} is not serving yet "
+                f"(no model promoted?): {exc.response['Error']['Message']}"
+            ) from exc
         body = json.loads(resp["Body"].read())
         p = body["predictions"][0]
-        rows.append((str(f), p["label"], p["confidence"], p.get("auto_label"), body.get("model_version")))
+        rows.append(
+            (str(f), p["label"], p["confidence"], p.get("auto_label"), body.get("model_version"))
+        )
         if args.json:
             print(json.dumps({"image": str(f), **body}))
     if not args.json:
         width = min(60, max(len(r[0]) for r in rows))
         for r in rows:
-            print(f"{r[0][-width:]:<{width}}  {r[1]:>6}  {r[2]:.3f}  "
-                  f"{'auto' if r[3] else 'review'}  {r[4]}")
+            print(
+                f"{r[0][-width:]:<{width}}  {r[1]:>6}  {r[2]:.3f}  "
+                f"{'auto' if r[3] else 'review'}  {r[4]}"
+            )
     return 0
 
 
@@ -185,18 +216,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("items      " + "  ".join(f"{k}={v}" for k, v in items.items()))
     champ = s["champion"]
     if champ:
-        print(f"champion   {champ['model_version']}  test_accuracy={float(champ['test_accuracy']):.4f}"
-              f"  threshold={float(champ['threshold']):.3f}  promoted {champ.get('promoted_at', '?')}")
+        print(
+            f"champion   {champ['model_version']}"
+            f"  test_accuracy={float(champ['test_accuracy']):.4f}"
+            f"  threshold={float(champ['threshold']):.3f}  promoted {champ.get('promoted_at', '?')}"
+        )
     else:
         print("champion   none yet")
     jobs = s["training_jobs"]
     latest = s["latest_job"]
-    print("jobs       " + ("  ".join(f"{k}={v}" for k, v in jobs.items()) or "none")
-          + (f"  latest {latest['TrainingJobName']} {latest['TrainingJobStatus']}" if latest else ""))
+    print(
+        "jobs       "
+        + ("  ".join(f"{k}={v}" for k, v in jobs.items()) or "none")
+        + (f"  latest {latest['TrainingJobName']} {latest['TrainingJobStatus']}" if latest else "")
+    )
     for t in s["tuning_jobs"][:3]:
         print(f"tuning     {t['name']} {t['status']}")
-    print(f"review     backlog={items['needs_review']}  batches={len(s['review_batches'])}"
-          + (f"  latest s3://{c.data_bucket}/{s['review_batches'][-1]}" if s["review_batches"] else ""))
+    print(
+        f"review     backlog={items['needs_review']}  batches={len(s['review_batches'])}"
+        + (
+            f"  latest s3://{c.data_bucket}/{s['review_batches'][-1]}"
+            if s["review_batches"]
+            else ""
+        )
+    )
     busy = {k: v for k, v in s["queues"].items() if v}
     print("queues     " + ("  ".join(f"{k}={v}" for k, v in busy.items()) or "empty"))
     return 0
@@ -216,7 +259,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         def done() -> str | None:
             if kind == "tuning":
                 st = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
-                    "HyperParameterTuningJobStatus"]
+                    "HyperParameterTuningJobStatus"
+                ]
             else:
                 st = sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
             return st if st in ("Completed", "Failed", "Stopped") else None
@@ -275,7 +319,9 @@ def cmd_review_import(args: argparse.Namespace) -> int:
 
     def result() -> dict[str, Any] | None:
         try:
-            return json.loads(s3.get_object(Bucket=c.data_bucket, Key=f"{key}.result.json")["Body"].read())
+            return json.loads(
+                s3.get_object(Bucket=c.data_bucket, Key=f"{key}.result.json")["Body"].read()
+            )
         except s3.exceptions.NoSuchKey:
             return None
 
@@ -289,6 +335,7 @@ def cmd_review_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
     c = _client(args)
     states = tuple(s.strip() for s in args.states.split(","))
     items = [i for i in c.items(states) if i.get("label") and i.get("image_key")]
@@ -304,38 +351,64 @@ def cmd_export(args: argparse.Namespace) -> int:
             dest.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, i["image_key"], str(dest))
 
-        with ThreadPoolExecutor(8) as pool, tqdm(total=len(items), unit="img", desc="export") as bar:
+        with (
+            ThreadPoolExecutor(8) as pool,
+            tqdm(total=len(items), unit="img", desc="export") as bar,
+        ):
             for _ in pool.map(fetch, items):
                 bar.update()
     elif args.format == "csv":
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["item_id", "image_uri", "label", "label_source", "confidence",
-                        "model_version", "source_key"])
+            w.writerow(
+                [
+                    "item_id",
+                    "image_uri",
+                    "label",
+                    "label_source",
+                    "confidence",
+                    "model_version",
+                    "source_key",
+                ]
+            )
             for i in items:
-                w.writerow([i["item_id"], f"s3://{bucket}/{i['image_key']}", i["label"],
-                            i.get("label_source", ""), i.get("confidence", ""),
-                            i.get("model_version", ""), i.get("source_key", "")])
+                w.writerow(
+                    [
+                        i["item_id"],
+                        f"s3://{bucket}/{i['image_key']}",
+                        i["label"],
+                        i.get("label_source", ""),
+                        i.get("confidence", ""),
+                        i.get("model_version", ""),
+                        i.get("source_key", ""),
+                    ]
+                )
     else:  # Ground Truth augmented manifest
         out.parent.mkdir(parents=True, exist_ok=True)
         classes = sorted({str(i["label"]) for i in items})
         with open(out, "w") as fh:
             for i in items:
                 human = i.get("label_source") == "human"
-                fh.write(json.dumps({
-                    "source-ref": f"s3://{bucket}/{i['image_key']}",
-                    "label": classes.index(str(i["label"])),
-                    "label-metadata": {
-                        "class-name": str(i["label"]),
-                        "confidence": float(i.get("confidence", 1.0) if not human else 1.0),
-                        "human-annotated": "yes" if human else "no",
-                        "job-name": "labeling-job/flywheel-human" if human else
-                                    f"labeling-job/{i.get('model_version', 'model')}",
-                        "creation-date": str(i.get("updated_at", "")).rstrip("Z")[:26],
-                        "type": "groundtruth/image-classification",
-                    },
-                }) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "source-ref": f"s3://{bucket}/{i['image_key']}",
+                            "label": classes.index(str(i["label"])),
+                            "label-metadata": {
+                                "class-name": str(i["label"]),
+                                "confidence": float(i.get("confidence", 1.0) if not human else 1.0),
+                                "human-annotated": "yes" if human else "no",
+                                "job-name": "labeling-job/flywheel-human"
+                                if human
+                                else f"labeling-job/{i.get('model_version', 'model')}",
+                                "creation-date": str(i.get("updated_at", "")).rstrip("Z")[:26],
+                                "type": "groundtruth/image-classification",
+                            },
+                        }
+                    )
+                    + "\n"
+                )
     print(f"exported {len(items)} labeled image(s) to {out} ({args.format})")
     return 0
 
@@ -345,8 +418,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from infra.demo import run_demo
-    report = run_demo(out_dir=Path(args.out), fraction=args.fraction, quick=args.quick,
-                      seed=args.seed, keep=args.keep, data_dir=Path(args.data_dir) if args.data_dir else None)
+
+    report = run_demo(
+        out_dir=Path(args.out),
+        fraction=args.fraction,
+        quick=args.quick,
+        seed=args.seed,
+        keep=args.keep,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+    )
     return 0 if report.get("targets_met") or args.quick or args.fraction < 1 else 1
 
 
@@ -354,25 +434,40 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flywheel", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="flywheel",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-dir", help="the stack's data directory (default .flywheel)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the runtime does")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="serve the local stack in the foreground")
     up.add_argument("--stack-name", default="flywheel")
-    up.add_argument("--port-base", type=int, default=4750,
-                    help="moto on PORT, SageMaker on PORT+1, Lambda on PORT+2 (0 = any free)")
-    up.add_argument("--parameter", action="append", metavar="KEY=VALUE",
-                    help="template parameter override (repeatable), e.g. EnableTuning=false")
-    up.add_argument("--no-schedules", action="store_true", help="do not run the template's schedules")
+    up.add_argument(
+        "--port-base",
+        type=int,
+        default=4750,
+        help="moto on PORT, SageMaker on PORT+1, Lambda on PORT+2 (0 = any free)",
+    )
+    up.add_argument(
+        "--parameter",
+        action="append",
+        metavar="KEY=VALUE",
+        help="template parameter override (repeatable), e.g. EnableTuning=false",
+    )
+    up.add_argument(
+        "--no-schedules", action="store_true", help="do not run the template's schedules"
+    )
     up.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS")
     up.set_defaults(fn=cmd_up)
 
     demo = sub.add_parser("demo", help="run the whole loop on scikit-learn's digits and report")
     demo.add_argument("--quick", action="store_true", help="a reduced run for CI (< 5 minutes)")
-    demo.add_argument("--fraction", type=float, default=1.0, help="use this fraction of the dataset")
+    demo.add_argument(
+        "--fraction", type=float, default=1.0, help="use this fraction of the dataset"
+    )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="flywheel-demo-report", help="report directory")
     demo.add_argument("--keep", action="store_true", help="keep the demo's stack data directory")
@@ -382,8 +477,11 @@ def build_parser() -> argparse.ArgumentParser:
     up_.add_argument("paths", nargs="+", metavar="PATH")
     g = up_.add_mutually_exclusive_group()
     g.add_argument("--label", help="human label for all of them (key labeled/<label>/...)")
-    g.add_argument("--labels-from-dirs", action="store_true",
-                   help="each image's folder name is its label (ImageFolder layout)")
+    g.add_argument(
+        "--labels-from-dirs",
+        action="store_true",
+        help="each image's folder name is its label (ImageFolder layout)",
+    )
     up_.add_argument("--prefix", default="", help="key prefix for unlabeled uploads")
     up_.set_defaults(fn=cmd_upload)
 
@@ -417,19 +515,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="export the labeled dataset")
     ex.add_argument("--format", choices=("manifest", "csv", "imagefolder"), default="manifest")
     ex.add_argument("-o", "--output", required=True)
-    ex.add_argument("--states", default="human_labeled,auto_labeled",
-                    help="comma-separated item states to include")
+    ex.add_argument(
+        "--states",
+        default="human_labeled,auto_labeled",
+        help="comma-separated item states to include",
+    )
     ex.set_defaults(fn=cmd_export)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     from botocore.exceptions import BotoCoreError, ClientError
 
     from infra.local.stack import StackError
+
     try:
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:

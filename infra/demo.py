@@ -63,16 +63,25 @@ def digits(fraction: float, seed: int) -> list[dict[str, Any]]:
         by_class: dict[int, list[int]] = {}
         for i in idx:
             by_class.setdefault(int(d.target[i]), []).append(i)
-        idx = sorted(i for members in by_class.values()
-                     for i in rng.sample(members, max(2, round(len(members) * fraction))))
+        idx = sorted(
+            i
+            for members in by_class.values()
+            for i in rng.sample(members, max(2, round(len(members) * fraction)))
+        )
     out = []
     for i in idx:
         img = np.clip(d.images[i] * 16, 0, 255).astype(np.uint8)
         img = cv2.resize(img, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_CUBIC)
         ok, buf = cv2.imencode(".png", img)
         png = buf.tobytes()
-        out.append({"png": png, "label": str(int(d.target[i])), "index": i,
-                    "item_id": hashlib.sha256(png).hexdigest()})
+        out.append(
+            {
+                "png": png,
+                "label": str(int(d.target[i])),
+                "index": i,
+                "item_id": hashlib.sha256(png).hexdigest(),
+            }
+        )
     return out
 
 
@@ -93,8 +102,15 @@ def split_seed(data: list[dict[str, Any]], seed: int) -> tuple[list[dict], list[
 
 
 class Demo:
-    def __init__(self, out_dir: Path, fraction: float, quick: bool, seed: int, data_dir: Path,
-                 echo: Any = print) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        fraction: float,
+        quick: bool,
+        seed: int,
+        data_dir: Path,
+        echo: Any = print,
+    ) -> None:
         self.out_dir, self.seed, self.data_dir = out_dir, seed, data_dir
         self.fraction = min(fraction, 0.25) if quick else fraction
         self.quick = quick
@@ -110,7 +126,7 @@ class Demo:
 
     def parameters(self) -> dict[str, str]:
         return {
-            "EnableTuning": "false",            # one training job per round on 2 cores
+            "EnableTuning": "false",  # one training job per round on 2 cores
             # The threshold is certified on held-out human labels (Clopper-Pearson lower
             # bound): 0.95 is what ~70 held-out images can certify; measured accuracy is higher.
             "TargetAutoLabelAccuracy": "0.95",
@@ -129,13 +145,16 @@ class Demo:
         truth = {d["item_id"]: d["label"] for d in data}
         seed_set, unlabeled = split_seed(data, self.seed)
         budget = int(HUMAN_BUDGET * len(data)) - len(seed_set)
-        self.note(f"dataset: {len(data)} digits, {len(seed_set)} human-labeled seed, "
-                  f"{len(unlabeled)} unlabeled, review budget {budget}")
+        self.note(
+            f"dataset: {len(data)} digits, {len(seed_set)} human-labeled seed, "
+            f"{len(unlabeled)} unlabeled, review budget {budget}"
+        )
 
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
-        stack = LocalStack(self.data_dir, parameters=self.parameters(), schedules=False,
-                           snapshot_every_s=30)
+        stack = LocalStack(
+            self.data_dir, parameters=self.parameters(), schedules=False, snapshot_every_s=30
+        )
         stack.start()
         try:
             self.c = StackClient(self.data_dir)
@@ -157,28 +176,37 @@ class Demo:
 
     def upload(self, seed_set: list[dict], unlabeled: list[dict]) -> None:
         from tqdm import tqdm
+
         s3 = self.c.client("s3")
         jobs = [(f"labeled/{d['label']}/digit-{d['index']:04d}.png", d) for d in seed_set]
-        jobs += [(f"incoming/digit {d['index']:04d}.png", d) for d in unlabeled]  # a space: keys arrive URL-encoded
+        jobs += [
+            (f"incoming/digit {d['index']:04d}.png", d) for d in unlabeled
+        ]  # a space: keys arrive URL-encoded
         random.Random(self.seed + 2).shuffle(jobs)
 
         def put(job: tuple[str, dict]) -> None:
-            s3.put_object(Bucket=self.c.upload_bucket, Key=job[0], Body=job[1]["png"],
-                          ContentType="image/png")
+            s3.put_object(
+                Bucket=self.c.upload_bucket, Key=job[0], Body=job[1]["png"], ContentType="image/png"
+            )
 
-        with ThreadPoolExecutor(8) as pool, tqdm(total=len(jobs), unit="img", desc="upload",
-                                                  leave=False) as bar:
+        with (
+            ThreadPoolExecutor(8) as pool,
+            tqdm(total=len(jobs), unit="img", desc="upload", leave=False) as bar,
+        ):
             for _ in pool.map(put, jobs):
                 bar.update()
         self.note(f"uploaded {len(jobs)} images to s3://{self.c.upload_bucket}/")
 
     def wait_ingested(self, n: int) -> None:
         from tqdm import tqdm
+
         with tqdm(total=n, unit="img", desc="ingest", leave=False) as bar:
+
             def done() -> bool:
                 total = sum(self.c.counts().values())
                 bar.update(total - bar.n)
                 return total >= n
+
             self._wait(done, 300, "ingest to record every upload", "IngestFunction", every=2)
         self.note(f"ingested: {self.c.counts()}")
 
@@ -187,22 +215,38 @@ class Demo:
         before = {j["TrainingJobName"] for j in self.c.training_jobs(limit=100)}
         old = self.c.champion()
         result = self.c.fire_schedule("StartTrainingFunction")
-        self.note(f"round {n}: retrain schedule fired -> {json.dumps(result.get('result'), default=str)[:160]}")
-        job = self._wait(lambda: next((j["TrainingJobName"] for j in self.c.training_jobs(limit=100)
-                                       if j["TrainingJobName"] not in before), None),
-                         60, "a training job to start", "StartTrainingFunction")
+        answer = json.dumps(result.get("result"), default=str)[:160]
+        self.note(f"round {n}: retrain schedule fired -> {answer}")
+        job = self._wait(
+            lambda: next(
+                (
+                    j["TrainingJobName"]
+                    for j in self.c.training_jobs(limit=100)
+                    if j["TrainingJobName"] not in before
+                ),
+                None,
+            ),
+            60,
+            "a training job to start",
+            "StartTrainingFunction",
+        )
         from tqdm import tqdm
+
         with tqdm(desc=f"train {job}", bar_format="{desc} {elapsed} {postfix}", leave=False) as bar:
+
             def finished() -> str | None:
                 d = sm.describe_training_job(TrainingJobName=job)
                 bar.set_postfix_str(d.get("SecondaryStatus", d["TrainingJobStatus"]))
                 return d["TrainingJobStatus"] if d["TrainingJobStatus"] in TERMINAL else None
+
             status = self._wait(finished, 400, f"training job {job}", None, every=2)
         d = sm.describe_training_job(TrainingJobName=job)
         self.jobs = getattr(self, "jobs", {})
         self.jobs[n] = d
-        self.note(f"round {n}: {job} {status} in {self._job_seconds(d):.0f}s"
-                  + (f" ({d.get('FailureReason')})" if status != "Completed" else ""))
+        self.note(
+            f"round {n}: {job} {status} in {self._job_seconds(d):.0f}s"
+            + (f" ({d.get('FailureReason')})" if status != "Completed" else "")
+        )
         if status != "Completed":
             raise DemoError(f"training job {job} {status}: {d.get('FailureReason')}")
 
@@ -217,13 +261,16 @@ class Demo:
                         return champ
                     return {"rejected": note}
             return None
+
         outcome = self._wait(promoted, 300, f"promote to decide on {job}", "PromoteFunction")
         if "rejected" in outcome:
             self.note(f"round {n}: {job} was not promoted; the champion stays")
         else:
-            self.note(f"round {n}: promoted {outcome['model_version']} "
-                      f"(test accuracy {float(outcome['test_accuracy']):.4f}, "
-                      f"threshold {float(outcome['threshold']):.3f})")
+            self.note(
+                f"round {n}: promoted {outcome['model_version']} "
+                f"(test accuracy {float(outcome['test_accuracy']):.4f}, "
+                f"threshold {float(outcome['threshold']):.3f})"
+            )
         return self.wait_relabeled(n)
 
     def wait_relabeled(self, n: int) -> list[dict[str, Any]]:
@@ -232,19 +279,25 @@ class Demo:
             raise DemoError("no champion after round 1: the first model did not pass the gate")
         version = champ["model_version"]
         from tqdm import tqdm
+
         with tqdm(desc="auto-label", unit="item", leave=False) as bar:
             state: dict[str, Any] = {}
 
             def done() -> bool:
                 items = self.c.items()
-                todo = [i for i in items if i["state"] == "unlabeled" or
-                        (i["state"] == "needs_review" and i.get("model_version") != version)]
+                todo = [
+                    i
+                    for i in items
+                    if i["state"] == "unlabeled"
+                    or (i["state"] == "needs_review" and i.get("model_version") != version)
+                ]
                 bar.total = len(items)
                 bar.n = len(items) - len(todo)
                 bar.refresh()
                 depth = self.c.queue_depths().get("LabelQueue", 0)
                 state["items"] = items
                 return not todo and depth == 0
+
             self._wait(done, 300, "the relabel sweep", "AutoLabelFunction", every=2)
         items = state["items"]
         self.note(f"round {n}: relabeled with {version}: {self.c.counts()}")
@@ -253,15 +306,21 @@ class Demo:
     def review(self, truth: dict[str, str], budget: int) -> int:
         s3 = self.c.client("s3")
         self.c.fire_schedule("ReviewExportFunction")
-        listing = s3.list_objects_v2(Bucket=self.c.data_bucket, Prefix="review/").get("Contents", [])
-        csvs = sorted((o for o in listing if o["Key"].endswith(".csv")), key=lambda o: o["LastModified"])
+        listing = s3.list_objects_v2(Bucket=self.c.data_bucket, Prefix="review/").get(
+            "Contents", []
+        )
+        csvs = sorted(
+            (o for o in listing if o["Key"].endswith(".csv")), key=lambda o: o["LastModified"]
+        )
         if not csvs:
             raise DemoError("the review export wrote no review/<batch>.csv")
         key = csvs[-1]["Key"]
         text = s3.get_object(Bucket=self.c.data_bucket, Key=key)["Body"].read().decode()
         rows = list(csv.reader(io.StringIO(text)))
         header, body = rows[0], rows[1:]
-        self.note(f"review batch s3://{self.c.data_bucket}/{key}: {len(body)} items, most uncertain first")
+        self.note(
+            f"review batch s3://{self.c.data_bucket}/{key}: {len(body)} items, most uncertain first"
+        )
         ref, lab = header.index("image_id_or_key"), header.index("label")
         answered = 0
         for row in body:
@@ -278,10 +337,14 @@ class Demo:
 
         def applied() -> dict | None:
             try:
-                return json.loads(s3.get_object(Bucket=self.c.data_bucket,
-                                                Key=f"{answers}.result.json")["Body"].read())
+                return json.loads(
+                    s3.get_object(Bucket=self.c.data_bucket, Key=f"{answers}.result.json")[
+                        "Body"
+                    ].read()
+                )
             except s3.exceptions.NoSuchKey:
                 return None
+
         result = self._wait(applied, 120, "the labels file to be applied", "HumanLabelsFunction")
         self.note(f"labels file applied: {json.dumps(result, default=str)[:200]}")
         return answered
@@ -290,14 +353,17 @@ class Demo:
         m = rep.round_metrics(items, truth, n_unlabeled, self.c.champion())
         m["round"] = n
         m["coverage_curve"] = [list(map(float, a)) for a in rep.coverage_curve(items, truth)]
-        self.note(f"round {n}: auto-labeled {m['auto_labeled']} "
-                  f"({m['coverage_of_unlabeled_uploads']:.1%} of unlabeled uploads) at "
-                  f"{m['auto_label_accuracy']:.2%} accuracy; human labels {m['human_labels']} "
-                  f"({m['human_label_share']:.1%})")
+        self.note(
+            f"round {n}: auto-labeled {m['auto_labeled']} "
+            f"({m['coverage_of_unlabeled_uploads']:.1%} of unlabeled uploads) at "
+            f"{m['auto_label_accuracy']:.2%} accuracy; human labels {m['human_labels']} "
+            f"({m['human_label_share']:.1%})"
+        )
         return m
 
-    def finish(self, data: list[dict], truth: dict[str, str], items: list[dict],
-               rounds: list[dict]) -> dict[str, Any]:
+    def finish(
+        self, data: list[dict], truth: dict[str, str], items: list[dict], rounds: list[dict]
+    ) -> dict[str, Any]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         runtime = time.monotonic() - self.t0
         final = rounds[-1]
@@ -306,12 +372,14 @@ class Demo:
             "accuracy": final["auto_label_accuracy"],
             "human_share": final["human_label_share"],
         }
-        targets.update({
-            "coverage_met": targets["coverage"] >= 0.85,
-            "accuracy_met": targets["accuracy"] >= 0.97,
-            "human_met": targets["human_share"] <= 0.20,
-            "runtime_met": runtime < 600,
-        })
+        targets.update(
+            {
+                "coverage_met": targets["coverage"] >= 0.85,
+                "accuracy_met": targets["accuracy"] >= 0.97,
+                "human_met": targets["human_share"] <= 0.20,
+                "runtime_met": runtime < 600,
+            }
+        )
         curves, points, training = {}, {}, {}
         for r in rounds:
             cov, acc = (list(x) for x in r.pop("coverage_curve"))
@@ -322,18 +390,32 @@ class Demo:
                 points[name] = (cov[min(k, len(cov)) - 1], acc[min(k, len(cov)) - 1])
             training[name] = self._epochs(self.jobs.get(r["round"]))
         import numpy as np
-        rep.plot_coverage({k: (np.array(v[0]), np.array(v[1])) for k, v in curves.items()},
-                          points, self.out_dir / "coverage.png")
-        rep.plot_confusion(items, truth, [str(i) for i in range(10)], self.out_dir / "confusion.png")
+
+        rep.plot_coverage(
+            {k: (np.array(v[0]), np.array(v[1])) for k, v in curves.items()},
+            points,
+            self.out_dir / "coverage.png",
+        )
+        rep.plot_confusion(
+            items, truth, [str(i) for i in range(10)], self.out_dir / "confusion.png"
+        )
         rep.plot_training(training, self.out_dir / "training.png")
         report = {
-            "seed": self.seed, "quick": self.quick, "fraction": self.fraction,
-            "cpus": os.cpu_count(), "runtime_s": round(runtime, 1),
-            "dataset": {"name": "sklearn.datasets.load_digits", "images": len(data),
-                        "image_size": IMAGE_SIZE},
-            "rounds": rounds, "targets": targets,
-            "targets_met": all(targets[k] for k in ("coverage_met", "accuracy_met", "human_met",
-                                                     "runtime_met")),
+            "seed": self.seed,
+            "quick": self.quick,
+            "fraction": self.fraction,
+            "cpus": os.cpu_count(),
+            "runtime_s": round(runtime, 1),
+            "dataset": {
+                "name": "sklearn.datasets.load_digits",
+                "images": len(data),
+                "image_size": IMAGE_SIZE,
+            },
+            "rounds": rounds,
+            "targets": targets,
+            "targets_met": all(
+                targets[k] for k in ("coverage_met", "accuracy_met", "human_met", "runtime_met")
+            ),
             "timeline": self.timeline,
         }
         rep.write_report(self.out_dir, report)
@@ -346,7 +428,7 @@ class Demo:
         if not job or not job.get("ModelArtifacts"):
             return []
         uri = job["ModelArtifacts"]["S3ModelArtifacts"]
-        bucket, key = uri[len("s3://"):].split("/", 1)
+        bucket, key = uri[len("s3://") :].split("/", 1)
         raw = self.c.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
             member = next((m for m in tar.getmembers() if m.name.endswith("metrics.json")), None)
@@ -359,8 +441,9 @@ class Demo:
         start, end = d.get("TrainingStartTime"), d.get("TrainingEndTime")
         return (end - start).total_seconds() if start and end else 0.0
 
-    def _wait(self, predicate: Any, timeout: float, what: str, function: str | None,
-              every: float = 1.0) -> Any:
+    def _wait(
+        self, predicate: Any, timeout: float, what: str, function: str | None, every: float = 1.0
+    ) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -380,19 +463,31 @@ class Demo:
 def summary(report: dict[str, Any], out_dir: Path) -> str:
     t = report["targets"]
     ok = lambda b: "ok" if b else "MISSED"  # noqa: E731
-    return "\n".join([
-        "",
-        f"flywheel demo: {report['dataset']['images']} digits, {len(report['rounds'])} rounds, "
-        f"{report['runtime_s'] / 60:.1f} min",
-        f"  auto-labeled   {t['coverage']:.1%} of the unlabeled uploads   (target >= 85%)  {ok(t['coverage_met'])}",
-        f"  accuracy       {t['accuracy']:.2%} against the true labels     (target >= 97%)  {ok(t['accuracy_met'])}",
-        f"  human labels   {t['human_share']:.1%} of the dataset            (target <= 20%)  {ok(t['human_met'])}",
-        f"  report         {out_dir / 'report.md'} (+ report.json, coverage.png, confusion.png, training.png)",
-    ])
+    return "\n".join(
+        [
+            "",
+            f"flywheel demo: {report['dataset']['images']} digits, {len(report['rounds'])} rounds, "
+            f"{report['runtime_s'] / 60:.1f} min",
+            f"  auto-labeled   {t['coverage']:.1%} of the unlabeled uploads   (target >= 85%)  "
+            f"{ok(t['coverage_met'])}",
+            f"  accuracy       {t['accuracy']:.2%} against the true labels     (target >= 97%)  "
+            f"{ok(t['accuracy_met'])}",
+            f"  human labels   {t['human_share']:.1%} of the dataset            (target <= 20%)  "
+            f"{ok(t['human_met'])}",
+            f"  report         {out_dir / 'report.md'} "
+            "(+ report.json, coverage.png, confusion.png, training.png)",
+        ]
+    )
 
 
-def run_demo(out_dir: Path, fraction: float = 1.0, quick: bool = False, seed: int = 0,
-             keep: bool = False, data_dir: Path | None = None) -> dict[str, Any]:
+def run_demo(
+    out_dir: Path,
+    fraction: float = 1.0,
+    quick: bool = False,
+    seed: int = 0,
+    keep: bool = False,
+    data_dir: Path | None = None,
+) -> dict[str, Any]:
     data_dir = data_dir or Path(".flywheel-demo")
     demo = Demo(out_dir, fraction, quick, seed, data_dir)
 

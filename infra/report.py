@@ -13,8 +13,12 @@ from typing import Any
 import numpy as np
 
 
-def round_metrics(items: list[dict[str, Any]], truth: dict[str, str], n_uploaded_unlabeled: int,
-                  champion: dict[str, Any] | None) -> dict[str, Any]:
+def round_metrics(
+    items: list[dict[str, Any]],
+    truth: dict[str, str],
+    n_uploaded_unlabeled: int,
+    champion: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Coverage and accuracy of the auto-labels against the true labels."""
     by_state: dict[str, int] = {}
     for i in items:
@@ -22,8 +26,11 @@ def round_metrics(items: list[dict[str, Any]], truth: dict[str, str], n_uploaded
     auto = [i for i in items if i["state"] == "auto_labeled" and i["item_id"] in truth]
     correct = sum(str(i.get("label")) == truth[i["item_id"]] for i in auto)
     human = by_state.get("human_labeled", 0)
-    not_human = [i for i in items if i["state"] in ("auto_labeled", "needs_review", "unlabeled")
-                 and i["item_id"] in truth]
+    not_human = [
+        i
+        for i in items
+        if i["state"] in ("auto_labeled", "needs_review", "unlabeled") and i["item_id"] in truth
+    ]
     return {
         "items": by_state,
         "human_labels": human,
@@ -35,16 +42,30 @@ def round_metrics(items: list[dict[str, Any]], truth: dict[str, str], n_uploaded
         # share of what no person has labeled (yet) that the model labeled
         "coverage_of_remaining": len(auto) / max(1, len(not_human)),
         "needs_review": by_state.get("needs_review", 0),
-        "champion": {k: (champion or {}).get(k) for k in
-                     ("model_version", "test_accuracy", "threshold", "target_accuracy", "promoted_at")},
+        "champion": {
+            k: (champion or {}).get(k)
+            for k in (
+                "model_version",
+                "test_accuracy",
+                "threshold",
+                "target_accuracy",
+                "promoted_at",
+            )
+        },
     }
 
 
-def coverage_curve(items: list[dict[str, Any]], truth: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def coverage_curve(
+    items: list[dict[str, Any]], truth: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy of the k most confident model labels vs k / n (items no person labeled)."""
-    scored = [(float(i["confidence"]), str(i.get("label")) == truth[i["item_id"]])
-              for i in items if i["state"] in ("auto_labeled", "needs_review")
-              and i.get("confidence") is not None and i["item_id"] in truth]
+    scored = [
+        (float(i["confidence"]), str(i.get("label")) == truth[i["item_id"]])
+        for i in items
+        if i["state"] in ("auto_labeled", "needs_review")
+        and i.get("confidence") is not None
+        and i["item_id"] in truth
+    ]
     if not scored:
         return np.array([]), np.array([])
     scored.sort(key=lambda s: -s[0])
@@ -53,15 +74,20 @@ def coverage_curve(items: list[dict[str, Any]], truth: dict[str, str]) -> tuple[
     return k / len(scored), hits / k
 
 
-def plot_coverage(curves: dict[str, tuple[np.ndarray, np.ndarray]], points: dict[str, tuple[float, float]],
-                  path: Path) -> None:
+def plot_coverage(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    points: dict[str, tuple[float, float]],
+    path: Path,
+) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for name, (cov, acc) in curves.items():
         if len(cov):
-            line, = ax.plot(cov, acc, label=name)
+            (line,) = ax.plot(cov, acc, label=name)
             if name in points:
                 ax.scatter(*points[name], color=line.get_color(), zorder=3)
     ax.axhline(0.97, color="grey", ls="--", lw=0.8, label="97% target")
@@ -76,10 +102,14 @@ def plot_coverage(curves: dict[str, tuple[np.ndarray, np.ndarray]], points: dict
     plt.close(fig)
 
 
-def plot_confusion(items: list[dict[str, Any]], truth: dict[str, str], classes: list[str], path: Path) -> None:
+def plot_confusion(
+    items: list[dict[str, Any]], truth: dict[str, str], classes: list[str], path: Path
+) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     idx = {c: n for n, c in enumerate(classes)}
     m = np.zeros((len(classes), len(classes)), dtype=int)
     for i in items:
@@ -90,8 +120,15 @@ def plot_confusion(items: list[dict[str, Any]], truth: dict[str, str], classes: 
     for r in range(len(classes)):
         for c in range(len(classes)):
             if m[r, c]:
-                ax.text(c, r, str(m[r, c]), ha="center", va="center", fontsize=7,
-                        color="white" if r == c else "black")
+                ax.text(
+                    c,
+                    r,
+                    str(m[r, c]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if r == c else "black",
+                )
     ax.set_xticks(range(len(classes)), classes)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("auto-label")
@@ -104,8 +141,10 @@ def plot_confusion(items: list[dict[str, Any]], truth: dict[str, str], classes: 
 
 def plot_training(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
     for name, epochs in curves.items():
         if not epochs:
@@ -133,6 +172,11 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
     t = report["targets"]
+
+    def met(key: str) -> str:
+        return "yes" if t[key] else "NO"
+
+    runtime = f"{report['runtime_s'] / 60:.1f} min"
     lines = [
         "# dataflywheel demo report",
         "",
@@ -144,29 +188,43 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> str:
         "",
         "| figure | value | target | met |",
         "|---|---|---|---|",
-        f"| auto-labeled share of the unlabeled uploads | {t['coverage']:.1%} | >= 85% | {'yes' if t['coverage_met'] else 'NO'} |",
-        f"| accuracy of auto-labels vs true labels | {t['accuracy']:.2%} | >= 97% | {'yes' if t['accuracy_met'] else 'NO'} |",
-        f"| dataset labeled by people (seed + review) | {t['human_share']:.1%} | <= 20% | {'yes' if t['human_met'] else 'NO'} |",
-        f"| runtime | {report['runtime_s'] / 60:.1f} min | < 10 min | {'yes' if t['runtime_met'] else 'NO'} |",
+        f"| auto-labeled share of the unlabeled uploads | {t['coverage']:.1%} | >= 85% "
+        f"| {met('coverage_met')} |",
+        f"| accuracy of auto-labels vs true labels | {t['accuracy']:.2%} | >= 97% "
+        f"| {met('accuracy_met')} |",
+        f"| dataset labeled by people (seed + review) | {t['human_share']:.1%} | <= 20% "
+        f"| {met('human_met')} |",
+        f"| runtime | {runtime} | < 10 min | {met('runtime_met')} |",
         "",
         "## Rounds",
         "",
-        "| round | human labels | auto-labeled | coverage (of unlabeled uploads) | coverage (of items no person labeled) | auto-label accuracy | needs review | champion | champion test acc | threshold |",
+        "| round | human labels | auto-labeled | coverage (of unlabeled uploads) "
+        "| coverage (of items no person labeled) | auto-label accuracy | needs review "
+        "| champion | champion test acc | threshold |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rounds"]:
         ch = r["champion"]
         lines.append(
-            f"| {r['round']} | {r['human_labels']} ({r['human_label_share']:.1%}) | {r['auto_labeled']} | "
+            f"| {r['round']} | {r['human_labels']} ({r['human_label_share']:.1%}) "
+            f"| {r['auto_labeled']} | "
             f"{r['coverage_of_unlabeled_uploads']:.1%} | {r['coverage_of_remaining']:.1%} | "
             f"{r['auto_label_accuracy']:.2%} | {r['needs_review']} | {ch.get('model_version')} | "
-            f"{float(ch.get('test_accuracy') or 0):.4f} | {float(ch.get('threshold') or 0):.3f} |")
+            f"{float(ch.get('test_accuracy') or 0):.4f} | {float(ch.get('threshold') or 0):.3f} |"
+        )
     lines += ["", "## Timeline", ""]
     lines += [f"- {e['t']:6.1f}s  {e['what']}" for e in report["timeline"]]
-    lines += ["", "## Plots", "",
-              "![accuracy vs coverage](coverage.png)", "",
-              "![confusion matrix](confusion.png)", "",
-              "![training curves](training.png)", ""]
+    lines += [
+        "",
+        "## Plots",
+        "",
+        "![accuracy vs coverage](coverage.png)",
+        "",
+        "![confusion matrix](confusion.png)",
+        "",
+        "![training curves](training.png)",
+        "",
+    ]
     md = "\n".join(lines)
     (out_dir / "report.md").write_text(md)
     return md

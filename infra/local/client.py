@@ -19,8 +19,9 @@ from botocore.config import Config
 from infra.local.stack import DEFAULT_DATA_DIR, endpoints
 
 STATES = ("unlabeled", "auto_labeled", "needs_review", "human_labeled", "rejected")
-_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=900,
-                 connect_timeout=5)
+_CONFIG = Config(
+    retries={"max_attempts": 3, "mode": "standard"}, read_timeout=900, connect_timeout=5
+)
 
 
 class StackClient:
@@ -33,12 +34,20 @@ class StackClient:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            service_id = {"events": "EVENTBRIDGE", "sagemaker-runtime": "SAGEMAKER_RUNTIME",
-                          "logs": "CLOUDWATCH_LOGS"}.get(service, service.upper())
+            service_id = {
+                "events": "EVENTBRIDGE",
+                "sagemaker-runtime": "SAGEMAKER_RUNTIME",
+                "logs": "CLOUDWATCH_LOGS",
+            }.get(service, service.upper())
             url = self.env.get(f"AWS_ENDPOINT_URL_{service_id}", self.env["AWS_ENDPOINT_URL"])
             self._clients[service] = boto3.client(
-                service, endpoint_url=url, region_name=self.info["region"],
-                aws_access_key_id="testing", aws_secret_access_key="testing", config=_CONFIG)
+                service,
+                endpoint_url=url,
+                region_name=self.info["region"],
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=_CONFIG,
+            )
         return self._clients[service]
 
     # -- names --------------------------------------------------------------------
@@ -74,8 +83,12 @@ class StackClient:
         out = dict.fromkeys(STATES, 0)
         kwargs: dict[str, Any] = {}
         while True:
-            page = ddb.scan(TableName=self.items_table, ProjectionExpression="#s",
-                            ExpressionAttributeNames={"#s": "state"}, **kwargs)
+            page = ddb.scan(
+                TableName=self.items_table,
+                ProjectionExpression="#s",
+                ExpressionAttributeNames={"#s": "state"},
+                **kwargs,
+            )
             for raw in page["Items"]:
                 state = raw.get("state", {}).get("S")
                 if state in out:
@@ -87,15 +100,20 @@ class StackClient:
     def items(self, states: tuple[str, ...] = STATES) -> list[dict[str, Any]]:
         ddb = self.client("dynamodb")
         from boto3.dynamodb.types import TypeDeserializer
+
         de = TypeDeserializer()
         out = []
         for state in states:
             kwargs: dict[str, Any] = {}
             while True:
-                page = ddb.query(TableName=self.items_table, IndexName="state-index",
-                                 KeyConditionExpression="#s = :s",
-                                 ExpressionAttributeNames={"#s": "state"},
-                                 ExpressionAttributeValues={":s": {"S": state}}, **kwargs)
+                page = ddb.query(
+                    TableName=self.items_table,
+                    IndexName="state-index",
+                    KeyConditionExpression="#s = :s",
+                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeValues={":s": {"S": state}},
+                    **kwargs,
+                )
                 out.extend({k: de.deserialize(v) for k, v in raw.items()} for raw in page["Items"])
                 if "LastEvaluatedKey" not in page:
                     break
@@ -115,18 +133,25 @@ class StackClient:
         for lid, url in self.resources.items():
             if not isinstance(url, str) or "/123456789012/" not in url:
                 continue
-            attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-                "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-            out[lid] = int(attrs["ApproximateNumberOfMessages"]) + \
-                int(attrs["ApproximateNumberOfMessagesNotVisible"])
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            out[lid] = int(attrs["ApproximateNumberOfMessages"]) + int(
+                attrs["ApproximateNumberOfMessagesNotVisible"]
+            )
         return out
 
     def training_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         if not self.env.get("AWS_ENDPOINT_URL_SAGEMAKER"):
             return []
         sm = self.client("sagemaker")
-        return sm.list_training_jobs(MaxResults=limit, SortBy="CreationTime",
-                                     SortOrder="Descending").get("TrainingJobSummaries", [])
+        return sm.list_training_jobs(
+            MaxResults=limit, SortBy="CreationTime", SortOrder="Descending"
+        ).get("TrainingJobSummaries", [])
 
     def tuning_jobs(self, limit: int = 10) -> list[dict[str, Any]]:
         if not self.env.get("AWS_ENDPOINT_URL_SAGEMAKER"):
@@ -141,8 +166,9 @@ class StackClient:
         sqs, url = self.client("sqs"), self.resources["_NotificationsTap"]
         out = []
         while True:
-            msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                       WaitTimeSeconds=wait_s).get("Messages", [])
+            msgs = sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s
+            ).get("Messages", [])
             if not msgs:
                 return out
             for m in msgs:
@@ -157,26 +183,33 @@ class StackClient:
 
     def router_status(self) -> dict[str, Any]:
         import urllib.request
-        with urllib.request.urlopen(self.info["endpoints"]["lambda"] + "/_flywheel/status",
-                                    timeout=10) as r:
+
+        with urllib.request.urlopen(
+            self.info["endpoints"]["lambda"] + "/_flywheel/status", timeout=10
+        ) as r:
             return json.loads(r.read())
 
     def fire_schedule(self, function_logical_id: str) -> Any:
         import urllib.request
+
         req = urllib.request.Request(
             f"{self.info['endpoints']['lambda']}/_flywheel/schedules/{function_logical_id}",
-            method="POST", data=b"")
+            method="POST",
+            data=b"",
+        )
         with urllib.request.urlopen(req, timeout=900) as r:
             return json.loads(r.read())
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         """Invoke a function synchronously; raise RuntimeError with its message if it fails."""
-        resp = self.client("lambda").invoke(FunctionName=self.function_name(logical_id),
-                                            Payload=json.dumps(event).encode())
+        resp = self.client("lambda").invoke(
+            FunctionName=self.function_name(logical_id), Payload=json.dumps(event).encode()
+        )
         payload = json.loads(resp["Payload"].read() or b"null")
         if resp.get("FunctionError"):
-            raise RuntimeError(f"{logical_id} failed: {payload.get('errorType')}: "
-                               f"{payload.get('errorMessage')}")
+            raise RuntimeError(
+                f"{logical_id} failed: {payload.get('errorType')}: {payload.get('errorMessage')}"
+            )
         return payload
 
     def status(self) -> dict[str, Any]:
@@ -188,10 +221,16 @@ class StackClient:
             "queues": self.queue_depths(),
             "training_jobs": Counter(j["TrainingJobStatus"] for j in jobs),
             "latest_job": jobs[0] if jobs else None,
-            "tuning_jobs": [{"name": t["HyperParameterTuningJobName"],
-                             "status": t["HyperParameterTuningJobStatus"]} for t in self.tuning_jobs()],
-            "review_batches": sorted(o["Key"] for o in review.get("Contents", [])
-                                     if o["Key"].endswith(".csv")),
+            "tuning_jobs": [
+                {
+                    "name": t["HyperParameterTuningJobName"],
+                    "status": t["HyperParameterTuningJobStatus"],
+                }
+                for t in self.tuning_jobs()
+            ],
+            "review_batches": sorted(
+                o["Key"] for o in review.get("Contents", []) if o["Key"].endswith(".csv")
+            ),
         }
 
     def wait(self, predicate: Any, timeout: float, every: float = 2.0, what: str = "") -> Any:
@@ -201,5 +240,7 @@ class StackClient:
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or 'the stack'}")
+                raise TimeoutError(
+                    f"timed out after {timeout:.0f}s waiting for {what or 'the stack'}"
+                )
             time.sleep(every)

@@ -8,6 +8,7 @@ the sandbox (the next invoke starts a fresh one: a cold start).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -70,26 +71,32 @@ class FunctionWorker:
         env.update(self.base_env)
         env.update(spec.environment)
         paths = [str(spec.code_dir), *(str(p) for p in spec.layer_paths), str(REPO_ROOT)]
-        env.update({
-            "PYTHONPATH": os.pathsep.join(paths),
-            "PYTHONUNBUFFERED": "1",
-            "_HANDLER": spec.handler,
-            "LAMBDA_TASK_ROOT": str(spec.code_dir),
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout_s)),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
-            "AWS_LAMBDA_LOG_STREAM_NAME": f"local/{spec.logical_id}",
-            "FLYWHEEL_WORKER_ADDRESS": address,
-            "FLYWHEEL_WORKER_AUTHKEY": authkey,
-        })
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(paths),
+                "PYTHONUNBUFFERED": "1",
+                "_HANDLER": spec.handler,
+                "LAMBDA_TASK_ROOT": str(spec.code_dir),
+                "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+                "AWS_LAMBDA_FUNCTION_TIMEOUT": str(int(spec.timeout_s)),
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": f"local/{spec.logical_id}",
+                "FLYWHEEL_WORKER_ADDRESS": address,
+                "FLYWHEEL_WORKER_AUTHKEY": authkey,
+            }
+        )
         return env
 
     def start(self) -> None:
         if not self.spec.code_dir.is_dir():
-            raise InvocationError({"errorType": "Runtime.InvalidEntrypoint",
-                                   "errorMessage": f"CodeUri {self.spec.code_dir} does not exist"})
+            raise InvocationError(
+                {
+                    "errorType": "Runtime.InvalidEntrypoint",
+                    "errorMessage": f"CodeUri {self.spec.code_dir} does not exist",
+                }
+            )
         authkey = secrets.token_hex(16)
         listener = Listener(("127.0.0.1", 0), authkey=bytes.fromhex(authkey))
         host, port = listener.address
@@ -99,7 +106,9 @@ class FunctionWorker:
             [sys.executable, "-m", "infra.local.worker"],
             env=self._environment(f"{host}:{port}", authkey),
             cwd=str(self.spec.code_dir),
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
         )
         logf.close()
         # accept() blocks; a dead child must not hang us, so watch it from a thread.
@@ -121,20 +130,25 @@ class FunctionWorker:
         listener.close()
         if "conn" not in result:
             self._kill()
-            raise InvocationError({"errorType": "Runtime.ExitError",
-                                   "errorMessage": f"sandbox failed to start, see {self.log_path}"})
+            raise InvocationError(
+                {
+                    "errorType": "Runtime.ExitError",
+                    "errorMessage": f"sandbox failed to start, see {self.log_path}",
+                }
+            )
         self._conn = result["conn"]
         hello = self._conn.recv()
         if hello.get("init_error"):
-            log.warning("function %s init error: %s", self.spec.logical_id,
-                        hello["init_error"]["errorMessage"])
+            log.warning(
+                "function %s init error: %s",
+                self.spec.logical_id,
+                hello["init_error"]["errorMessage"],
+            )
 
     def _kill(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._conn.close()
-            except OSError:
-                pass
             self._conn = None
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
@@ -165,19 +179,25 @@ class FunctionWorker:
             request_id = str(uuid.uuid4())
             deadline_ms = int((time.time() + timeout_s) * 1000)
             try:
-                self._conn.send({"payload": payload, "request_id": request_id,
-                                 "deadline_ms": deadline_ms})
+                self._conn.send(
+                    {"payload": payload, "request_id": request_id, "deadline_ms": deadline_ms}
+                )
                 if not self._conn.poll(timeout_s):
                     self._kill()
                     self.errors += 1
-                    raise InvocationError({"errorType": "Sandbox.Timedout",
-                                           "errorMessage": f"Task timed out after {timeout_s:.2f} seconds"})
+                    raise InvocationError(
+                        {
+                            "errorType": "Sandbox.Timedout",
+                            "errorMessage": f"Task timed out after {timeout_s:.2f} seconds",
+                        }
+                    )
                 response = self._conn.recv()
             except (EOFError, OSError) as exc:
                 self._kill()
                 self.errors += 1
-                raise InvocationError({"errorType": "Runtime.ExitError",
-                                       "errorMessage": f"sandbox exited: {exc!r}"}) from exc
+                raise InvocationError(
+                    {"errorType": "Runtime.ExitError", "errorMessage": f"sandbox exited: {exc!r}"}
+                ) from exc
         if not response["ok"]:
             self.errors += 1
             raise InvocationError(response["error"])
@@ -191,8 +211,9 @@ class Function:
     invocation gets a sandbox of its own; a sandbox serves one at a time.
     """
 
-    def __init__(self, spec: FunctionSpec, base_env: dict[str, str], log_dir: Path,
-                 concurrency: int = 1) -> None:
+    def __init__(
+        self, spec: FunctionSpec, base_env: dict[str, str], log_dir: Path, concurrency: int = 1
+    ) -> None:
         self.spec = spec
         self.log_dir = log_dir
         self.base_env = base_env
@@ -245,11 +266,18 @@ class Function:
 class FunctionPool:
     """All the stack's functions by logical id and by physical name."""
 
-    def __init__(self, specs: list[FunctionSpec], base_env: dict[str, str], log_dir: Path,
-                 concurrency: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        specs: list[FunctionSpec],
+        base_env: dict[str, str],
+        log_dir: Path,
+        concurrency: dict[str, int] | None = None,
+    ) -> None:
         concurrency = concurrency or {}
-        self.workers = {s.logical_id: Function(s, base_env, log_dir, concurrency.get(s.logical_id, 1))
-                        for s in specs}
+        self.workers = {
+            s.logical_id: Function(s, base_env, log_dir, concurrency.get(s.logical_id, 1))
+            for s in specs
+        }
         self._by_name = {s.name: s.logical_id for s in specs}
 
     def get(self, name_or_id: str) -> Function:
@@ -262,8 +290,10 @@ class FunctionPool:
 
     def start(self) -> None:
         # Cold starts in parallel: importing opencv/powertools takes seconds each.
-        threads = [threading.Thread(target=self._start_one, args=(f,), daemon=True)
-                   for f in self.workers.values()]
+        threads = [
+            threading.Thread(target=self._start_one, args=(f,), daemon=True)
+            for f in self.workers.values()
+        ]
         for t in threads:
             t.start()
         for t in threads:

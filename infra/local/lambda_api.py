@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 class LambdaApi:
-    def __init__(self, router: Router, host: str = "127.0.0.1", port: int = 0,
-                 status: Any = None) -> None:
+    def __init__(
+        self, router: Router, host: str = "127.0.0.1", port: int = 0, status: Any = None
+    ) -> None:
         self.router = router
         self.status = status  # callable -> dict, for GET /_flywheel/status
         api = self
@@ -49,14 +50,23 @@ class LambdaApi:
                 self.wfile.write(data)
 
             def _not_found(self, what: str) -> None:
-                self._send(404, {"Type": "User", "message": f"Function not found: {what}"},
-                           {"x-amzn-ErrorType": "ResourceNotFoundException"})
+                self._send(
+                    404,
+                    {"Type": "User", "message": f"Function not found: {what}"},
+                    {"x-amzn-ErrorType": "ResourceNotFoundException"},
+                )
 
             def do_GET(self) -> None:  # noqa: N802
                 path = self.path.split("?")[0]
                 if path.rstrip("/") == "/2015-03-31/functions":
-                    self._send(200, {"Functions": [api._config(w.spec)
-                                                   for w in api.router.pool.workers.values()]})
+                    self._send(
+                        200,
+                        {
+                            "Functions": [
+                                api._config(w.spec) for w in api.router.pool.workers.values()
+                            ]
+                        },
+                    )
                 elif path == "/_flywheel/status":
                     self._send(200, api.status() if api.status else {})
                 else:
@@ -66,8 +76,11 @@ class LambdaApi:
                 path = unquote(self.path.split("?")[0])
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 parts = path.strip("/").split("/")
-                if len(parts) == 4 and parts[:2] == ["2015-03-31", "functions"] \
-                        and parts[3] == "invocations":
+                if (
+                    len(parts) == 4
+                    and parts[:2] == ["2015-03-31", "functions"]
+                    and parts[3] == "invocations"
+                ):
                     self._invoke(parts[2], body)
                 elif parts[:2] == ["_flywheel", "schedules"] and len(parts) in (3, 4):
                     try:
@@ -89,8 +102,11 @@ class LambdaApi:
                 try:
                     event = json.loads(body or b"{}")
                 except ValueError:
-                    self._send(400, {"Type": "User", "message": "Could not parse request body into json"},
-                               {"x-amzn-ErrorType": "InvalidRequestContentException"})
+                    self._send(
+                        400,
+                        {"Type": "User", "message": "Could not parse request body into json"},
+                        {"x-amzn-ErrorType": "InvalidRequestContentException"},
+                    )
                     return
                 kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
                 if kind == "DryRun":
@@ -103,8 +119,14 @@ class LambdaApi:
                         result = worker.invoke(event)
                         self._send(200, result, {"X-Amz-Executed-Version": "$LATEST"})
                     except InvocationError as exc:
-                        self._send(200, exc.error, {"X-Amz-Function-Error": "Unhandled",
-                                                    "X-Amz-Executed-Version": "$LATEST"})
+                        self._send(
+                            200,
+                            exc.error,
+                            {
+                                "X-Amz-Function-Error": "Unhandled",
+                                "X-Amz-Executed-Version": "$LATEST",
+                            },
+                        )
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
@@ -116,13 +138,17 @@ class LambdaApi:
         return {
             "FunctionName": spec.name,
             "FunctionArn": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{spec.name}",
-            "Runtime": "python3.11", "Handler": spec.handler, "Timeout": int(spec.timeout_s),
-            "MemorySize": spec.memory_mb, "Environment": {"Variables": spec.environment},
+            "Runtime": "python3.11",
+            "Handler": spec.handler,
+            "Timeout": int(spec.timeout_s),
+            "MemorySize": spec.memory_mb,
+            "Environment": {"Variables": spec.environment},
         }
 
     def start(self) -> str:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="lambda-api")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="lambda-api"
+        )
         self._thread.start()
         return self.url
 

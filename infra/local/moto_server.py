@@ -129,11 +129,15 @@ def _patch_moto_sqs() -> None:
     sqs_models.unix_time = fast_unix_time
     sqs_models.unix_time_millis = lambda dt=None: fast_unix_time(dt) * 1000.0
 
-    def is_message_valid_based_on_retention_period(self: Any, queue_name: str, message: Any) -> bool:
+    def is_message_valid_based_on_retention_period(
+        self: Any, queue_name: str, message: Any
+    ) -> bool:
         retention = int(self.get_queue(queue_name).message_retention_period)
         return retention + message.sent_timestamp / 1000 > _time.time()
 
-    SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+    SQSBackend.is_message_valid_based_on_retention_period = (
+        is_message_valid_based_on_retention_period
+    )
 
 
 _patch_moto_sqs()
@@ -152,8 +156,13 @@ def client(service: str, endpoint_url: str, region: str = REGION) -> Any:
 class MotoServer:
     """A ThreadedMotoServer on 127.0.0.1 whose state survives restarts."""
 
-    def __init__(self, state_dir: Path, port: int = 0, host: str = "127.0.0.1",
-                 snapshot_every_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        snapshot_every_s: float = 10.0,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.state_file = self.state_dir / "moto-state.pkl"
         self.host, self.port = host, port
@@ -178,8 +187,9 @@ class MotoServer:
         if ssm_params:
             self._restore_ssm(ssm_params)
         if self.snapshot_every_s > 0:
-            self._thread = threading.Thread(target=self._snapshot_loop, name="moto-snapshot",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._snapshot_loop, name="moto-snapshot", daemon=True
+            )
             self._thread.start()
         return self.url
 
@@ -201,7 +211,8 @@ class MotoServer:
             for service in PICKLED_SERVICES:
                 backend_dict = get_backend(service)
                 state["services"][service] = {
-                    account: dict(backend_dict[account].items()) for account in list(backend_dict.keys())
+                    account: dict(backend_dict[account].items())
+                    for account in list(backend_dict.keys())
                 }
             for attempt in range(5):
                 try:
@@ -238,11 +249,14 @@ class MotoServer:
         if not self._server:
             return []
         ssm = client("ssm", self.url)
-        names = [p["Name"] for page in ssm.get_paginator("describe_parameters").paginate()
-                 for p in page["Parameters"]]
+        names = [
+            p["Name"]
+            for page in ssm.get_paginator("describe_parameters").paginate()
+            for p in page["Parameters"]
+        ]
         params = []
         for i in range(0, len(names), 10):
-            for p in ssm.get_parameters(Names=names[i:i + 10], WithDecryption=True)["Parameters"]:
+            for p in ssm.get_parameters(Names=names[i : i + 10], WithDecryption=True)["Parameters"]:
                 params.append({"Name": p["Name"], "Value": p["Value"], "Type": p["Type"]})
         return params
 
@@ -259,8 +273,13 @@ class MotoProcess:
     also when its stdin closes (the parent died), so state is never left behind.
     """
 
-    def __init__(self, state_dir: Path, port: int = 0, host: str = "127.0.0.1",
-                 snapshot_every_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        snapshot_every_s: float = 10.0,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.host, self.port, self.snapshot_every_s = host, port, snapshot_every_s
         self._proc: Any = None
@@ -269,14 +288,28 @@ class MotoProcess:
     def start(self) -> str:
         import subprocess
         import sys
+
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.state_dir / "moto.log", "ab")  # noqa: SIM115 - owned by the child
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.moto_server", "--state-dir", str(self.state_dir),
-             "--host", self.host, "--port", str(self.port),
-             "--snapshot-every", str(self.snapshot_every_s)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-            cwd=str(Path(__file__).resolve().parents[2]))
+            [
+                sys.executable,
+                "-m",
+                "infra.local.moto_server",
+                "--state-dir",
+                str(self.state_dir),
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--snapshot-every",
+                str(self.snapshot_every_s),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
         log.close()
         line = self._proc.stdout.readline().decode().strip()
         if not line.startswith("ready "):
@@ -287,11 +320,13 @@ class MotoProcess:
 
     def snapshot(self) -> None:
         import signal
+
         if self._proc and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGUSR1)
 
     def stop(self) -> None:
         import signal
+
         if self._proc is None:
             return
         if self._proc.poll() is None:
@@ -315,8 +350,9 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--snapshot-every", type=float, default=10.0)
     args = p.parse_args()
-    server = MotoServer(Path(args.state_dir), port=args.port, host=args.host,
-                        snapshot_every_s=args.snapshot_every)
+    server = MotoServer(
+        Path(args.state_dir), port=args.port, host=args.host, snapshot_every_s=args.snapshot_every
+    )
     url = server.start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -96,8 +96,9 @@ def provision(resolved: dict[str, Any], moto_url: str) -> dict[str, str]:
     sqs, sns, cw = (client(s, moto_url) for s in ("sqs", "sns", "cloudwatch"))
 
     tap_url = sqs.create_queue(QueueName=f"{resolved['StackName']}-{NOTIFICATIONS_TAP}")["QueueUrl"]
-    tap_arn = sqs.get_queue_attributes(QueueUrl=tap_url,
-                                       AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    tap_arn = sqs.get_queue_attributes(QueueUrl=tap_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     physical["_NotificationsTap"] = tap_url
     for lid, res in resolved["Resources"].items():
         if res["Type"] != "AWS::SNS::Topic":
@@ -106,9 +107,21 @@ def provision(resolved: dict[str, Any], moto_url: str) -> dict[str, str]:
         if not any(s["Endpoint"] == tap_arn for s in subs):
             sns.subscribe(TopicArn=physical[lid], Protocol="sqs", Endpoint=tap_arn)
 
-    keys = ("AlarmDescription", "Namespace", "MetricName", "Dimensions", "Statistic",
-            "ExtendedStatistic", "Period", "EvaluationPeriods", "Threshold",
-            "ComparisonOperator", "TreatMissingData", "AlarmActions", "DatapointsToAlarm")
+    keys = (
+        "AlarmDescription",
+        "Namespace",
+        "MetricName",
+        "Dimensions",
+        "Statistic",
+        "ExtendedStatistic",
+        "Period",
+        "EvaluationPeriods",
+        "Threshold",
+        "ComparisonOperator",
+        "TreatMissingData",
+        "AlarmActions",
+        "DatapointsToAlarm",
+    )
     for lid, res in resolved["Resources"].items():
         if res["Type"] != "AWS::CloudWatch::Alarm":
             continue
@@ -135,16 +148,23 @@ def _importable_layer(layer: dict[str, Any], content: Path) -> bool:
     if build.startswith("python"):
         return True
     makefile = content / "Makefile"
-    return build == "makefile" and makefile.exists() and "ARTIFACTS_DIR)/python" in makefile.read_text()
+    return (
+        build == "makefile"
+        and makefile.exists()
+        and "ARTIFACTS_DIR)/python" in makefile.read_text()
+    )
 
 
 def function_specs(resolved: dict[str, Any], physical: dict[str, str]) -> list[FunctionSpec]:
     """Every AWS::Serverless::Function of the template, ready to run locally."""
     root = Path(resolved["TemplateRoot"])
     globals_ = (resolved.get("Globals") or {}).get("Function") or {}
-    layer_by_ref = {ref: lid for lid, ref in resolved["Refs"].items()
-                    if resolved["Resources"][lid]["Type"] in ("AWS::Serverless::LayerVersion",
-                                                              "AWS::Lambda::LayerVersion")}
+    layer_by_ref = {
+        ref: lid
+        for lid, ref in resolved["Refs"].items()
+        if resolved["Resources"][lid]["Type"]
+        in ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion")
+    }
     specs = []
     for lid, res in resolved["Resources"].items():
         if res["Type"] != "AWS::Serverless::Function":
@@ -164,17 +184,21 @@ def function_specs(resolved: dict[str, Any], physical: dict[str, str]) -> list[F
                 opt_dir = content
         env = cfn.function_environment(resolved, lid, physical)
         if opt_dir is not None:
-            env = {k: (str(opt_dir) + v[len("/opt"):] if v == "/opt" or v.startswith("/opt/") else v)
-                   for k, v in env.items()}
-        specs.append(FunctionSpec(
-            logical_id=lid,
-            name=resolved["Refs"][lid],
-            handler=props["Handler"],
-            code_dir=(root / props["CodeUri"]).resolve(),
-            layer_paths=python_paths,
-            environment=env,
-            timeout_s=float(props.get("Timeout", 3)),
-            memory_mb=int(props.get("MemorySize", 128)),
-            events=props.get("Events") or {},
-        ))
+            env = {
+                k: (str(opt_dir) + v[len("/opt") :] if v == "/opt" or v.startswith("/opt/") else v)
+                for k, v in env.items()
+            }
+        specs.append(
+            FunctionSpec(
+                logical_id=lid,
+                name=resolved["Refs"][lid],
+                handler=props["Handler"],
+                code_dir=(root / props["CodeUri"]).resolve(),
+                layer_paths=python_paths,
+                environment=env,
+                timeout_s=float(props.get("Timeout", 3)),
+                memory_mb=int(props.get("MemorySize", 128)),
+                events=props.get("Events") or {},
+            )
+        )
     return specs

@@ -26,6 +26,7 @@ counts and redrive are unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -89,8 +90,9 @@ def sqs_record(message: dict[str, Any], queue_arn: str) -> dict[str, Any]:
             "ApproximateReceiveCount": a.get("ApproximateReceiveCount", "1"),
             "SentTimestamp": a.get("SentTimestamp", str(int(time.time() * 1000))),
             "SenderId": a.get("SenderId", ACCOUNT),
-            "ApproximateFirstReceiveTimestamp": a.get("ApproximateFirstReceiveTimestamp",
-                                                      str(int(time.time() * 1000))),
+            "ApproximateFirstReceiveTimestamp": a.get(
+                "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
+            ),
         },
         "messageAttributes": _lambda_message_attributes(message.get("MessageAttributes", {})),
         "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),
@@ -160,9 +162,13 @@ def next_fire(expression: str, after: dt.datetime) -> dt.datetime:
     for _ in range(60 * 24 * 366):
         # AWS cron day-of-week is 1-7 = SUN-SAT; names are not supported here.
         aws_dow = (t.isoweekday() % 7) + 1
-        if (_cron_field_matches(minute, t.minute) and _cron_field_matches(hour, t.hour)
-                and _cron_field_matches(dom, t.day) and _cron_field_matches(month, t.month)
-                and _cron_field_matches(dow, aws_dow)):
+        if (
+            _cron_field_matches(minute, t.minute)
+            and _cron_field_matches(hour, t.hour)
+            and _cron_field_matches(dom, t.day)
+            and _cron_field_matches(month, t.month)
+            and _cron_field_matches(dow, aws_dow)
+        ):
             return t
         t += dt.timedelta(minutes=1)
     raise ValueError(f"schedule never fires: {expression}")
@@ -170,9 +176,15 @@ def next_fire(expression: str, after: dt.datetime) -> dt.datetime:
 
 def scheduled_event(rule_arn: str) -> dict[str, Any]:
     return {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event",
-        "source": "aws.events", "account": ACCOUNT, "time": now_iso(), "region": REGION,
-        "resources": [rule_arn], "detail": {},
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": now_iso(),
+        "region": REGION,
+        "resources": [rule_arn],
+        "detail": {},
     }
 
 
@@ -180,9 +192,17 @@ def scheduled_event(rule_arn: str) -> dict[str, Any]:
 
 
 class Router:
-    def __init__(self, specs: list[FunctionSpec], pool: FunctionPool, moto_url: str, *,
-                 stack_name: str = "flywheel", schedules: bool = True,
-                 retry_delay_s: int = 2, poll_wait_s: int = 1) -> None:
+    def __init__(
+        self,
+        specs: list[FunctionSpec],
+        pool: FunctionPool,
+        moto_url: str,
+        *,
+        stack_name: str = "flywheel",
+        schedules: bool = True,
+        retry_delay_s: int = 2,
+        poll_wait_s: int = 1,
+    ) -> None:
         self.specs = specs
         self.pool = pool
         self.moto_url = moto_url
@@ -220,20 +240,31 @@ class Router:
                     self._spawn(self._poll_rule, spec, event_name, arn, url, props)
                 elif kind in ("Schedule", "ScheduleV2"):
                     expression = props.get("Schedule") or props.get("ScheduleExpression")
-                    enabled = props.get("Enabled", True) not in (False, "false", "False") and \
-                        props.get("State", "ENABLED") != "DISABLED"
+                    enabled = (
+                        props.get("Enabled", True) not in (False, "false", "False")
+                        and props.get("State", "ENABLED") != "DISABLED"
+                    )
                     self.stats[key] = SourceStats(kind, spec.logical_id, event_name)
-                    self.schedules[key] = {"expression": expression, "enabled": enabled,
-                                           "input": props.get("Input"), "next": None,
-                                           "spec": spec, "event": event_name}
+                    self.schedules[key] = {
+                        "expression": expression,
+                        "enabled": enabled,
+                        "input": props.get("Input"),
+                        "next": None,
+                        "spec": spec,
+                        "event": event_name,
+                    }
                 elif kind:
                     log.warning("event type %s of %s is not delivered locally", kind, key)
         if self.schedules:
             self._spawn(self._schedule_loop)
 
     def _spawn(self, target: Any, *args: Any) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True,
-                             name=f"router-{getattr(args[0], 'logical_id', 'schedules') if args else 'schedules'}")
+        t = threading.Thread(
+            target=target,
+            args=args,
+            daemon=True,
+            name=f"router-{getattr(args[0], 'logical_id', 'schedules') if args else 'schedules'}",
+        )
         t.start()
         self._threads.append(t)
 
@@ -243,26 +274,33 @@ class Router:
             t.join(timeout=30)
         self._async.shutdown(wait=True, cancel_futures=True)
 
-    def _provision_rule(self, spec: FunctionSpec, event_name: str,
-                        props: dict[str, Any]) -> tuple[str, str]:
+    def _provision_rule(
+        self, spec: FunctionSpec, event_name: str, props: dict[str, Any]
+    ) -> tuple[str, str]:
         """Create the rule in moto with an internal SQS queue as its target."""
         events, sqs = client("events", self.moto_url), client("sqs", self.moto_url)
         short = hashlib.sha256(f"{spec.logical_id}.{event_name}".encode()).hexdigest()[:8]
         queue_name = f"{self.stack_name}-router-{event_name}"[:70] + f"-{short}"
-        url = sqs.create_queue(QueueName=queue_name, Attributes={
-            "VisibilityTimeout": str(int(spec.timeout_s) + 30)})["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        rule_name = props.get("RuleName") or f"{self.stack_name}-{spec.logical_id}-{event_name}"[:64]
+        url = sqs.create_queue(
+            QueueName=queue_name, Attributes={"VisibilityTimeout": str(int(spec.timeout_s) + 30)}
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        rule_name = (
+            props.get("RuleName") or f"{self.stack_name}-{spec.logical_id}-{event_name}"[:64]
+        )
         bus = props.get("EventBusName", "default")
         if bus != "default":
-            try:
+            with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
                 events.create_event_bus(Name=bus)
-            except events.exceptions.ResourceAlreadyExistsException:
-                pass
         pattern = props["Pattern"]
-        events.put_rule(Name=rule_name, EventBusName=bus,
-                        EventPattern=pattern if isinstance(pattern, str) else json.dumps(pattern),
-                        State="ENABLED" if props.get("State", "ENABLED") != "DISABLED" else "DISABLED")
+        events.put_rule(
+            Name=rule_name,
+            EventBusName=bus,
+            EventPattern=pattern if isinstance(pattern, str) else json.dumps(pattern),
+            State="ENABLED" if props.get("State", "ENABLED") != "DISABLED" else "DISABLED",
+        )
         target: dict[str, Any] = {"Id": "router", "Arn": arn}
         if props.get("Input"):
             target["Input"] = props["Input"]
@@ -273,8 +311,9 @@ class Router:
 
     # -- SQS event source mapping ---------------------------------------------
 
-    def _poll_sqs(self, spec: FunctionSpec, event_name: str, queue_arn: str, url: str,
-                  props: dict[str, Any]) -> None:
+    def _poll_sqs(
+        self, spec: FunctionSpec, event_name: str, queue_arn: str, url: str, props: dict[str, Any]
+    ) -> None:
         sqs = client("sqs", self.moto_url)
         batch_size = int(props.get("BatchSize", 10))
         window = float(props.get("MaximumBatchingWindowInSeconds", 0))
@@ -295,8 +334,16 @@ class Router:
                 stats.last_error = repr(exc)
                 log.exception("%s: delivering a batch failed", spec.logical_id)
 
-    def _deliver(self, sqs: Any, spec: FunctionSpec, url: str, queue_arn: str,
-                 messages: list[dict[str, Any]], partial: bool, stats: SourceStats) -> None:
+    def _deliver(
+        self,
+        sqs: Any,
+        spec: FunctionSpec,
+        url: str,
+        queue_arn: str,
+        messages: list[dict[str, Any]],
+        partial: bool,
+        stats: SourceStats,
+    ) -> None:
         """One batch: invoke, delete what succeeded, release what failed."""
         records = [sqs_record(m, queue_arn) for m in messages]
         ids = [r["messageId"] for r in records]
@@ -313,9 +360,13 @@ class Router:
         by_id = {m["MessageId"]: m for m in messages}
         done = [by_id[i] for i in ids if i not in retry]
         for i in range(0, len(done), 10):
-            resp = sqs.delete_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
-                for n, m in enumerate(done[i:i + 10])])
+            resp = sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                    for n, m in enumerate(done[i : i + 10])
+                ],
+            )
             if resp.get("Failed"):
                 stats.last_error = f"DeleteMessageBatch failed: {resp['Failed'][0]}"
                 log.warning("%s: %s", spec.logical_id, stats.last_error)
@@ -323,12 +374,14 @@ class Router:
 
     def _receive(self, sqs: Any, url: str, batch_size: int, window: float) -> list[dict[str, Any]]:
         kwargs = {"QueueUrl": url, "AttributeNames": ["All"], "MessageAttributeNames": ["All"]}
-        messages = sqs.receive_message(MaxNumberOfMessages=min(10, batch_size),
-                                       WaitTimeSeconds=self.poll_wait_s, **kwargs).get("Messages", [])
+        messages = sqs.receive_message(
+            MaxNumberOfMessages=min(10, batch_size), WaitTimeSeconds=self.poll_wait_s, **kwargs
+        ).get("Messages", [])
         deadline = time.monotonic() + window
         while messages and len(messages) < batch_size and not self._stop.is_set():
-            more = sqs.receive_message(MaxNumberOfMessages=min(10, batch_size - len(messages)),
-                                       WaitTimeSeconds=0, **kwargs).get("Messages", [])
+            more = sqs.receive_message(
+                MaxNumberOfMessages=min(10, batch_size - len(messages)), WaitTimeSeconds=0, **kwargs
+            ).get("Messages", [])
             messages.extend(more)
             if not more:
                 if time.monotonic() >= deadline:
@@ -338,22 +391,33 @@ class Router:
 
     def _retry_later(self, sqs: Any, url: str, messages: list[dict[str, Any]]) -> None:
         for i in range(0, len(messages), 10):
-            sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
-                {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"],
-                 "VisibilityTimeout": self.retry_delay_s}
-                for n, m in enumerate(messages[i:i + 10])])
+            sqs.change_message_visibility_batch(
+                QueueUrl=url,
+                Entries=[
+                    {
+                        "Id": str(n),
+                        "ReceiptHandle": m["ReceiptHandle"],
+                        "VisibilityTimeout": self.retry_delay_s,
+                    }
+                    for n, m in enumerate(messages[i : i + 10])
+                ],
+            )
 
     # -- EventBridge rules (async invokes) --------------------------------------
 
-    def _poll_rule(self, spec: FunctionSpec, event_name: str, queue_arn: str, url: str,
-                   props: dict[str, Any]) -> None:
+    def _poll_rule(
+        self, spec: FunctionSpec, event_name: str, queue_arn: str, url: str, props: dict[str, Any]
+    ) -> None:
         sqs = client("sqs", self.moto_url)
         stats = self.stats[f"{spec.logical_id}.{event_name}"]
         while not self._stop.is_set():
             try:
-                messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10,
-                                               WaitTimeSeconds=self.poll_wait_s,
-                                               AttributeNames=["All"]).get("Messages", [])
+                messages = sqs.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=10,
+                    WaitTimeSeconds=self.poll_wait_s,
+                    AttributeNames=["All"],
+                ).get("Messages", [])
             except Exception as exc:
                 stats.last_error = repr(exc)
                 self._stop.wait(1)
@@ -370,8 +434,9 @@ class Router:
                     if attempt < ASYNC_MAX_ATTEMPTS:
                         self._retry_later(sqs, url, [m])
                         continue
-                    log.error("event for %s dropped after %d attempts: %s",
-                              spec.logical_id, attempt, exc)
+                    log.error(
+                        "event for %s dropped after %d attempts: %s", spec.logical_id, attempt, exc
+                    )
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
 
     # -- schedules --------------------------------------------------------------
@@ -391,9 +456,12 @@ class Router:
 
     def fire(self, function: str, event_name: str | None = None) -> Any:
         """Run a function's schedule now (the first one when no event name); returns its result."""
-        keys = [k for k, s in self.schedules.items()
-                if function in (s["spec"].logical_id, s["spec"].name)
-                and (event_name is None or s["event"] == event_name)]
+        keys = [
+            k
+            for k, s in self.schedules.items()
+            if function in (s["spec"].logical_id, s["spec"].name)
+            and (event_name is None or s["event"] == event_name)
+        ]
         if not keys:
             raise KeyError(f"no schedule for {function}" + (f".{event_name}" if event_name else ""))
         return self._fire(keys[0])
@@ -401,7 +469,8 @@ class Router:
     def _fire(self, key: str) -> Any:
         s = self.schedules[key]
         spec: FunctionSpec = s["spec"]
-        rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{self.stack_name}-{spec.logical_id}-{s['event']}"
+        rule = f"{self.stack_name}-{spec.logical_id}-{s['event']}"
+        rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}"
         event = json.loads(s["input"]) if s["input"] else scheduled_event(rule_arn)
         stats = self.stats[key]
         stats.batches += 1
@@ -417,6 +486,7 @@ class Router:
 
     def invoke_async(self, function: str, event: Any) -> None:
         """InvocationType=Event: queue it, retry twice on error, like Lambda."""
+
         def run() -> None:
             for attempt in range(1, ASYNC_MAX_ATTEMPTS + 1):
                 try:
@@ -424,8 +494,11 @@ class Router:
                     self.async_results["ok"] += 1
                     return
                 except InvocationError as exc:
-                    log.warning("async invoke of %s failed (attempt %d): %s", function, attempt, exc)
+                    log.warning(
+                        "async invoke of %s failed (attempt %d): %s", function, attempt, exc
+                    )
                     if attempt < ASYNC_MAX_ATTEMPTS:
                         time.sleep(self.retry_delay_s)
             self.async_results["failed"] += 1
+
         self._async.submit(run)

@@ -35,8 +35,18 @@ DEFAULT_STACK = "flywheel"
 ENDPOINTS_FILE = "endpoints.json"
 
 # Services whose AWS_ENDPOINT_URL_<ID> points at moto (botocore service ids).
-MOTO_SERVICE_IDS = ("S3", "DYNAMODB", "SQS", "SNS", "EVENTBRIDGE", "SSM", "CLOUDWATCH",
-                    "CLOUDWATCH_LOGS", "STS", "IAM")
+MOTO_SERVICE_IDS = (
+    "S3",
+    "DYNAMODB",
+    "SQS",
+    "SNS",
+    "EVENTBRIDGE",
+    "SSM",
+    "CLOUDWATCH",
+    "CLOUDWATCH_LOGS",
+    "STS",
+    "IAM",
+)
 
 
 class StackError(Exception):
@@ -60,17 +70,27 @@ def endpoints(data_dir: Path | str = DEFAULT_DATA_DIR) -> dict[str, Any]:
         raise StackError(f"no local stack is running on {data_dir} (start one: flywheel up)")
     info = json.loads(path.read_text())
     if not _pid_alive(int(info.get("pid", 0))):
-        raise StackError(f"the local stack on {data_dir} is not running (stale {path}; "
-                         "start one: flywheel up)")
+        raise StackError(
+            f"the local stack on {data_dir} is not running (stale {path}; start one: flywheel up)"
+        )
     return info
 
 
 class LocalStack:
-    def __init__(self, data_dir: Path | str = DEFAULT_DATA_DIR, *,
-                 template: Path | str = DEFAULT_TEMPLATE, stack_name: str = DEFAULT_STACK,
-                 parameters: dict[str, str] | None = None, port_base: int = 0,
-                 sagemaker: bool = True, schedules: bool = True, retry_delay_s: int = 2,
-                 snapshot_every_s: float = 10.0, max_concurrency: int = 2) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str = DEFAULT_DATA_DIR,
+        *,
+        template: Path | str = DEFAULT_TEMPLATE,
+        stack_name: str = DEFAULT_STACK,
+        parameters: dict[str, str] | None = None,
+        port_base: int = 0,
+        sagemaker: bool = True,
+        schedules: bool = True,
+        retry_delay_s: int = 2,
+        snapshot_every_s: float = 10.0,
+        max_concurrency: int = 2,
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.template = Path(template)
         self.stack_name = stack_name
@@ -80,8 +100,9 @@ class LocalStack:
         self.schedules = schedules
         self.retry_delay_s = retry_delay_s
         self.max_concurrency = max_concurrency
-        self.moto = MotoProcess(self.data_dir / "moto", port=port_base,
-                               snapshot_every_s=snapshot_every_s)
+        self.moto = MotoProcess(
+            self.data_dir / "moto", port=port_base, snapshot_every_s=snapshot_every_s
+        )
         self.sagemaker: Any = None
         self.pool: FunctionPool | None = None
         self.router: Router | None = None
@@ -118,12 +139,25 @@ class LocalStack:
 
         sagemaker_url = self._start_sagemaker(moto_url)
         specs = prov.function_specs(self.resolved, self.physical)
-        port = (lambda k: self.port_base + k if self.port_base else 0)
+
+        def port(k: int) -> int:
+            return self.port_base + k if self.port_base else 0
+
         # The Lambda API must know its URL before the workers get their environment.
-        self.pool = FunctionPool(specs, {}, self.data_dir / "logs",
-                                 concurrency={s.logical_id: self._concurrency(s) for s in specs})
-        self.router = Router(specs, self.pool, moto_url, stack_name=self.stack_name,
-                             schedules=self.schedules, retry_delay_s=self.retry_delay_s)
+        self.pool = FunctionPool(
+            specs,
+            {},
+            self.data_dir / "logs",
+            concurrency={s.logical_id: self._concurrency(s) for s in specs},
+        )
+        self.router = Router(
+            specs,
+            self.pool,
+            moto_url,
+            stack_name=self.stack_name,
+            schedules=self.schedules,
+            retry_delay_s=self.retry_delay_s,
+        )
         self.api = LambdaApi(self.router, port=port(2), status=self.router_status)
         env = self.client_environment(moto_url, sagemaker_url, self.api.url)
         for worker in self.pool.workers.values():
@@ -141,8 +175,10 @@ class LocalStack:
             "endpoints": {"moto": moto_url, "sagemaker": sagemaker_url, "lambda": self.api.url},
             "environment": env,
             "resources": self.physical,
-            "outputs": {k: self._physical_value(v["Value"])
-                        for k, v in self.resolved.get("Outputs", {}).items()},
+            "outputs": {
+                k: self._physical_value(v["Value"])
+                for k, v in self.resolved.get("Outputs", {}).items()
+            },
             "parameters": self.resolved.get("Parameters", {}),
             "functions": {s.logical_id: s.name for s in specs},
         }
@@ -154,12 +190,19 @@ class LocalStack:
     def _concurrency(self, spec: Any) -> int:
         """Sandboxes per function: SQS-triggered ones scale out (capped by the event
         source's ScalingConfig.MaximumConcurrency and by this machine), others run one."""
-        caps = [int((e.get("Properties") or {}).get("ScalingConfig", {}).get("MaximumConcurrency", 1000))
-                for e in spec.events.values() if e.get("Type") == "SQS"]
+        caps = [
+            int(
+                (e.get("Properties") or {}).get("ScalingConfig", {}).get("MaximumConcurrency", 1000)
+            )
+            for e in spec.events.values()
+            if e.get("Type") == "SQS"
+        ]
         return min([self.max_concurrency, *caps]) if caps else 1
 
     def _physical_value(self, value: Any) -> Any:
-        refs = {str(v): self.physical[k] for k, v in self.resolved["Refs"].items() if k in self.physical}
+        refs = {
+            str(v): self.physical[k] for k, v in self.resolved["Refs"].items() if k in self.physical
+        }
         return refs.get(str(value), value)
 
     def _start_sagemaker(self, moto_url: str) -> str:
@@ -171,10 +214,15 @@ class LocalStack:
             log.warning("local SageMaker is not available (%s); jobs and endpoints are off", exc)
             return ""
         port = self.port_base + 1 if self.port_base else 0
-        self.sagemaker = LocalSageMaker(self.data_dir / "sagemaker", "127.0.0.1", port,
-                                        s3_endpoint=moto_url, events_endpoint=moto_url,
-                                        on_event=self._on_sagemaker_event,
-                                        cloudwatch_endpoint=moto_url)
+        self.sagemaker = LocalSageMaker(
+            self.data_dir / "sagemaker",
+            "127.0.0.1",
+            port,
+            s3_endpoint=moto_url,
+            events_endpoint=moto_url,
+            on_event=self._on_sagemaker_event,
+            cloudwatch_endpoint=moto_url,
+        )
         self.sagemaker.start()
         return str(self.sagemaker.url)
 
@@ -187,8 +235,13 @@ class LocalStack:
     @staticmethod
     def client_environment(moto_url: str, sagemaker_url: str, lambda_url: str) -> dict[str, str]:
         """AWS_ENDPOINT_URL_* for a boto3 process talking to this stack."""
-        env = {"AWS_ENDPOINT_URL": moto_url, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
-               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        env = {
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
         env.update({f"AWS_ENDPOINT_URL_{s}": moto_url for s in MOTO_SERVICE_IDS})
         if sagemaker_url:
             env["AWS_ENDPOINT_URL_SAGEMAKER"] = sagemaker_url
@@ -234,11 +287,18 @@ class LocalStack:
         router, pool = self.router, self.pool
         return {
             "sources": {k: vars(s) for k, s in (router.stats.items() if router else [])},
-            "functions": {lid: {"invocations": w.invocations, "errors": w.errors}
-                          for lid, w in (pool.workers.items() if pool else [])},
-            "schedules": {k: {"expression": s["expression"], "enabled": s["enabled"],
-                              "next": s["next"].isoformat() if s["next"] else None}
-                          for k, s in (router.schedules.items() if router else [])},
+            "functions": {
+                lid: {"invocations": w.invocations, "errors": w.errors}
+                for lid, w in (pool.workers.items() if pool else [])
+            },
+            "schedules": {
+                k: {
+                    "expression": s["expression"],
+                    "enabled": s["enabled"],
+                    "next": s["next"].isoformat() if s["next"] else None,
+                }
+                for k, s in (router.schedules.items() if router else [])
+            },
         }
 
     def clients(self) -> dict[str, Any]:

@@ -2,81 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
-
-from infra.local.client import StackClient
-from infra.local.stack import StackError
-
-REPO = Path(__file__).resolve().parents[2]
-
-# Small and quick: no tuning, any test accuracy promotes the first model, and a
-# threshold target that ~30 held-out images can certify.
-E2E_PARAMETERS = {
-    "EnableTuning": "false",
-    "MinTestAccuracy": "0.5",
-    "TargetAutoLabelAccuracy": "0.8",
-    "ClassNames": "0,1,2,3,4,5,6,7,8,9",
-    "MinNewHumanLabels": "10",
-}
-
-
-class RunningStack:
-    """`flywheel up` in a child process; restartable on the same data directory."""
-
-    def __init__(self, data_dir: Path, parameters: dict[str, str]) -> None:
-        self.data_dir = data_dir
-        self.parameters = parameters
-        self.proc: subprocess.Popen | None = None
-        self.client: StackClient | None = None
-
-    def start(self, timeout: float = 120) -> StackClient:
-        args = [sys.executable, "-m", "infra.cli", "--data-dir", str(self.data_dir), "up",
-                "--port-base", "0", "--no-schedules", "--status-every", "3600"]
-        for k, v in self.parameters.items():
-            args += ["--parameter", f"{k}={v}"]
-        log = open(self.data_dir.parent / f"{self.data_dir.name}-up.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"flywheel up exited with {self.proc.returncode}; see {log.name}")
-            try:
-                self.client = StackClient(self.data_dir)
-                if self.client.info["pid"] == self.proc.pid:
-                    return self.client
-            except StackError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("flywheel up did not come up in time")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-def wait_for(predicate, timeout: float, what: str, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+from e2e_support import E2E_PARAMETERS, RunningStack  # noqa: I001
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import REPO  # noqa: I001
+from e2e_support import REPO  # noqa: I001
 
 pytestmark = pytest.mark.e2e
 
@@ -17,9 +16,22 @@ def test_quick_demo_completes_with_a_report(tmp_path):
     out = tmp_path / "report"
     # When the reduced demo runs as a user would start it
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "--data-dir", str(tmp_path / "demo-data"),
-         "demo", "--quick", "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "--data-dir",
+            str(tmp_path / "demo-data"),
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # Then it went through two rounds and wrote the report, plots included
     report = json.loads((out / "report.json").read_text())

@@ -11,10 +11,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from e2e_support import wait_for  # noqa: I001
 
 from infra.demo import digits
-
-from conftest import wait_for  # noqa: I001
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +30,11 @@ def upload(c, items, labeled: bool, prefix: str = "e2e") -> None:
     s3 = c.client("s3")
 
     def put(d):
-        key = (f"labeled/{d['label']}/{prefix} {d['index']}.png" if labeled
-               else f"{prefix}/digit {d['index']}.png")
+        key = (
+            f"labeled/{d['label']}/{prefix} {d['index']}.png"
+            if labeled
+            else f"{prefix}/digit {d['index']}.png"
+        )
         s3.put_object(Bucket=c.upload_bucket, Key=key, Body=d["png"])
 
     with ThreadPoolExecutor(8) as pool:
@@ -57,10 +59,15 @@ def test_uploads_are_ingested_and_a_corrupt_one_is_rejected(running_stack):
     assert [i["source_key"] for i in rejected] == ["labeled/3/broken file.png"]
     assert rejected[0]["reason"]
     by_id = {i["item_id"]: i for i in items}
-    assert all(by_id[d["item_id"]]["state"] == "human_labeled" and by_id[d["item_id"]]["label"] == d["label"]
-               for d in LABELED)
+    assert all(
+        by_id[d["item_id"]]["state"] == "human_labeled"
+        and by_id[d["item_id"]]["label"] == d["label"]
+        for d in LABELED
+    )
     assert all(by_id[d["item_id"]]["state"] == "unlabeled" for d in UNLABELED)
-    head = c.client("s3").head_object(Bucket=c.data_bucket, Key=f"images/{LABELED[0]['item_id']}.png")
+    head = c.client("s3").head_object(
+        Bucket=c.data_bucket, Key=f"images/{LABELED[0]['item_id']}.png"
+    )
     assert head["ContentLength"] > 0
 
 
@@ -70,18 +77,34 @@ def test_a_training_job_runs_and_promote_updates_the_endpoint(running_stack):
     result = c.invoke("StartTrainingFunction", {"reason": "manual", "tuning": False})
     job = result["job_name"]
     sm = c.client("sagemaker")
-    status = wait_for(lambda: (s := sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
-                      in ("Completed", "Failed", "Stopped") and s, 400, f"training job {job}", every=2)
+    status = wait_for(
+        lambda: (s := sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
+        in ("Completed", "Failed", "Stopped")
+        and s,
+        400,
+        f"training job {job}",
+        every=2,
+    )
     assert status == "Completed"
     # Then promote records it as champion and the endpoint serves its config
-    champion = wait_for(lambda: (ch := c.champion()) and ch["training_job"] == job and ch, 300, "promotion")
-    endpoint = wait_for(lambda: (e := sm.describe_endpoint(EndpointName=c.endpoint_name))
-                        ["EndpointStatus"] == "InService" and e, 120, "the endpoint")
+    champion = wait_for(
+        lambda: (ch := c.champion()) and ch["training_job"] == job and ch, 300, "promotion"
+    )
+    endpoint = wait_for(
+        lambda: (e := sm.describe_endpoint(EndpointName=c.endpoint_name))["EndpointStatus"]
+        == "InService"
+        and e,
+        120,
+        "the endpoint",
+    )
     assert endpoint["EndpointConfigName"] == champion["endpoint_config"]
     # And InvokeEndpoint answers with the new model
     rt = c.client("sagemaker-runtime")
-    body = json.loads(rt.invoke_endpoint(EndpointName=c.endpoint_name, ContentType="image/png",
-                                         Body=UNLABELED[0]["png"])["Body"].read())
+    body = json.loads(
+        rt.invoke_endpoint(
+            EndpointName=c.endpoint_name, ContentType="image/png", Body=UNLABELED[0]["png"]
+        )["Body"].read()
+    )
     assert body["model_version"] == champion["model_version"]
     assert body["predictions"][0]["label"] in [str(i) for i in range(10)]
     STATE["champion"] = champion
@@ -105,12 +128,16 @@ def test_cli_status_predict_and_export(running_stack, tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from e2e_support import REPO
 
     def flywheel(*args):
-        return subprocess.run([sys.executable, "-m", "infra.cli", "--data-dir",
-                               str(running_stack.data_dir), *args],
-                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", "--data-dir", str(running_stack.data_dir), *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     status = flywheel("status")
     assert status.returncode == 0, status.stderr
@@ -119,8 +146,11 @@ def test_cli_status_predict_and_export(running_stack, tmp_path):
     image.write_bytes(UNLABELED[1]["png"])
     predict = flywheel("predict", str(image))
     assert predict.returncode == 0 and STATE["champion"]["model_version"] in predict.stdout
-    for fmt, out in (("manifest", tmp_path / "d.manifest"), ("csv", tmp_path / "d.csv"),
-                     ("imagefolder", tmp_path / "folder")):
+    for fmt, out in (
+        ("manifest", tmp_path / "d.manifest"),
+        ("csv", tmp_path / "d.csv"),
+        ("imagefolder", tmp_path / "folder"),
+    ):
         r = flywheel("export", "--format", fmt, "-o", str(out))
         assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in (tmp_path / "d.manifest").read_text().splitlines()]
@@ -128,8 +158,13 @@ def test_cli_status_predict_and_export(running_stack, tmp_path):
     assert len(human) == len(LABELED)
     assert all(x["source-ref"].startswith("s3://") for x in lines)
     assert sum(1 for p in (tmp_path / "folder").rglob("*.png")) == len(lines)
-    none = subprocess.run([sys.executable, "-m", "infra.cli", "--data-dir", str(tmp_path / "none"),
-                           "status"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    none = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "--data-dir", str(tmp_path / "none"), "status"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert none.returncode == 1 and len(none.stderr.strip().splitlines()) == 1
 
 
@@ -150,11 +185,18 @@ def test_a_failed_training_job_notifies_and_changes_no_champion(running_stack):
         ResourceConfig=good["ResourceConfig"],
         StoppingCondition=good["StoppingCondition"],
     )
-    wait_for(lambda: sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "Failed",
-             300, f"{name} to fail", every=2)
+    wait_for(
+        lambda: sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "Failed",
+        300,
+        f"{name} to fail",
+        every=2,
+    )
     # Then SNS carries a failure notification and the champion is unchanged
-    notes = wait_for(lambda: [n for n in c.notifications(wait_s=1) if name in json.dumps(n)], 120,
-                     "the failure notification")
+    notes = wait_for(
+        lambda: [n for n in c.notifications(wait_s=1) if name in json.dumps(n)],
+        120,
+        "the failure notification",
+    )
     assert "fail" in json.dumps(notes).lower()
     assert c.champion()["model_version"] == STATE["champion"]["model_version"]
 
@@ -164,9 +206,13 @@ def test_a_message_that_keeps_failing_ends_in_the_dlq(running_stack):
     sqs = c.client("sqs")
     sqs.send_message(QueueUrl=c.resources["IngestQueue"], MessageBody='{"Records": "not a list"}')
     dlq = c.resources["IngestQueueDLQ"]
-    msgs = wait_for(lambda: sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10,
-                                                WaitTimeSeconds=1).get("Messages"),
-                    120, "the poisoned message in IngestQueueDLQ")
+    msgs = wait_for(
+        lambda: sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+            "Messages"
+        ),
+        120,
+        "the poisoned message in IngestQueueDLQ",
+    )
     assert msgs[0]["Body"] == '{"Records": "not a list"}'
 
 
@@ -180,13 +226,19 @@ def test_stopping_and_restarting_mid_run_loses_nothing(running_stack):
     c = running_stack.start()
     # Then every upload is ingested and labeled by the same champion, still served
     total = sum(before.values()) + len(LATE)
-    wait_for(lambda: sum(c.counts().values()) >= total and c.counts()["unlabeled"] == 0,
-             300, "the late uploads after the restart", every=2)
+    wait_for(
+        lambda: sum(c.counts().values()) >= total and c.counts()["unlabeled"] == 0,
+        300,
+        "the late uploads after the restart",
+        every=2,
+    )
     by_id = items_by_id(c)
     assert all(by_id[d["item_id"]]["state"] in ("auto_labeled", "needs_review") for d in LATE)
     assert c.champion()["model_version"] == STATE["champion"]["model_version"]
     rt = c.client("sagemaker-runtime")
-    body = json.loads(rt.invoke_endpoint(EndpointName=c.endpoint_name, ContentType="image/png",
-                                         Body=LATE[0]["png"])["Body"].read())
+    body = json.loads(
+        rt.invoke_endpoint(
+            EndpointName=c.endpoint_name, ContentType="image/png", Body=LATE[0]["png"]
+        )["Body"].read()
+    )
     assert body["model_version"] == STATE["champion"]["model_version"]
-

@@ -14,9 +14,12 @@ def test_restart_keeps_objects_items_parameters_and_inflight_messages(tmp_path):
     s3, ddb, ssm, sqs = (client(s, server.url) for s in ("s3", "dynamodb", "ssm", "sqs"))
     s3.create_bucket(Bucket="uploads")
     s3.put_object(Bucket="uploads", Key="labeled/3/a b.png", Body=b"\x89PNG" * 1000)
-    ddb.create_table(TableName="items", BillingMode="PAY_PER_REQUEST",
-                     KeySchema=[{"AttributeName": "item_id", "KeyType": "HASH"}],
-                     AttributeDefinitions=[{"AttributeName": "item_id", "AttributeType": "S"}])
+    ddb.create_table(
+        TableName="items",
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "item_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "item_id", "AttributeType": "S"}],
+    )
     ddb.put_item(TableName="items", Item={"item_id": {"S": "abc"}, "confidence": {"N": "0.97"}})
     ssm.put_parameter(Name="/stack/champion", Value='{"model_version": "dfw-1"}', Type="String")
     url = sqs.create_queue(QueueName="q", Attributes={"VisibilityTimeout": "2"})["QueueUrl"]
@@ -31,14 +34,23 @@ def test_restart_keeps_objects_items_parameters_and_inflight_messages(tmp_path):
     s3, ddb, ssm, sqs = (client(s, server.url) for s in ("s3", "dynamodb", "ssm", "sqs"))
 
     # Then nothing is lost
-    assert s3.get_object(Bucket="uploads", Key="labeled/3/a b.png")["Body"].read() == b"\x89PNG" * 1000
-    assert ddb.get_item(TableName="items", Key={"item_id": {"S": "abc"}})["Item"]["confidence"] == {"N": "0.97"}
-    assert ssm.get_parameter(Name="/stack/champion")["Parameter"]["Value"] == '{"model_version": "dfw-1"}'
+    assert (
+        s3.get_object(Bucket="uploads", Key="labeled/3/a b.png")["Body"].read() == b"\x89PNG" * 1000
+    )
+    assert ddb.get_item(TableName="items", Key={"item_id": {"S": "abc"}})["Item"]["confidence"] == {
+        "N": "0.97"
+    }
+    assert (
+        ssm.get_parameter(Name="/stack/champion")["Parameter"]["Value"]
+        == '{"model_version": "dfw-1"}'
+    )
     url = sqs.get_queue_url(QueueName="q")["QueueUrl"]
     time.sleep(2.1)
     bodies = []
     for _ in range(3):
-        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", []):
+        for m in sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, AttributeNames=["All"]
+        ).get("Messages", []):
             bodies.append((m["Body"], m["Attributes"]["ApproximateReceiveCount"]))
     assert sorted(bodies) == [("in flight", "2"), ("waiting", "1")]
     server.stop()

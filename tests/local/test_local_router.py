@@ -6,11 +6,10 @@ import json
 import time
 
 import pytest
+from local_probes import probe_spec, received  # noqa: I001
 
 from infra.local.moto_server import client
 from infra.local.router import failed_ids, next_fire
-
-from conftest import probe_spec, received  # noqa: I001
 
 
 def wait_for(predicate, timeout=20.0, every=0.2):
@@ -26,10 +25,13 @@ def wait_for(predicate, timeout=20.0, every=0.2):
 def make_queue(sqs, name, dlq_arn=None, max_receive=2):
     attrs = {"VisibilityTimeout": "30"}
     if dlq_arn:
-        attrs["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": dlq_arn,
-                                             "maxReceiveCount": max_receive})
+        attrs["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}
+        )
     url = sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     return url, arn
 
 
@@ -38,22 +40,44 @@ def test_sqs_batches_respect_batch_size_and_lambda_event_shape(make_router, sqs,
     url, arn = make_queue(sqs, "in")
     for i in range(7):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"n": i}))
-    spec = probe_spec("Batch", "probe.batch", tmp_path, {"Q": {"Type": "SQS", "Properties": {
-        "Queue": arn, "BatchSize": 3, "FunctionResponseTypes": ["ReportBatchItemFailures"]}}})
+    spec = probe_spec(
+        "Batch",
+        "probe.batch",
+        tmp_path,
+        {
+            "Q": {
+                "Type": "SQS",
+                "Properties": {
+                    "Queue": arn,
+                    "BatchSize": 3,
+                    "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                },
+            }
+        },
+    )
     # When the router runs
     make_router([spec])
     # Then every message arrives once, in batches of at most 3, in the SQS event shape
-    calls = wait_for(lambda: (c := received(tmp_path, "batch")) and
-                     sum(len(x["event"]["Records"]) for x in c) >= 7 and c)
+    calls = wait_for(
+        lambda: (c := received(tmp_path, "batch"))
+        and sum(len(x["event"]["Records"]) for x in c) >= 7
+        and c
+    )
     assert all(len(c["event"]["Records"]) <= 3 for c in calls)
     record = calls[0]["event"]["Records"][0]
     assert record["eventSource"] == "aws:sqs" and record["eventSourceARN"] == arn
     assert {"messageId", "receiptHandle", "body", "attributes", "md5OfBody"} <= set(record)
     assert record["attributes"]["ApproximateReceiveCount"] == "1"
-    assert sorted(json.loads(r["body"])["n"] for c in calls for r in c["event"]["Records"]) == list(range(7))
+    assert sorted(json.loads(r["body"])["n"] for c in calls for r in c["event"]["Records"]) == list(
+        range(7)
+    )
     assert calls[0]["function"] == "test-Batch" and calls[0]["remaining_ms"] > 0
-    wait_for(lambda: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
-             ["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0")
+    wait_for(
+        lambda: sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessagesNotVisible"
+        ]
+        == "0"
+    )
     assert "Messages" not in sqs.receive_message(QueueUrl=url)
 
 
@@ -61,11 +85,26 @@ def test_partial_batch_failure_retries_only_failed_then_dlq(make_router, sqs, tm
     # Given a queue with a DLQ after 2 receives, holding one good and one poisoned message
     dlq_url, dlq_arn = make_queue(sqs, "in-dlq")
     url, arn = make_queue(sqs, "in", dlq_arn=dlq_arn, max_receive=2)
-    sqs.send_message_batch(QueueUrl=url, Entries=[
-        {"Id": "1", "MessageBody": "good"}, {"Id": "2", "MessageBody": "please fail"}])
-    spec = probe_spec("Batch", "probe.batch", tmp_path, {"Q": {"Type": "SQS", "Properties": {
-        "Queue": arn, "BatchSize": 10, "MaximumBatchingWindowInSeconds": 1,
-        "FunctionResponseTypes": ["ReportBatchItemFailures"]}}})
+    sqs.send_message_batch(
+        QueueUrl=url,
+        Entries=[{"Id": "1", "MessageBody": "good"}, {"Id": "2", "MessageBody": "please fail"}],
+    )
+    spec = probe_spec(
+        "Batch",
+        "probe.batch",
+        tmp_path,
+        {
+            "Q": {
+                "Type": "SQS",
+                "Properties": {
+                    "Queue": arn,
+                    "BatchSize": 10,
+                    "MaximumBatchingWindowInSeconds": 1,
+                    "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                },
+            }
+        },
+    )
     make_router([spec], retry_delay_s=1)
     # Then the poisoned message ends in the DLQ and the good one is processed once
     dead = wait_for(lambda: sqs.receive_message(QueueUrl=dlq_url).get("Messages"), timeout=30)
@@ -79,8 +118,12 @@ def test_failed_invocation_retries_whole_batch(make_router, sqs, tmp_path):
     dlq_url, dlq_arn = make_queue(sqs, "b-dlq")
     url, arn = make_queue(sqs, "b", dlq_arn=dlq_arn, max_receive=3)
     sqs.send_message(QueueUrl=url, MessageBody="x")
-    spec = probe_spec("Boom", "probe.boom", tmp_path, {"Q": {"Type": "SQS", "Properties": {
-        "Queue": arn, "BatchSize": 1}}})
+    spec = probe_spec(
+        "Boom",
+        "probe.boom",
+        tmp_path,
+        {"Q": {"Type": "SQS", "Properties": {"Queue": arn, "BatchSize": 1}}},
+    )
     make_router([spec], retry_delay_s=1)
     wait_for(lambda: sqs.receive_message(QueueUrl=dlq_url).get("Messages"), timeout=30)
     assert len(received(tmp_path, "boom")) == 3
@@ -96,20 +139,37 @@ def test_failed_ids_follows_lambda_rules():
 
 
 def test_eventbridge_rule_delivers_matching_events_only(make_router, moto, tmp_path):
-    pattern = {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Training Job State Change"],
-               "detail": {"TrainingJobStatus": ["Completed", "Failed", "Stopped"],
-                          "TrainingJobName": [{"prefix": "dfw-"}]}}
-    spec = probe_spec("Promote", "probe.echo", tmp_path, {"Done": {
-        "Type": "EventBridgeRule", "Properties": {"Pattern": pattern}}})
+    pattern = {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Training Job State Change"],
+        "detail": {
+            "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+            "TrainingJobName": [{"prefix": "dfw-"}],
+        },
+    }
+    spec = probe_spec(
+        "Promote",
+        "probe.echo",
+        tmp_path,
+        {"Done": {"Type": "EventBridgeRule", "Properties": {"Pattern": pattern}}},
+    )
     make_router([spec])
     events = client("events", moto.url)
 
     def put(name, status):
-        return {"Source": "aws.sagemaker", "DetailType": "SageMaker Training Job State Change",
-                "Detail": json.dumps({"TrainingJobName": name, "TrainingJobStatus": status})}
+        return {
+            "Source": "aws.sagemaker",
+            "DetailType": "SageMaker Training Job State Change",
+            "Detail": json.dumps({"TrainingJobName": name, "TrainingJobStatus": status}),
+        }
 
-    events.put_events(Entries=[put("dfw-abc", "Completed"), put("other-abc", "Completed"),
-                               put("dfw-def", "InProgress")])
+    events.put_events(
+        Entries=[
+            put("dfw-abc", "Completed"),
+            put("other-abc", "Completed"),
+            put("dfw-def", "InProgress"),
+        ]
+    )
     calls = wait_for(lambda: received(tmp_path, "echo"))
     time.sleep(2)
     calls = received(tmp_path, "echo")
@@ -118,19 +178,26 @@ def test_eventbridge_rule_delivers_matching_events_only(make_router, moto, tmp_p
 
 
 def test_schedule_fire_now_and_direct_invoke(make_router, tmp_path):
-    spec = probe_spec("Start", "probe.echo", tmp_path, {"Nightly": {
-        "Type": "Schedule", "Properties": {"Schedule": "rate(1 day)"}}})
+    spec = probe_spec(
+        "Start",
+        "probe.echo",
+        tmp_path,
+        {"Nightly": {"Type": "Schedule", "Properties": {"Schedule": "rate(1 day)"}}},
+    )
     router = make_router([spec])
     result = router.fire("Start")
     assert result["echo"]["detail-type"] == "Scheduled Event"
     assert result["echo"]["source"] == "aws.events"
-    assert router.pool.get("test-Start").invoke({"reason": "manual"})["echo"] == {"reason": "manual"}
+    assert router.pool.get("test-Start").invoke({"reason": "manual"})["echo"] == {
+        "reason": "manual"
+    }
     with pytest.raises(KeyError):
         router.fire("Nope")
 
 
 def test_function_timeout_kills_and_recovers(make_router, tmp_path):
     from infra.local.functions import InvocationError
+
     spec = probe_spec("Slow", "probe.slow", tmp_path, timeout_s=1)
     router = make_router([spec])
     with pytest.raises(InvocationError, match="timed out"):
@@ -140,6 +207,7 @@ def test_function_timeout_kills_and_recovers(make_router, tmp_path):
 
 def test_next_fire_rate_and_cron():
     import datetime as dt
+
     t = dt.datetime(2026, 1, 1, 10, 7, 30, tzinfo=dt.UTC)
     assert next_fire("rate(5 minutes)", t) == t + dt.timedelta(minutes=5)
     assert next_fire("cron(0 * * * ? *)", t) == dt.datetime(2026, 1, 1, 11, 0, tzinfo=dt.UTC)

@@ -39,12 +39,15 @@ def test_every_queue_table_bucket_topic_of_the_template_exists(stack):
 
 def test_redrive_and_gsi_come_from_the_template(stack):
     sqs = client("sqs", stack.moto.url)
-    attrs = sqs.get_queue_attributes(QueueUrl=stack.physical["IngestQueue"],
-                                     AttributeNames=["All"])["Attributes"]
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=stack.physical["IngestQueue"], AttributeNames=["All"]
+    )["Attributes"]
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith(":flywheel-IngestQueueDLQ")
     assert int(redrive["maxReceiveCount"]) == 5
-    table = client("dynamodb", stack.moto.url).describe_table(TableName="flywheel-ItemsTable")["Table"]
+    table = client("dynamodb", stack.moto.url).describe_table(TableName="flywheel-ItemsTable")[
+        "Table"
+    ]
     assert [g["IndexName"] for g in table["GlobalSecondaryIndexes"]] == ["state-index"]
 
 
@@ -53,15 +56,22 @@ def test_bucket_notifications_come_from_the_template(stack):
     upload = s3.get_bucket_notification_configuration(Bucket="flywheel-uploadbucket")
     assert upload["QueueConfigurations"][0]["QueueArn"].endswith(":flywheel-IngestQueue")
     conf = s3.get_bucket_notification_configuration(Bucket="flywheel-databucket")
-    filters = [[r["Value"] for r in c["Filter"]["Key"]["FilterRules"]]
-               for c in conf["QueueConfigurations"]]
+    filters = [
+        [r["Value"] for r in c["Filter"]["Key"]["FilterRules"]] for c in conf["QueueConfigurations"]
+    ]
     assert ["labels/", ".csv"] in filters
 
 
 def test_functions_get_local_environment_and_layers(stack):
     specs = {s.logical_id: s for s in stack.router.specs}
-    assert set(specs) >= {"IngestFunction", "AutoLabelFunction", "HumanLabelsFunction",
-                          "ReviewExportFunction", "StartTrainingFunction", "PromoteFunction"}
+    assert set(specs) >= {
+        "IngestFunction",
+        "AutoLabelFunction",
+        "HumanLabelsFunction",
+        "ReviewExportFunction",
+        "StartTrainingFunction",
+        "PromoteFunction",
+    }
     env = specs["StartTrainingFunction"].environment
     assert env["TRAINING_CODE_DIR"].endswith("training_jobs")
     assert env["ITEMS_TABLE"] == "flywheel-ItemsTable"
@@ -73,9 +83,14 @@ def test_functions_get_local_environment_and_layers(stack):
 def test_eventbridge_rules_and_schedules_are_wired(stack):
     rules = client("events", stack.moto.url).list_rules()["Rules"]
     patterns = [json.loads(r["EventPattern"]) for r in rules]
-    assert {"SageMaker Training Job State Change", "SageMaker HyperParameter Tuning Job State Change"} <= \
-        {p["detail-type"][0] for p in patterns}
-    assert set(stack.router.schedules) >= {"StartTrainingFunction.Retrain", "ReviewExportFunction.Daily"}
+    assert {
+        "SageMaker Training Job State Change",
+        "SageMaker HyperParameter Tuning Job State Change",
+    } <= {p["detail-type"][0] for p in patterns}
+    assert set(stack.router.schedules) >= {
+        "StartTrainingFunction.Retrain",
+        "ReviewExportFunction.Daily",
+    }
 
 
 def test_endpoints_file_and_second_stack_refused(stack):
