@@ -670,12 +670,17 @@ class JobRunner(threading.Thread):
     ) -> dict[str, tuple[int, int]]:
         current = _snapshot(folder)
         base = uri.rstrip("/")
-        for rel, sig in current.items():
+        for rel, sig in list(current.items()):
             if synced.get(rel) != sig:
                 try:
                     self.t.svc.aws.upload_file(folder / rel, f"{base}/{rel}")
-                except FileNotFoundError:  # replaced while we looked; the next pass gets it
-                    current.pop(rel, None)
+                except FileNotFoundError:
+                    # Gone while we looked (a temp file, or os.replace in flight): keep what
+                    # S3 already has, so it is not deleted below; the next pass uploads it.
+                    if rel in synced:
+                        current[rel] = synced[rel]
+                    else:
+                        del current[rel]
         for rel in set(synced) - set(current):
             self.t.svc.aws.delete_object(f"{base}/{rel}")
         return current
