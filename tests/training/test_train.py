@@ -270,10 +270,19 @@ def test_fine_tune_from_the_champion_tarball(tmp_path, digits_folder, smoke_job)
     result = run_training(tmp_path, channels, {**FAST, "epochs": "1", "init-model": "champion"})
     # Then it starts where the champion was and evaluates it on the same test images
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "10/10 classes carried over" in result.stdout
+    assert "10/10 classes carried" in result.stdout
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     smoke = json.loads((smoke_model / "metrics.json").read_text())
     assert metrics["epochs"][0]["val_accuracy"] > smoke["epochs"][0]["val_accuracy"]
     assert metrics["champion_test"]["model_version"] == "dfw-test"
     assert metrics["champion_test"]["n"] == metrics["test"]["n"] == smoke["test"]["n"]
     assert metrics["test_set_id"] == smoke["test_set_id"]
+    # and the tuning regex reads the challenger's test accuracy, not the champion's
+    [regex] = [
+        d["Regex"] for d in SEARCH_SPACE["metric_definitions"] if d["Name"] == "test_accuracy"
+    ]
+    assert "champion_test_accuracy=" in result.stdout
+    matches = [
+        float(m.group(1)) for line in result.stdout.splitlines() if (m := re.search(regex, line))
+    ]
+    assert matches == [round(metrics["test"]["accuracy"], 4)]
