@@ -86,6 +86,7 @@ def main() -> None:
         ]
     )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cudnn.benchmark = True  # as train.py does on CUDA
     if device.type == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - bench.workers))  # as train.py does
     ext = ".png" if bench.image_size <= 64 else ".jpg"

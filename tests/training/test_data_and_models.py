@@ -152,3 +152,20 @@ def test_init_model_rows_are_mapped_by_class_name():
         new.fc[1].weight[2], old.fc[1].weight[0]
     )
     assert torch.equal(new.features[0][0].weight, old.features[0][0].weight)
+
+
+def test_the_bf16_path_trains_and_predicts(digits_folder):
+    # The CUDA path (bf16 autocast, channels_last), run here under CPU autocast
+    samples = data.load_channel(digits_folder, "label")[:128]
+    args = train.parse_args(["--batch-size", "32", "--workers", "0"])
+    index = {str(i): i for i in range(10)}
+    cpu, mean, std = torch.device("cpu"), models.IMAGENET_MEAN, models.IMAGENET_STD
+    loader = train.make_loader(data.ImageDataset(samples, index, 32, 0.5), args, cpu, shuffle=True)
+    model = models.build_model("small_cnn", 10).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters())
+    loss, step = train.train_one_epoch(
+        model, loader, optimizer, 0, args, 8, 1, cpu, True, mean, std
+    )
+    logits, labels = train.predict(model, loader, cpu, True, mean, std)
+    assert step == 4 and 0 < loss < 10
+    assert logits.dtype == "float32" and logits.shape == (128, 10) and len(labels) == 128

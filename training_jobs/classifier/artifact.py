@@ -16,7 +16,7 @@ from classifier.models import build_model
 
 CODE_DIR = Path(__file__).resolve().parent.parent  # training_jobs/: inference.py and classifier/
 # What the PyTorch inference container installs from code/requirements.txt (torch, numpy and
-# scipy come with the image; this OpenCV accepts NumPy 1.x and 2.x).
+# scipy come with the image; OpenCV 4.11 accepts NumPy 1.x and 2.x, 4.12 requires 2.x).
 INFERENCE_REQUIREMENTS = "opencv-python-headless>=4.8,<4.12\n"
 
 
