@@ -227,8 +227,16 @@ def main(args: argparse.Namespace) -> dict:
     val, test = val or split_val, test or split_test
     if not val or not test:
         raise ValueError(f"need validation and test images: got {len(val)} and {len(test)}")
-    init_path = args.champion if args.init_model == "champion" else args.init_model
-    init = artifact.read_artifact(init_path) if init_path else None
+    init = (
+        artifact.read_artifact(args.init_model) if args.init_model not in ("", "champion") else None
+    )
+    if args.init_model == "champion":  # the first round has no champion: start from scratch
+        try:
+            if not args.champion:
+                raise ValueError("no champion channel")
+            init = artifact.read_artifact(args.champion)
+        except (ValueError, OSError) as error:
+            log(f"init-model champion unusable ({error}): training from scratch")
     if init and init[0]["arch"] != args.arch:
         log(f"init-model is {init[0]['arch']}, not {args.arch}: training from scratch")
         init = None

@@ -79,8 +79,13 @@ def test_a_class_missing_from_train_keeps_every_index(tmp_path, digits_folder):
                 for image in part:
                     (channels[name] / label).mkdir(parents=True, exist_ok=True)
                     (channels[name] / label / image.name).write_bytes(image.read_bytes())
-    result = run_training(tmp_path, channels, {"epochs": "1", "workers": "0"})
+    # (and a first-round job told to start from a champion that does not exist yet)
+    hyperparameters = {"epochs": "1", "workers": "0", "init-model": "champion"}
+    result = run_training(tmp_path, channels, hyperparameters)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        "init-model champion unusable (no champion channel): training from scratch" in result.stdout
+    )
     config = json.loads((tmp_path / "model" / "model_config.json").read_text())
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert config["classes"] == metrics["classes"] == ["0", "1", "2"]
