@@ -86,7 +86,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"starting the local stack in {stack.data_dir} ...", flush=True)
     info = stack.start()
     stop = threading.Event()
+    # Ctrl-C and SIGTERM both stop cleanly (state saved); set SIGINT explicitly, since a
+    # shell's background job starts with it ignored.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     e, o = info["endpoints"], info["outputs"]
     print(
         f"""flywheel is up (stack {info["stack_name"]}, data in {info["data_dir"]})
