@@ -6,6 +6,7 @@
     flywheel predict IMAGE...
     flywheel status
     flywheel train [--tuning | --no-tuning] [--wait]
+    flywheel schedule StartTrainingFunction      # run a template schedule now
     flywheel review export [-o DIR]  /  flywheel review import FILE
     flywheel export --format {manifest,csv,imagefolder} -o OUT
 
@@ -274,6 +275,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    c = _client(args)
+    result = c.fire_schedule(args.function)
+    print(json.dumps(result.get("result"), default=str))
+    return 0
+
+
 # -- review -----------------------------------------------------------------------
 
 
@@ -504,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--wait", action="store_true", help="wait for the job to finish")
     tr.add_argument("--timeout", type=float, default=1800)
     tr.set_defaults(fn=cmd_train)
+
+    sc = sub.add_parser("schedule", help="run a function's template schedule now")
+    sc.add_argument("function", help="logical id, e.g. StartTrainingFunction")
+    sc.set_defaults(fn=cmd_schedule)
 
     rv = sub.add_parser("review", help="export a review batch / import answers")
     rsub = rv.add_subparsers(dest="review_command", required=True, metavar="ACTION")

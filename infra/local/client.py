@@ -198,7 +198,13 @@ class StackClient:
             data=b"",
         )
         with urllib.request.urlopen(req, timeout=900) as r:
-            return json.loads(r.read())
+            body = json.loads(r.read())
+            if r.headers.get("X-Amz-Function-Error"):
+                raise RuntimeError(
+                    f"{function_logical_id} failed: {body.get('errorType')}: "
+                    f"{body.get('errorMessage')}"
+                )
+            return body
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         """Invoke a function synchronously; raise RuntimeError with its message if it fails."""
