@@ -42,6 +42,9 @@ class FunctionSpec:
     timeout_s: float = 3.0
     memory_mb: int = 128
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # SAM Events, resolved
+    # EventInvokeConfig: attempts of an asynchronous invocation, and where it goes after.
+    async_max_attempts: int = 3
+    on_failure: str | None = None  # an SQS queue ARN (DestinationConfig.OnFailure)
 
 
 class InvocationError(Exception):

@@ -182,6 +182,8 @@ def function_specs(resolved: dict[str, Any], physical: dict[str, str]) -> list[F
                 python_paths.append(content)
             else:
                 opt_dir = content
+        invoke_config = props.get("EventInvokeConfig") or {}
+        on_failure = (invoke_config.get("DestinationConfig") or {}).get("OnFailure") or {}
         env = cfn.function_environment(resolved, lid, physical)
         if opt_dir is not None:
             env = {
@@ -199,6 +201,10 @@ def function_specs(resolved: dict[str, Any], physical: dict[str, str]) -> list[F
                 timeout_s=float(props.get("Timeout", 3)),
                 memory_mb=int(props.get("MemorySize", 128)),
                 events=props.get("Events") or {},
+                async_max_attempts=int(invoke_config.get("MaximumRetryAttempts", 2)) + 1,
+                on_failure=on_failure.get("Destination")
+                if on_failure.get("Type") == "SQS"
+                else None,
             )
         )
     return specs

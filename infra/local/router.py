@@ -13,7 +13,8 @@ does in the cloud, reading only the template:
 - ``EventBridgeRule``: the rule is created in moto's EventBridge with the
   template's pattern and an internal SQS queue as its target (moto's Lambda
   targets would need Docker); the router polls that queue and invokes the
-  function asynchronously (two retries, like Lambda's async invoke).
+  function asynchronously: ``EventInvokeConfig.MaximumRetryAttempts`` retries
+  (default 2), then the ``OnFailure`` SQS destination gets Lambda's record.
   Anything that calls ``PutEvents`` - the local SageMaker's state changes, a
   user's script - is matched by EventBridge's own pattern matching.
 - ``Schedule`` / ``ScheduleV2``: timers (``rate(...)``, ``cron(...)``), plus
@@ -46,7 +47,6 @@ from infra.local.moto_server import REGION, client
 log = logging.getLogger(__name__)
 
 ACCOUNT = "123456789012"
-ASYNC_MAX_ATTEMPTS = 3  # Lambda async invoke: the first try plus two retries
 
 
 @dataclass
@@ -426,18 +426,45 @@ class Router:
                 stats.batches += 1
                 stats.records += 1
                 attempt = int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+                event = json.loads(m["Body"])
                 try:
-                    self.pool.get(spec.logical_id).invoke(json.loads(m["Body"]))
+                    self.pool.get(spec.logical_id).invoke(event)
                 except InvocationError as exc:
                     stats.failed_invocations += 1
                     stats.last_error = str(exc)
-                    if attempt < ASYNC_MAX_ATTEMPTS:
+                    if attempt < spec.async_max_attempts:
                         self._retry_later(sqs, url, [m])
                         continue
-                    log.error(
-                        "event for %s dropped after %d attempts: %s", spec.logical_id, attempt, exc
-                    )
+                    self._async_failed(spec, event, exc, attempt)
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
+    def _async_failed(
+        self, spec: FunctionSpec, event: Any, exc: InvocationError, attempts: int
+    ) -> None:
+        """Retries exhausted: the OnFailure destination gets Lambda's record, else a log line."""
+        if not spec.on_failure or ":sqs:" not in spec.on_failure:
+            log.error("%s: event dropped after %d attempts: %s", spec.logical_id, attempts, exc)
+            return
+        record = {
+            "version": "1.0",
+            "timestamp": now_iso(),
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{spec.name}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": attempts,
+            },
+            "requestPayload": event,
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "responsePayload": exc.error,
+        }
+        sqs = client("sqs", self.moto_url)
+        url = sqs.get_queue_url(QueueName=spec.on_failure.rsplit(":", 1)[-1])["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(record, default=str))
 
     # -- schedules --------------------------------------------------------------
 
@@ -452,7 +479,7 @@ class Router:
             for key, s in self.schedules.items():
                 if s["enabled"] and s["next"] <= now:
                     s["next"] = next_fire(s["expression"], now)
-                    self._async.submit(self._fire, key)
+                    self._async.submit(self._fire_async, key)
 
     def fire(self, function: str, event_name: str | None = None) -> Any:
         """Run a function's schedule now (the first one when no event name); returns its result."""
@@ -466,12 +493,16 @@ class Router:
             raise KeyError(f"no schedule for {function}" + (f".{event_name}" if event_name else ""))
         return self._fire(keys[0])
 
+    def _schedule_event(self, key: str) -> Any:
+        s = self.schedules[key]
+        rule = f"{self.stack_name}-{s['spec'].logical_id}-{s['event']}"
+        rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}"
+        return json.loads(s["input"]) if s["input"] else scheduled_event(rule_arn)
+
     def _fire(self, key: str) -> Any:
         s = self.schedules[key]
         spec: FunctionSpec = s["spec"]
-        rule = f"{self.stack_name}-{spec.logical_id}-{s['event']}"
-        rule_arn = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}"
-        event = json.loads(s["input"]) if s["input"] else scheduled_event(rule_arn)
+        event = self._schedule_event(key)
         stats = self.stats[key]
         stats.batches += 1
         stats.records += 1
@@ -482,13 +513,28 @@ class Router:
             stats.last_error = str(exc)
             raise
 
+    def _fire_async(self, key: str) -> None:
+        """A timer fired: an asynchronous invocation, retried, then the destination."""
+        spec: FunctionSpec = self.schedules[key]["spec"]
+        for attempt in range(1, spec.async_max_attempts + 1):
+            try:
+                self._fire(key)
+                return
+            except InvocationError as exc:
+                if attempt == spec.async_max_attempts:
+                    self._async_failed(spec, self._schedule_event(key), exc, attempt)
+                else:
+                    time.sleep(self.retry_delay_s)
+
     # -- direct async invokes -------------------------------------------------
 
     def invoke_async(self, function: str, event: Any) -> None:
-        """InvocationType=Event: queue it, retry twice on error, like Lambda."""
+        """InvocationType=Event: queue it; retries and destination per EventInvokeConfig."""
+
+        spec = self.pool.get(function).spec
 
         def run() -> None:
-            for attempt in range(1, ASYNC_MAX_ATTEMPTS + 1):
+            for attempt in range(1, spec.async_max_attempts + 1):
                 try:
                     self.pool.get(function).invoke(event)
                     self.async_results["ok"] += 1
@@ -497,8 +543,10 @@ class Router:
                     log.warning(
                         "async invoke of %s failed (attempt %d): %s", function, attempt, exc
                     )
-                    if attempt < ASYNC_MAX_ATTEMPTS:
+                    if attempt < spec.async_max_attempts:
                         time.sleep(self.retry_delay_s)
-            self.async_results["failed"] += 1
+                    else:
+                        self.async_results["failed"] += 1
+                        self._async_failed(spec, event, exc, attempt)
 
         self._async.submit(run)

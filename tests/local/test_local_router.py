@@ -177,6 +177,37 @@ def test_eventbridge_rule_delivers_matching_events_only(make_router, moto, tmp_p
     assert calls[0]["event"]["detail-type"] == "SageMaker Training Job State Change"
 
 
+def test_async_failures_retry_then_reach_the_on_failure_destination(
+    make_router, moto, sqs, tmp_path
+):
+    # Given a function with one retry and an SQS OnFailure destination, behind a rule
+    dlq_url, dlq_arn = make_queue(sqs, "async-failures")
+    spec = probe_spec(
+        "Boom",
+        "probe.boom",
+        tmp_path,
+        {
+            "Done": {
+                "Type": "EventBridgeRule",
+                "Properties": {"Pattern": {"source": ["test.source"]}},
+            }
+        },
+    )
+    spec.async_max_attempts, spec.on_failure = 2, dlq_arn
+    make_router([spec], retry_delay_s=1)
+    # When a matching event fails every attempt
+    client("events", moto.url).put_events(
+        Entries=[{"Source": "test.source", "DetailType": "x", "Detail": json.dumps({"n": 1})}]
+    )
+    # Then it ran twice and the destination holds Lambda's failure record
+    msgs = wait_for(lambda: sqs.receive_message(QueueUrl=dlq_url).get("Messages"), timeout=30)
+    record = json.loads(msgs[0]["Body"])
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestPayload"]["detail"] == {"n": 1}
+    assert record["responsePayload"]["errorMessage"] == "boom"
+    assert len(received(tmp_path, "boom")) == 2
+
+
 def test_schedule_fire_now_and_direct_invoke(make_router, tmp_path):
     spec = probe_spec(
         "Start",

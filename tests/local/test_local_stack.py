@@ -78,6 +78,8 @@ def test_functions_get_local_environment_and_layers(stack):
     assert specs["IngestFunction"].environment["LABEL_QUEUE_URL"] == stack.physical["LabelQueue"]
     assert any(str(p).endswith("functions/shared") for p in specs["IngestFunction"].layer_paths)
     assert specs["PromoteFunction"].timeout_s == 900
+    assert specs["PromoteFunction"].on_failure.endswith(":flywheel-AsyncFailureDLQ")
+    assert specs["TeardownFunction"].async_max_attempts == 1  # MaximumRetryAttempts: 0
 
 
 def test_eventbridge_rules_and_schedules_are_wired(stack):
