@@ -357,7 +357,7 @@ class Demo:
         self.note(
             f"round {n}: auto-labeled {m['auto_labeled']} "
             f"({m['coverage_of_unlabeled_uploads']:.1%} of unlabeled uploads) at "
-            f"{m['auto_label_accuracy']:.2%} accuracy; human labels {m['human_labels']} "
+            f"{rep.accuracy_text(m)} accuracy; human labels {m['human_labels']} "
             f"({m['human_label_share']:.1%})"
         )
         return m

@@ -38,12 +38,20 @@ def image_map() -> dict[str, dict[str, str]]:
     for region in sorted(regions("training") & regions("inference")):
         try:
             training = image_uris.retrieve(
-                "pytorch", region=region, version=VERSION, py_version=PY,
-                instance_type="ml.g5.xlarge", image_scope="training",
+                "pytorch",
+                region=region,
+                version=VERSION,
+                py_version=PY,
+                instance_type="ml.g5.xlarge",
+                image_scope="training",
             )
             inference = image_uris.retrieve(
-                "pytorch", region=region, version=VERSION, py_version=PY,
-                instance_type="ml.m5.large", image_scope="inference",
+                "pytorch",
+                region=region,
+                version=VERSION,
+                py_version=PY,
+                instance_type="ml.m5.large",
+                image_scope="inference",
             )
         except ValueError:  # a region the SDK lists but cannot build a URI for
             continue
@@ -54,8 +62,11 @@ def image_map() -> dict[str, dict[str, str]]:
 def render(images: dict[str, dict[str, str]]) -> str:
     lines = ["Mappings:", "  PyTorchImages:"]
     for region, uris in images.items():
-        lines += [f"    {region}:", f"      Training: {uris['Training']}",
-                  f"      Inference: {uris['Inference']}"]
+        lines += [
+            f"    {region}:",
+            f"      Training: {uris['Training']}",
+            f"      Inference: {uris['Inference']}",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 
 
+def accuracy_text(round_: dict) -> str:
+    """Auto-label accuracy as a percentage, or "n/a" when the round auto-labeled nothing."""
+    return f"{round_['auto_label_accuracy']:.2%}" if round_["auto_labeled"] else "n/a"
+
+
 def round_metrics(
     items: list[dict[str, Any]],
     truth: dict[str, str],
@@ -209,7 +214,7 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> str:
             f"| {r['round']} | {r['human_labels']} ({r['human_label_share']:.1%}) "
             f"| {r['auto_labeled']} | "
             f"{r['coverage_of_unlabeled_uploads']:.1%} | {r['coverage_of_remaining']:.1%} | "
-            f"{r['auto_label_accuracy']:.2%} | {r['needs_review']} | {ch.get('model_version')} | "
+            f"{accuracy_text(r)} | {r['needs_review']} | {ch.get('model_version')} | "
             f"{float(ch.get('test_accuracy') or 0):.4f} | {float(ch.get('threshold') or 0):.3f} |"
         )
     lines += ["", "## Timeline", ""]
