@@ -55,7 +55,10 @@ def test_every_built_function_with_its_layers_is_under_250_mb(built):
 def test_built_function_imports_on_the_lambda_python(built, sam_env, logical_id):
     python = shutil.which("python3.12", path=sam_env["PATH"])
     if python is None or subprocess.run([python, "-c", ""]).returncode != 0:
-        pytest.skip("no python3.12 here to import the cp312 build with (sam build itself passed)")
+        pytest.fail(
+            "python3.12 (the functions' Lambda runtime) is needed on PATH to import the "
+            "cp312 build; install it (e.g. pyenv install 3.12) and rerun"
+        )
     module = HANDLERS[logical_id]
     code = f"import {module}; assert callable({module}.handler)"
     if module == "ingest":  # the platform wheels of opencv/numpy load and decode
