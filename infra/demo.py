@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from infra import report as rep
+from infra.local.client import wait_until
 
 IMAGE_SIZE = 32
 SEED_FRACTION = 0.10
@@ -445,20 +446,16 @@ class Demo:
     def _wait(
         self, predicate: Any, timeout: float, what: str, function: str | None, every: float = 1.0
     ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                hint = ""
-                if function:
-                    log = self.data_dir / "logs" / f"{function}.log"
-                    if log.exists():
-                        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-                        hint = f"; last lines of {log}:\n  " + "\n  ".join(t[:300] for t in tail)
-                raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}{hint}")
-            time.sleep(every)
+        try:
+            return wait_until(predicate, timeout, what, every)
+        except TimeoutError as exc:
+            hint = ""
+            if function:
+                log = self.data_dir / "logs" / f"{function}.log"
+                if log.exists():
+                    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                    hint = f"; last lines of {log}:\n  " + "\n  ".join(t[:300] for t in tail)
+            raise DemoError(f"{exc}{hint}") from None
 
 
 def summary(report: dict[str, Any], out_dir: Path) -> str:

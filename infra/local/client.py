@@ -18,6 +18,19 @@ from botocore.config import Config
 
 from infra.local.stack import DEFAULT_DATA_DIR, endpoints
 
+
+def wait_until(predicate: Any, timeout: float, what: str, every: float = 1.0) -> Any:
+    """Poll ``predicate`` until it returns something truthy; TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
 STATES = ("unlabeled", "auto_labeled", "needs_review", "human_labeled", "rejected")
 _CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"}, read_timeout=900, connect_timeout=5
@@ -240,13 +253,4 @@ class StackClient:
         }
 
     def wait(self, predicate: Any, timeout: float, every: float = 2.0, what: str = "") -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"timed out after {timeout:.0f}s waiting for {what or 'the stack'}"
-                )
-            time.sleep(every)
+        return wait_until(predicate, timeout, what or "the stack", every)

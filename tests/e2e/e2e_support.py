@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from infra.local.client import StackClient
+from infra.local.client import StackClient, wait_until
 from infra.local.stack import StackError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,11 +85,7 @@ class RunningStack:
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    try:
+        return wait_until(predicate, timeout, what, every)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None

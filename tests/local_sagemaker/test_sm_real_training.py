@@ -6,15 +6,14 @@ Tiny digits ImageFolder (sklearn's load_digits), one epoch on the CPU.
 from __future__ import annotations
 
 import base64
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
+from flywheel.packaging import package_source_dir
 from sm_support import BUCKET, ROLE, unique, wait_endpoint, wait_training
 
 pytestmark = pytest.mark.training
@@ -47,12 +46,9 @@ def digits(s3: Any, bucket: str) -> dict[str, Any]:
     for cls in classes:
         for i, idx in enumerate(np.flatnonzero(d.target == cls)[:20]):
             s3.put_object(Bucket=BUCKET, Key=f"digits/train/{cls}/{i}.png", Body=png(d.images[idx]))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for p in sorted(TRAINING_JOBS.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts:
-                tar.add(p, arcname=str(p.relative_to(TRAINING_JOBS)))
-    s3.put_object(Bucket=BUCKET, Key="code/training_jobs.tar.gz", Body=buf.getvalue())
+    # The same sourcedir.tar.gz start_training publishes.
+    sourcedir, _digest = package_source_dir(TRAINING_JOBS)
+    s3.put_object(Bucket=BUCKET, Key="code/training_jobs.tar.gz", Body=sourcedir)
     sample = d.images[np.flatnonzero(d.target == 1)[25]]
     return {"sample": png(sample)}
 
