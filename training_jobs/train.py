@@ -60,12 +60,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     cpus = os.cpu_count() or 1
     # fmt: off
     # optimisation: AdamW, cosine schedule with linear warmup, early stopping on validation
-    p.add_argument("--epochs", type=int, default=30, help="max epochs (30)")
+    p.add_argument("--epochs", type=int, default=40, help="max supervised epochs (40)")
     p.add_argument("--batch-size", type=int, default=64, help="per process (64)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (3e-3)")
     p.add_argument("--weight-decay", type=float, default=0.05, help="AdamW (0.05)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup (1)")
-    p.add_argument("--patience", type=int, default=8, help="epochs without val gain; 0=never (8)")
+    p.add_argument("--patience", type=int, default=10, help="epochs without val gain; 0=never (10)")
+    # semi-supervised: self-training on the unlabeled channel, kept only when validation gains
+    p.add_argument("--pseudo-label", type=str2bool, default=True, help="self-training (true)")
+    p.add_argument("--pseudo-threshold", type=float, default=0.95, help="teacher confidence (0.95)")
+    p.add_argument("--pseudo-epochs", type=int, default=6, help="student epochs (6)")
+    p.add_argument("--max-pseudo-labels", type=int, default=4000, help="per model (4000)")
     # model
     p.add_argument("--arch", default="small_cnn", help="small_cnn or torchvision: resnet18, ...")
     p.add_argument("--pretrained", type=str2bool, default=False, help="torchvision weights (false)")
@@ -74,18 +79,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-model", default="", help="model.tar.gz/dir to fine-tune, or 'champion'")
     # data
     p.add_argument("--label-attribute", default="label", help="Ground Truth attribute (label)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="if no validation channel (0.2)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="if no test channel (0.2)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="if no validation channel")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="of random labels, no test ch.")
+    p.add_argument("--default-sampling", choices=["random", "selected"], default="random",
+                   help="labels whose manifest does not say how they were drawn (random)")
     p.add_argument("--workers", type=int, default=min(4, cpus), help="DataLoader processes")
     p.add_argument("--seed", type=int, default=0)
-    # auto-label threshold
+    # auto-label threshold: certified on every random-sampled label (docs/certification.md)
     p.add_argument("--target-accuracy", type=float, default=0.95, help="to certify (0.95)")
-    p.add_argument("--threshold-data", choices=["heldout", "validation"], default="heldout",
-                   help="certify on validation+test (heldout) or validation only")
+    p.add_argument("--confidence", type=float, default=0.95, help="that it holds (0.95)")
+    p.add_argument("--cross-fit-folds", type=int, default=5, help="0 = certify on test only (5)")
     # paths: SageMaker's variables, local fallbacks
     p.add_argument("--train", default=env("SM_CHANNEL_TRAIN", "data/train"))
     p.add_argument("--validation", default=env("SM_CHANNEL_VALIDATION"))
     p.add_argument("--test", default=env("SM_CHANNEL_TEST"))
+    p.add_argument("--unlabeled", default=env("SM_CHANNEL_UNLABELED"), help="unlabeled images")
     p.add_argument("--champion", default=env("SM_CHANNEL_CHAMPION"), help="serving model")
     p.add_argument("--model-dir", default=env("SM_MODEL_DIR", "model"))
     p.add_argument("--output-data-dir", default=env("SM_OUTPUT_DATA_DIR", "output/data"))
@@ -111,6 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "weight-decay >= 0": args.weight_decay >= 0,
         "augment in [0, 1]": 0 <= args.augment <= 1,
         "target-accuracy in (0, 1)": 0 < args.target_accuracy < 1,
+        "confidence in (0, 1)": 0 < args.confidence < 1,
+        "cross-fit-folds 0 or >= 2": args.cross_fit_folds == 0 or args.cross_fit_folds >= 2,
+        "pseudo-threshold in (0, 1]": 0 < args.pseudo_threshold <= 1,
+        "pseudo-epochs >= 0": args.pseudo_epochs >= 0,
         "patience >= 0": args.patience >= 0,
         "val-fraction + test-fraction < 1": min(fractions) >= 0 and sum(fractions) < 1,
         f"arch in {models.available_archs()[:4]}...": args.arch in models.available_archs(),
@@ -124,19 +136,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- training, evaluation
 
 
-def lr_at(step: int, args: argparse.Namespace, total: int, warmup: int) -> float:
+def lr_at(step: int, peak: float, total: int, warmup: int) -> float:
     if step < warmup:
-        return args.lr * (step + 1) / warmup
+        return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return args.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_one_epoch(model, loader, optimizer, step, args, total, warmup, device, amp, mean, std):
+def train_one_epoch(model, loader, optimizer, step, schedule, device, amp, mean, std):
+    """One pass over `loader`; `schedule` is (peak lr, total steps, warmup steps)."""
     model.train()
     loss_sum, count = torch.zeros((), device=device), 0
     for images, labels in loader:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args, total, warmup)
+            group["lr"] = lr_at(step, *schedule)
         images = data.normalize(images.to(device, non_blocking=True), mean, std)
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -190,6 +203,166 @@ def evaluate_champion(path, test, args, device, amp) -> dict | None:
     return {**report, "model_version": config.get("model_version", "unknown")}
 
 
+class Run:
+    """What every model of one job shares: arguments, processes, device, classes, input size."""
+
+    def __init__(self, args, device, amp, rank, distributed, classes, size, mean, std, log):
+        self.args, self.device, self.amp, self.rank = args, device, amp, rank
+        self.distributed, self.master, self.log = distributed, rank == 0, log
+        self.classes, self.class_to_idx = classes, {name: i for i, name in enumerate(classes)}
+        self.size, self.mean, self.std = size, mean, std
+
+    def broadcast(self, value):
+        """Rank 0's value on every process."""
+        if not self.distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box)
+        return box[0]
+
+    def loader(self, samples, augment=0.0, shuffle=False, sampler=None) -> DataLoader:
+        dataset = data.ImageDataset(samples, self.class_to_idx, self.size, augment)
+        return make_loader(dataset, self.args, self.device, sampler, shuffle)
+
+    def logits(self, model, samples) -> tuple[np.ndarray, np.ndarray]:
+        return predict(model, self.loader(samples), self.device, self.amp, self.mean, self.std)
+
+    def unlabeled(self, paths: list[str]) -> list[data.Sample]:
+        return [(path, self.classes[0]) for path in paths]  # the label is never read
+
+
+# ----------------------------------------------------------------------------- one model
+
+
+def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint_dir="") -> dict:
+    """Train one model: supervised on `train`, early-stopped on `val`, then self-training on
+    `pool` (teacher pseudo-labels above --pseudo-threshold, student fine-tuned on labels + pseudo
+    labels). The held-out guard: every epoch of either phase competes on validation, so a student
+    that does not beat its teacher is never kept. Returns the best weights and their history.
+
+    The served model's metric lines (`stage` "final") are the ones the tuning regexes read;
+    cross-fitting models log in words, so the regexes never see them.
+    """
+    args, device, log = run.args, run.device, run.log
+    torch.manual_seed(args.seed + run.rank)
+    model = models.build_model(args.arch, len(run.classes), args.pretrained)
+    if init:
+        carried = models.transfer_weights(model, run.classes, init[1], init[0]["classes"])
+        if stage == "final":
+            log(f"init-model {init[0].get('model_version')}: {carried}/{len(run.classes)} "
+                "classes carried")  # fmt: skip
+    model.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0,
+             "bad_epochs": 0, "pseudo": None, "teacher_epochs": None}  # fmt: skip
+    checkpoint = artifact.load_checkpoint(checkpoint_dir) if run.master else None
+    checkpoint = run.broadcast(checkpoint)  # every process resumes from rank 0's checkpoint
+    if checkpoint and checkpoint["classes"] == run.classes and checkpoint["arch"] == args.arch:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = {**state, **checkpoint["state"]}
+        log(f"resumed from {checkpoint_dir}/checkpoint.pt after epoch {state['epoch']}")
+    raw_model = model
+    if run.distributed:
+        model = DistributedDataParallel(model, device_ids=[device.index] if run.amp else None)
+    val_loader = run.loader(val)
+
+    def epochs(samples, first, last, peak, patience):
+        # A few hundred labels would make an epoch one or two steps (BatchNorm statistics never
+        # settle): an epoch is at least MIN_EPOCH_SAMPLES images, repeating the set when smaller.
+        epoch_samples = samples * max(1, math.ceil(MIN_EPOCH_SAMPLES / len(samples)))
+        dataset = data.ImageDataset(epoch_samples, run.class_to_idx, run.size, args.augment)
+        sampler = DistributedSampler(dataset, seed=args.seed) if run.distributed else None
+        loader = make_loader(dataset, args, device, sampler, shuffle=True)
+        warmup = int(args.warmup_epochs * len(loader)) if first == 1 else len(loader) // 2
+        schedule = (peak, (last - first + 1) * len(loader), warmup)
+        step = (state["epoch"] + 1 - first) * len(loader)
+        for epoch in range(state["epoch"] + 1, last + 1):
+            if run.broadcast(bool(patience and state["bad_epochs"] >= patience)):
+                break  # only rank 0 evaluates: it decides for everyone
+            if sampler:
+                sampler.set_epoch(epoch)
+            train_loss, step = train_one_epoch(
+                model, loader, optimizer, step, schedule, device, run.amp, run.mean, run.std
+            )
+            if not run.master:
+                state["epoch"] = epoch
+                continue
+            logits, labels = predict(raw_model, val_loader, device, run.amp, run.mean, run.std)
+            val_loss = F.cross_entropy(
+                torch.from_numpy(logits), torch.from_numpy(labels).long()
+            ).item()
+            val_accuracy = float((logits.argmax(1) == labels).mean())
+            if stage == "final":
+                log(f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
+                    f"val_accuracy={val_accuracy:.4f}")  # fmt: skip
+            else:
+                log(f"{stage} epoch {epoch}: train loss {train_loss:.4f}, "
+                    f"validation accuracy {val_accuracy:.4f}")  # fmt: skip
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
+            state["history"].append({**row, "val_accuracy": val_accuracy})
+            # Accuracy first, loss breaks ties: a small validation set saturates at 1.0 early.
+            if [val_accuracy, -val_loss] > state["best_key"]:
+                best = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
+                state.update(best=best, best_key=[val_accuracy, -val_loss], best_epoch=epoch,
+                             bad_epochs=0)  # fmt: skip
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch
+            if checkpoint_dir:
+                artifact.save_checkpoint(checkpoint_dir, {
+                    "classes": run.classes, "arch": args.arch, "model": raw_model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "state": state})  # fmt: skip
+
+    # -- supervised
+    if state["teacher_epochs"] is None:
+        epochs(train, 1, args.epochs, args.lr, args.patience)
+        state["teacher_epochs"] = state["epoch"]
+    # -- self-training: the teacher's confident pseudo-labels, balanced across classes
+    if pool and args.pseudo_label and args.pseudo_epochs:
+        if state["pseudo"] is None:
+            raw_model.load_state_dict(run.broadcast(state["best"]))
+            pseudo = select_pseudo_labels(run, raw_model, pool) if run.master else None
+            state["pseudo"] = run.broadcast(pseudo)
+            log(f"{stage}: {len(state['pseudo'])} pseudo-labels of {len(pool)} unlabeled images")
+        first = state["teacher_epochs"] + 1
+        if state["pseudo"]:
+            state["bad_epochs"] = 0 if state["epoch"] < first else state["bad_epochs"]
+            epochs(train + state["pseudo"], first, first + args.pseudo_epochs - 1, args.lr / 3,
+                   args.patience)  # fmt: skip
+    if checkpoint_dir and run.master:
+        artifact.save_checkpoint(checkpoint_dir, {
+            "classes": run.classes, "arch": args.arch, "model": raw_model.state_dict(),
+            "optimizer": optimizer.state_dict(), "state": state})  # fmt: skip
+    return {
+        "best": run.broadcast(state["best"]),
+        "history": state["history"],
+        "best_epoch": state["best_epoch"],
+        "pseudo": len(state["pseudo"] or []),
+    }
+
+
+def select_pseudo_labels(run: Run, teacher, pool: list[str]) -> list[data.Sample]:
+    """Pool images the teacher labels with softmax confidence >= --pseudo-threshold, at most
+    --max-pseudo-labels, the most confident of each class first (classes stay balanced)."""
+    args = run.args
+    logits, _ = run.logits(teacher, run.unlabeled(pool))
+    probs = calibration.softmax(logits)
+    confidence, predicted = probs.max(1), probs.argmax(1)
+    per_class = max(1, args.max_pseudo_labels // len(run.classes))
+    chosen: list[data.Sample] = []
+    for c, name in enumerate(run.classes):
+        members = np.flatnonzero((predicted == c) & (confidence >= args.pseudo_threshold))
+        members = members[np.argsort(-confidence[members], kind="stable")][:per_class]
+        chosen += [(pool[i], name) for i in sorted(members)]
+    return chosen
+
+
+def confidence_and_correct(logits, labels, temperature) -> tuple[np.ndarray, np.ndarray]:
+    probs = calibration.softmax(logits, temperature)
+    return probs.max(1), probs.argmax(1) == labels
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -211,22 +384,30 @@ def main(args: argparse.Namespace) -> dict:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
     master, amp = rank == 0, device.type == "cuda"  # one mixed-precision path: bf16 on CUDA
     log = (lambda *a: print(*a, flush=True)) if master else (lambda *a: None)
-    torch.manual_seed(args.seed + rank)
 
-    # -- data: channels, deterministic split of train when validation/test are absent
-    train = data.load_channel(args.train, args.label_attribute)
+    # -- data: labels (each says how it was drawn), test, the unlabeled pool
+    sampling: dict[str, str] = {}
+    train = data.load_channel(args.train, args.label_attribute, sampling)
     if not train:
         raise ValueError(
             f"no training images in {args.train!r} (ImageFolder <class>/<image> or one manifest)"
         )
     val = data.load_channel(args.validation, args.label_attribute)
     test = data.load_channel(args.test, args.label_attribute)
-    train, split_val, split_test = data.split_samples(
-        train, 0 if val else args.val_fraction, 0 if test else args.test_fraction
-    )
-    val, test = val or split_val, test or split_test
-    if not val or not test:
-        raise ValueError(f"need validation and test images: got {len(val)} and {len(test)}")
+    pool = data.load_unlabeled(args.unlabeled)
+
+    def is_random(sample: data.Sample) -> bool:
+        return sampling.get(sample[0], args.default_sampling) == "random"
+
+    if not test:  # the gate's test images: random-sampled labels only, never review answers
+        _, _, test = data.split_samples([s for s in train if is_random(s)], 0, args.test_fraction)
+        tested = set(test)
+        train = [s for s in train if s not in tested]
+    if not test:
+        raise ValueError(
+            "need test images: a test channel, or random-sampled labels in train "
+            f"({sum(map(is_random, train))} now; see --default-sampling)"
+        )
     init = (
         artifact.read_artifact(args.init_model) if args.init_model not in ("", "champion") else None
     )
@@ -242,118 +423,91 @@ def main(args: argparse.Namespace) -> dict:
         init = None
     # Fixed class list: a class absent from one split never shifts the indices of the others.
     classes = sorted({c for _, c in train + val + test} | set(init[0]["classes"] if init else []))
-    class_to_idx = {name: i for i, name in enumerate(classes)}
     size = args.image_size or data.auto_image_size(models.default_image_size(args.arch), train)
-    mean, std = models.IMAGENET_MEAN, models.IMAGENET_STD
-    log(f"data train={len(train)} validation={len(val)} test={len(test)} classes={len(classes)}")
+    run = Run(args, device, amp, rank, distributed, classes, size, models.IMAGENET_MEAN,
+              models.IMAGENET_STD, log)  # fmt: skip
+    random_labels = [s for s in train if is_random(s)]
+    folds = args.cross_fit_folds if len(random_labels) >= 2 * args.cross_fit_folds else 0
+    log(f"data train={len(train)} (random {len(random_labels)}) test={len(test)} "
+        f"unlabeled={len(pool)} classes={len(classes)} cross-fit folds={folds}")  # fmt: skip
 
-    # A few hundred labels would make an epoch one or two steps (BatchNorm statistics never
-    # settle): an epoch is at least MIN_EPOCH_SAMPLES images, repeating the set when smaller.
-    epoch_samples = train * max(1, math.ceil(MIN_EPOCH_SAMPLES / len(train)))
-    train_set = data.ImageDataset(epoch_samples, class_to_idx, size, args.augment)
-    sampler = DistributedSampler(train_set, seed=args.seed) if distributed else None
-    train_loader = make_loader(train_set, args, device, sampler, shuffle=True)
-    val_loader = make_loader(data.ImageDataset(val, class_to_idx, size), args, device)
+    def split_validation(labels):
+        """A validation set carved from the labels by file-name hash (random ones when enough)."""
+        if val:
+            return labels, val
+        source = [s for s in labels if is_random(s)]
+        source = source if len(source) >= 50 else labels
+        # the band after the test fraction: the same hash put the test split below it
+        _, held, _ = data.split_samples(source, args.val_fraction, args.test_fraction)
+        held = held or source[:1]
+        kept = set(held)
+        return [s for s in labels if s not in kept], held
 
-    # -- model, optimizer, checkpoint resume
-    model = models.build_model(args.arch, len(classes), args.pretrained)
-    if init:
-        carried = models.transfer_weights(model, classes, init[1], init[0]["classes"])
-        log(f"init-model {init[0].get('model_version')}: {carried}/{len(classes)} classes carried")
-    model.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0,
-             "bad_epochs": 0}  # fmt: skip
-    checkpoint = artifact.load_checkpoint(args.checkpoint_dir) if master else None
-    if distributed:  # every process resumes from rank 0's checkpoint
-        box = [checkpoint]
-        dist.broadcast_object_list(box)
-        checkpoint = box[0]
-    if checkpoint and checkpoint["classes"] == classes and checkpoint["arch"] == args.arch:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = checkpoint["state"]
-        log(f"resumed from {args.checkpoint_dir}/checkpoint.pt after epoch {state['epoch']}")
-    raw_model = model
-    if distributed:
-        model = DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
+    # -- the served model: every label; the test images and the pool unlabeled
+    test_paths = [p for p, _ in test]
+    final_train, final_val = split_validation(train)
+    final = fit(run, "final", final_train, final_val, pool + test_paths, init,
+                args.checkpoint_dir)  # fmt: skip
+    run_model = models.build_model(args.arch, len(classes))
+    run_model.load_state_dict(final["best"])
+    run_model.to(device, memory_format=torch.channels_last)
 
-    # -- the loop: one metric line per epoch, checkpoint after each, early stopping on validation
-    total, warmup = args.epochs * len(train_loader), int(args.warmup_epochs * len(train_loader))
-    step = state["epoch"] * len(train_loader)
-    for epoch in range(state["epoch"] + 1, args.epochs + 1):
-        stop = bool(args.patience and state["bad_epochs"] >= args.patience)
-        if distributed:  # only rank 0 evaluates: it decides for everyone
-            box = [stop]
-            dist.broadcast_object_list(box)
-            stop = box[0]
-        if stop:
-            break
-        if sampler:
-            sampler.set_epoch(epoch)
-        train_loss, step = train_one_epoch(
-            model, train_loader, optimizer, step, args, total, warmup, device, amp, mean, std
-        )
-        if master:
-            logits, labels = predict(raw_model, val_loader, device, amp, mean, std)
-            val_loss = F.cross_entropy(
-                torch.from_numpy(logits), torch.from_numpy(labels).long()
-            ).item()
-            val_accuracy = float((logits.argmax(1) == labels).mean())
-            log(f"epoch={epoch} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
-                f"val_accuracy={val_accuracy:.4f}")  # fmt: skip
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
-            state["history"].append({**row, "val_accuracy": val_accuracy})
-            # Accuracy first, loss breaks ties: a small validation set saturates at 1.0 early.
-            if [val_accuracy, -val_loss] > state["best_key"]:
-                best = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
-                state.update(best=best, best_key=[val_accuracy, -val_loss], best_epoch=epoch,
-                             bad_epochs=0)  # fmt: skip
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            if args.checkpoint_dir:
-                artifact.save_checkpoint(args.checkpoint_dir, {
-                    "classes": classes, "arch": args.arch, "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "state": state})  # fmt: skip
+    # -- cross-fitting: fold k's random labels are scored by a model that never saw their labels
+    # (it saw their images unlabeled, as the final model sees the images it will label)
+    oof: list[tuple[np.ndarray, np.ndarray]] = []
+    for k in range(folds):
+        stage = f"fold {k + 1}/{folds}"
+        held = [s for s in random_labels if data.fold_of(s[0], folds) == k]
+        kept = set(held)
+        fold_train, fold_val = split_validation([s for s in train if s not in kept])
+        resumed = Path(args.checkpoint_dir, f"fold-{k + 1}", "scores.npz")
+        if args.checkpoint_dir and resumed.is_file():
+            with np.load(resumed) as scores:
+                oof.append((scores["confidence"], scores["correct"]))
+            log(f"{stage}: scores from the checkpoint")
+            continue
+        fold_dir = str(Path(args.checkpoint_dir, f"fold-{k + 1}")) if args.checkpoint_dir else ""
+        result = fit(run, stage, fold_train, fold_val, pool + test_paths + [p for p, _ in held],
+                     None, fold_dir)  # fmt: skip
+        if not master:
+            continue
+        fold_model = models.build_model(args.arch, len(classes))
+        fold_model.load_state_dict(result["best"])
+        fold_model.to(device, memory_format=torch.channels_last)
+        temperature = calibration.fit_temperature(*run.logits(fold_model, fold_val))
+        scores = confidence_and_correct(*run.logits(fold_model, held), temperature)
+        oof.append(scores)
+        if args.checkpoint_dir:
+            np.savez(resumed, confidence=scores[0], correct=scores[1])
+        log(f"{stage}: {len(held)} held-out random labels, accuracy {scores[1].mean():.4f}")
     if distributed:
         dist.destroy_process_group()
     if not master:
         return {}
 
-    # -- calibration (temperature on validation) and the auto-label threshold
-    raw_model.load_state_dict(state["best"])
-    val_logits, val_labels = predict(raw_model, val_loader, device, amp, mean, std)
+    # -- calibration (temperature on validation) and the certified auto-label threshold
+    val_logits, val_labels = run.logits(run_model, final_val)
     temperature = calibration.fit_temperature(val_logits, val_labels)
-    test_loader = make_loader(data.ImageDataset(test, class_to_idx, size), args, device)
-    test_logits, test_labels = predict(raw_model, test_loader, device, amp, mean, std)
-
-    def confidence_and_correct(logits, labels, t):
-        probs = calibration.softmax(logits, t)
-        return probs.max(1), probs.argmax(1) == labels
-
+    test_logits, test_labels = run.logits(run_model, test)
     ece_before = calibration.expected_calibration_error(
         *confidence_and_correct(val_logits, val_labels, 1.0)
     )
     ece_after = calibration.expected_calibration_error(
         *confidence_and_correct(val_logits, val_labels, temperature)
     )
-    pool = [(val_logits, val_labels)] + (
-        [(test_logits, test_labels)] if args.threshold_data == "heldout" else []
-    )
-    conf, correct = map(
-        np.concatenate, zip(*(confidence_and_correct(*p, temperature) for p in pool), strict=True)
-    )
-    choice = calibration.choose_threshold(conf, correct, args.target_accuracy)
+    pool_scores = [confidence_and_correct(test_logits, test_labels, temperature), *oof]
+    conf, correct = (np.concatenate(parts) for parts in zip(*pool_scores, strict=True))
+    choice = calibration.certify_threshold(conf, correct, args.target_accuracy, args.confidence)
+    projection = calibration.labels_needed(conf, correct, args.target_accuracy, args.confidence)
     log(f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} "
         f"ece_after={ece_after:.4f}")  # fmt: skip
     if choice.reached:
         log(f"threshold={choice.threshold:.4f} coverage={choice.coverage:.3f} "
             f"lower_bound={choice.lower_bound:.4f} n={choice.n}")  # fmt: skip
     else:
-        need = calibration.min_samples_for(args.target_accuracy)
-        log(f"threshold: no confidence certifies {args.target_accuracy} with {choice.n} held-out "
-            f"images (needs >= {need} all correct): auto-label nothing "
+        need = calibration.min_samples_for(args.target_accuracy, args.confidence)
+        log(f"threshold: no confidence certifies {args.target_accuracy} with {choice.n} random "
+            f"labels (needs >= {need} all correct): auto-label nothing "
             f"(threshold={choice.threshold})")  # fmt: skip
 
     # -- evaluation on the test split, and of the champion on the same images
@@ -375,9 +529,11 @@ def main(args: argparse.Namespace) -> dict:
         "model_version": args.model_version,
         "arch": args.arch,
         "classes": classes,
-        "epochs": state["history"],
-        "best_epoch": state["best_epoch"],
-        "validation": metrics.classification_report([c for _, c in val], val_predicted, classes),
+        "epochs": final["history"],
+        "best_epoch": final["best_epoch"],
+        "validation": metrics.classification_report(
+            [c for _, c in final_val], val_predicted, classes
+        ),
         "test": test_report,
         "test_set_id": data.test_set_id(test),
         "champion_test": champion_test,
@@ -385,18 +541,29 @@ def main(args: argparse.Namespace) -> dict:
             "temperature": temperature,
             "ece_before": ece_before,
             "ece_after": ece_after,
-            "n": len(val),
+            "n": len(final_val),
         },  # fmt: skip
-        "threshold": {**choice.as_dict(), "data": args.threshold_data},
-        "data": {"train": len(train), "validation": len(val), "test": len(test)},
+        "threshold": {
+            **choice.as_dict(),
+            "data": f"cross-fit {folds} folds + test" if folds else "test",
+            "labels_needed": projection,
+        },
+        "data": {
+            "train": len(final_train),
+            "validation": len(final_val),
+            "test": len(test),
+            "random": len(random_labels) + len(test),
+            "unlabeled": len(pool),
+            "pseudo": final["pseudo"],
+        },  # fmt: skip
     }
     config = {
-        "arch": args.arch, "classes": classes, "image_size": size, "mean": mean, "std": std,
-        "temperature": temperature, "threshold": choice.threshold,
+        "arch": args.arch, "classes": classes, "image_size": size, "mean": run.mean,
+        "std": run.std, "temperature": temperature, "threshold": choice.threshold,
         "target_accuracy": args.target_accuracy, "model_version": args.model_version,
         "topk": min(5, len(classes)),
     }  # fmt: skip
-    artifact.save_artifact(args.model_dir, state["best"], config, result)
+    artifact.save_artifact(args.model_dir, final["best"], config, result)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
     artifact.write_json(Path(args.output_data_dir) / "metrics.json", result)
     return result

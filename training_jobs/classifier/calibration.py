@@ -2,10 +2,10 @@
 
 - `fit_temperature`: one scalar T for softmax(logits / T), fitted by LBFGS on the negative
   log-likelihood of held-out data (Guo et al. 2017, "On Calibration of Modern Neural Networks").
-- `choose_threshold`: the lowest confidence threshold whose auto-labels are at least
-  `target_accuracy` accurate with a one-sided Clopper-Pearson lower bound at `confidence`.
-  Thresholds are tested from the highest down and the scan stops at the first one that
-  fails (fixed-sequence testing), so picking the lowest one does not cherry-pick noise.
+- `certify_threshold`: the lowest confidence threshold whose auto-labels are at least
+  `target_accuracy` accurate with probability `confidence` (Learn-then-Test: binomial tests on
+  a fixed grid, run as a few fixed sequences from pre-declared starts).
+- `labels_needed`: how many representative labels would certify more coverage.
 """
 
 from __future__ import annotations
@@ -85,46 +85,76 @@ def min_samples_for(target_accuracy: float, confidence: float = 0.95) -> int:
     return int(np.ceil(np.log(1 - confidence) / np.log(target_accuracy)))
 
 
+# Where the fixed sequences start, as fractions of the error budget 1 - target: for a target of
+# 0.98 the four sequences start at thresholds 0.998, 0.995, 0.99 and 0.98. Fixed before seeing
+# data, so the procedure stays valid; several starts, so one confidently wrong image near the top
+# ends one sequence, not the certificate (the issue a single all-correct run had).
+START_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
 @dataclass(frozen=True)
 class ThresholdChoice:
     threshold: float  # auto-label when calibrated confidence >= threshold
     target_accuracy: float
-    confidence: float  # of the lower bound
+    confidence: float  # probability that the certificate holds (1 - delta)
     reached: bool  # False: no threshold certifies the target, auto-label nothing
     coverage: float  # fraction of the calibration samples at or above the threshold
     accuracy: float  # their observed accuracy
-    lower_bound: float  # its Clopper-Pearson lower bound
+    lower_bound: float  # Clopper-Pearson lower bound at the per-sequence level
     n: int  # calibration samples
     n_selected: int
+    method: str = "ltt-fixed-sequence"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def choose_threshold(
+def _selected_counts(confidences: np.ndarray, correct: np.ndarray, grid: np.ndarray):
+    """For each threshold of a descending grid: how many samples reach it, how many are right."""
+    order = np.argsort(-confidences, kind="stable")
+    cum_correct = np.concatenate([[0], np.cumsum(correct[order])])
+    selected = np.searchsorted(-confidences[order], -grid, side="right")  # count of conf >= t
+    return order, selected, cum_correct[selected]
+
+
+def certify_threshold(
     confidences: np.ndarray,
     correct: np.ndarray,
     target_accuracy: float = 0.95,
     confidence: float = 0.95,
+    starts: tuple[float, ...] = START_FRACTIONS,
 ) -> ThresholdChoice:
+    """The lowest threshold whose auto-labels are certified at least `target_accuracy` accurate.
+
+    Learn-then-Test (Angelopoulos et al. 2021) over the fixed grid THRESHOLD_GRID: threshold t
+    is certified when the binomial test of H0 "accuracy of samples with confidence >= t is below
+    the target" rejects at level alpha = (1 - confidence) / len(starts), i.e. when the one-sided
+    Clopper-Pearson lower bound at 1 - alpha reaches the target. The tests run as len(starts)
+    fixed sequences, each from a pre-declared start down the grid until its first failure; the
+    family-wise error is at most (1 - confidence) (Bonferroni over the sequences). Hence, when the
+    calibration samples are drawn like the items to label (exchangeable), the accuracy of the
+    auto-labels at the returned threshold is >= target with probability >= confidence. See
+    docs/certification.md for what this does not cover.
+    """
     confidences, correct = np.asarray(confidences, float), np.asarray(correct, bool)
     n = len(confidences)
-    order = np.argsort(-confidences)
-    cum_correct = np.concatenate([[0], np.cumsum(correct[order])])
     grid = THRESHOLD_GRID[::-1]  # highest first
-    selected = np.searchsorted(-confidences[order], -grid, side="right")  # count of conf >= t
-    k = cum_correct[selected]
+    order, selected, k = _selected_counts(confidences, correct, grid)
+    alpha = (1 - confidence) / len(starts)
     with np.errstate(invalid="ignore"):
-        bounds = np.where(k > 0, beta.ppf(1 - confidence, np.maximum(k, 1), selected - k + 1), 0.0)
+        bounds = np.where(k > 0, beta.ppf(alpha, np.maximum(k, 1), selected - k + 1), 0.0)
     passed = bounds >= target_accuracy
-    if not passed.any():
+    certified = np.zeros(len(grid), bool)
+    for fraction in starts:
+        i = int(np.searchsorted(-grid, -(1 - (1 - target_accuracy) * fraction), side="left"))
+        while i < len(grid) and passed[i]:
+            certified[i] = True
+            i += 1
+    if not certified.any():
         return ThresholdChoice(
             NO_AUTO_LABEL, target_accuracy, confidence, False, 0.0, 0.0, 0.0, n, 0
         )
-    # Fixed sequence: from the first threshold that passes, go down until the first failure.
-    first = int(np.argmax(passed))
-    failures = np.flatnonzero(~passed[first:])
-    last = first + (int(failures[0]) - 1 if len(failures) else len(grid) - first - 1)
+    last = int(np.flatnonzero(certified)[-1])  # the lowest certified threshold
     m, hits = int(selected[last]), int(k[last])
     # The least confident certified sample, not the grid point below it: confidences in the gap
     # down to the next grid point were never observed, so they are not certified.
@@ -139,3 +169,46 @@ def choose_threshold(
         n,
         m,
     )
+
+
+def labels_needed(
+    confidences: np.ndarray,
+    correct: np.ndarray,
+    target_accuracy: float,
+    confidence: float = 0.95,
+    coverages: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+    starts: int = len(START_FRACTIONS),
+) -> list[dict]:
+    """How many representative labels in all would certify each coverage, if the accuracy the
+    model shows on its most confident `coverage` share stays what it is now.
+
+    A projection for planning ("about N more labels would auto-label 90%"), not a promise:
+    `labels` is None where the observed accuracy is not above the target (a better model is
+    needed, not more certification labels).
+    """
+    confidences, correct = np.asarray(confidences, float), np.asarray(correct, bool)
+    n = len(confidences)
+    ranked = correct[np.argsort(-confidences, kind="stable")]
+    alpha = (1 - confidence) / starts
+    out = []
+    for coverage in coverages:
+        m = max(1, int(np.ceil(coverage * n))) if n else 0
+        accuracy = float(ranked[:m].mean()) if m else 0.0
+        row = {"coverage": coverage, "observed_accuracy": round(accuracy, 4), "labels": None}
+        if m and accuracy > target_accuracy:
+
+            def passes(total: int, coverage=coverage, accuracy=accuracy) -> bool:
+                selected = int(np.ceil(coverage * total))
+                hits = int(np.floor(accuracy * selected))
+                return hits > 0 and beta.ppf(alpha, hits, selected - hits + 1) >= target_accuracy
+
+            high = max(n, 1)
+            while not passes(high) and high < 10**9:
+                high *= 2
+            low = high // 2
+            while high - low > 1 and low >= n:  # the smallest total that passes
+                mid = (low + high) // 2
+                low, high = (low, mid) if passes(mid) else (mid, high)
+            row["labels"] = int(high)
+        out.append(row)
+    return out

@@ -61,7 +61,11 @@ def resolve_source_ref(source_ref: str, root: Path) -> Path | None:
     return None
 
 
-def read_manifest(manifest: Path, root: Path, label_attribute: str) -> list[Sample]:
+def read_manifest(
+    manifest: Path, root: Path, label_attribute: str, sampling: dict[str, str] | None = None
+) -> list[Sample]:
+    """Samples of a manifest; `sampling` (when given) receives path -> `label-metadata.sampling`
+    ("random": drawn at random from the uploads, may certify; "selected": picked by the model)."""
     samples, missing = [], []
     for line_no, line in enumerate(manifest.read_text().splitlines(), start=1):
         if not line.strip():
@@ -81,6 +85,8 @@ def read_manifest(manifest: Path, root: Path, label_attribute: str) -> list[Samp
             missing.append(record["source-ref"])
         else:
             samples.append((str(path), str(label)))
+            if sampling is not None and metadata.get("sampling") in ("random", "selected"):
+                sampling[str(path)] = metadata["sampling"]
     if missing:
         raise ValueError(
             f"{manifest.name}: {len(missing)} source-ref not found in {root}, e.g. {missing[0]}"
@@ -88,13 +94,26 @@ def read_manifest(manifest: Path, root: Path, label_attribute: str) -> list[Samp
     return samples
 
 
-def load_channel(root: str | Path | None, label_attribute: str) -> list[Sample]:
-    """All (path, class) samples of a channel; [] when the channel is absent."""
+def load_channel(
+    root: str | Path | None, label_attribute: str, sampling: dict[str, str] | None = None
+) -> list[Sample]:
+    """All (path, class) samples of a channel; [] when the channel is absent. `sampling` receives
+    how each manifest label was obtained (an ImageFolder says nothing: the caller's default)."""
     if not root or not Path(root).is_dir():
         return []
     root = Path(root)
     manifest = find_manifest(root)
-    return read_manifest(manifest, root, label_attribute) if manifest else scan_image_folder(root)
+    if manifest:
+        return read_manifest(manifest, root, label_attribute, sampling)
+    return scan_image_folder(root)
+
+
+def load_unlabeled(root: str | Path | None) -> list[str]:
+    """Every image below an unlabeled channel (a ManifestFile channel keeps the keys' folders)."""
+    if not root or not Path(root).is_dir():
+        return []
+    images = (p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(str(p) for p in images if p.is_file())
 
 
 def split_fraction(path: str) -> float:
@@ -102,6 +121,12 @@ def split_fraction(path: str) -> float:
     the dataset grows round after round (no leakage from train into a later test split)."""
     digest = hashlib.sha256(Path(path).name.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def fold_of(path: str, folds: int) -> int:
+    """Cross-fitting fold of an image, stable by file name and independent of its split."""
+    digest = hashlib.sha256(f"fold:{Path(path).name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % folds
 
 
 def split_samples(
