@@ -133,7 +133,7 @@ def test_confident_items_are_labeled_and_uncertain_ones_go_to_review(env, endpoi
     assert env.item(human)["label"] == "dog" and env.item(human)["state"] == "human_labeled"
 
 
-def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, context):
+def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, context, caplog):
     # Given a champion and an endpoint that throttles
     env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
     first, second = add_item(env, 1), add_item(env, 2)
@@ -149,6 +149,10 @@ def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, cont
         "batchItemFailures": [{"itemIdentifier": "msg-0"}, {"itemIdentifier": "msg-1"}]
     }
     assert env.item(first)["state"] == env.item(second)["state"] == "unlabeled"
+    # and each failed message left an ERROR line with its reason before the retry
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.message_id for r in errors] == ["msg-0", "msg-1"]
+    assert all("ThrottlingException" in r.reason for r in errors)
 
 
 def test_redelivered_message_for_an_item_this_champion_labeled_is_a_no_op(env, endpoint, context):

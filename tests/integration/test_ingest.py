@@ -6,6 +6,7 @@ import hashlib
 import json
 import struct
 import zlib
+from urllib.parse import quote_plus
 
 import cv2
 import ingest
@@ -170,3 +171,52 @@ def test_s3_test_event_is_ignored(env, context):
     event["Records"][0]["body"] = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})
     assert ingest.handler(event, context) == {"batchItemFailures": []}
     assert env.all_items() == []
+
+
+def logged(caplog, level: str) -> list:
+    """Log records of a level; Powertools' extra keys are their attributes."""
+    return [r for r in caplog.records if r.levelname == level]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "labeled/../../../../../outside/x/a.jpg",
+        "labeled/%2e%2e/a.jpg",
+        "labeled/..\\..\\x/a.jpg",
+        "labeled/" + "x" * 100 + "/a.jpg",
+    ],
+)
+def test_a_class_that_is_not_a_class_name_leaves_the_upload_unlabeled(env, context, caplog, key):
+    # Given an upload whose labeled/<class>/ part is a path, not a class name (no ClassNames)
+    data = jpeg(24, 24, seed=7)
+    upload(env, key, data)
+
+    # When ingest handles it
+    response = ingest.handler(
+        s3_sqs_event([(env.upload_bucket, quote_plus(key), len(data))]), context
+    )
+
+    # Then the item is unlabeled with the reason, queued for auto-labeling, and a WARNING says why
+    assert response == {"batchItemFailures": []}
+    item = env.item(hashlib.sha256(data).hexdigest())
+    assert item["state"] == "unlabeled" and "label" not in item
+    assert item["reason"].startswith("invalid class name") and "upload path" in item["reason"]
+    assert len(env.drain("LabelQueue")) == 1
+    (warning,) = logged(caplog, "WARNING")
+    assert warning.reason == item["reason"] and warning.key == key
+
+
+def test_a_malformed_message_is_logged_as_an_error_and_retried(env, context, caplog):
+    # Given a message on the ingest queue whose body is not JSON
+    event = s3_sqs_event([(env.upload_bucket, "x.jpg", 1)], message_ids=["garbled"])
+    event["Records"][0]["body"] = "{not json"
+
+    # When ingest handles it
+    response = ingest.handler(event, context)
+
+    # Then it is reported for retry (then the DLQ) and an ERROR line gives the reason
+    assert response == {"batchItemFailures": [{"itemIdentifier": "garbled"}]}
+    (error,) = logged(caplog, "ERROR")
+    assert error.getMessage() == "ingest message failed" and error.message_id == "garbled"
+    assert "JSONDecodeError" in error.reason and error.exc_info is not None

@@ -104,6 +104,50 @@ def test_ground_truth_manifest_lines_set_human_labels(env, context):
     assert result["applied"] == 1 and result["errors"][0]["line"] == 2
 
 
+def test_every_bad_row_is_reported_and_logged_and_good_rows_still_apply(stack, context, caplog):
+    # Given no ClassNames, four items and a file with a bad byte, an unbalanced quote,
+    # hostile labels, two rows that disagree about one image and good rows after them all
+    stack.use("HumanLabelsFunction")
+    a, b, c, d = (seed(stack, n, "unlabeled") for n in (1, 2, 3, 4))
+    body = (
+        b"image_id_or_key,label\n"
+        + f"{a},cat\n".encode()
+        + b"\xff"
+        + f"{b},dog\n".encode()
+        + f'"{b},dog\n'.encode()
+        + f"{b},../../../../../outside/x\n{b},/abs\n".encode()
+        + f"{c},cat\n{c},dog\n".encode()
+        + f"{'e' * 64},cat\n".encode()
+        + f"{d},dog\n".encode()
+    )
+    stack.s3.put_object(Bucket=stack.data_bucket, Key="labels/hostile.csv", Body=body)
+    event = s3_sqs_event([(stack.data_bucket, "labels/hostile.csv", len(body))])
+
+    # When the file is applied
+    assert human_labels.handler(event, context) == {"batchItemFailures": []}
+
+    # Then the good rows (before and after the bad ones) are applied, nothing else is
+    assert [stack.item(i).get("label") for i in (a, b, c, d)] == ["cat", None, None, "dog"]
+    # and each bad row is in the result, in line order, with a code and a reason
+    result = json.loads(stack.read("labels/hostile.csv.result.json"))
+    assert result["applied"] == 2
+    assert [(e["line"], e["code"]) for e in result["errors"]] == [
+        (3, "encoding"),
+        (4, "malformed"),
+        (5, "invalid_label"),
+        (6, "invalid_label"),
+        (7, "conflict"),
+        (8, "conflict"),
+        (9, "unknown_image"),
+    ]
+    assert all(e["error"] for e in result["errors"])
+    # and a WARNING log line per bad row with the same reason
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [(r.line, r.error) for r in warnings] == [
+        (e["line"], e["error"]) for e in result["errors"]
+    ]
+
+
 def test_review_export_is_most_uncertain_first_and_its_csv_is_a_labels_file(stack, context):
     # Given three items needing review and one already labeled
     stack.use("ReviewExportFunction")

@@ -11,6 +11,8 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+from flywheel.domain.labels import InvalidLabel, validate_label
+
 SPLITS = ("train", "validation", "test")
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
@@ -67,6 +69,11 @@ class SnapshotError(ValueError):
 def build_snapshot(labeled: list[tuple[str, str]]) -> Snapshot:
     """``labeled`` is (item_id, label) pairs; the id is a hash of exactly this content."""
     pairs = sorted(set(labeled))
+    for item_id, label in pairs:  # defence in depth: labels become S3 key parts below
+        try:
+            validate_label(label)
+        except InvalidLabel as exc:
+            raise SnapshotError(f"item {item_id}: {exc.reason}") from exc
     entries = tuple(SnapshotEntry(i, label, assign_split(i)) for i, label in pairs)
     classes = tuple(sorted({e.label for e in entries}))
     if len(classes) < 2:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from flywheel.adapters import items, parameters, runtime, storage
 from flywheel.domain.autolabel import batches_by_size, decide, parse_predictions
 from flywheel.domain.items import State
+from flywheel.domain.labels import validate_label
 from flywheel.errors import FlywheelError
 from flywheel.settings import AutoLabelSettings
 
@@ -72,8 +73,9 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
             result.errors.update({t[0]: exc for t in chunk})
             continue
         for (message_id, item_id, _), (label, confidence) in zip(chunk, predictions, strict=True):
-            decision = decide(label, confidence, champion.threshold)
             try:
+                # A model's class names become labels and later paths: same grammar as people's.
+                decision = decide(validate_label(label), confidence, champion.threshold)
                 written = items.set_model_label(
                     s.ITEMS_TABLE,
                     item_id,

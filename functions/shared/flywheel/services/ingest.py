@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from flywheel.adapters import items, queues, storage
 from flywheel.domain.images import check_complete, inspect_header
 from flywheel.domain.items import State, content_item_id, image_key, rejected_item_id
-from flywheel.domain.labels import label_from_upload_key
+from flywheel.domain.labels import InvalidLabel, label_from_upload_key, validate_label
 from flywheel.errors import RejectedImage
 from flywheel.settings import IngestSettings
 
@@ -71,9 +71,12 @@ def ingest_object(
         except RejectedImage as exc:
             return _reject(s, bucket, key, etag, exc.reason)
         storage.put_bytes(s.DATA_BUCKET, image_key(item_id), png, "image/png")
-        label = label_from_upload_key(key)
-        unknown = bool(label and s.CLASS_NAMES and label not in s.CLASS_NAMES)
-        human = bool(label) and not unknown
+        label, reason = label_from_upload_key(key), None
+        try:
+            label = validate_label(label, s.CLASS_NAMES) if label else None
+        except InvalidLabel as exc:  # recorded on the item, which stays unlabeled
+            label, reason = None, f"{exc.reason} in the upload path"
+        human = bool(label)
         item: dict[str, str | None] = {
             "item_id": item_id,
             "state": (State.HUMAN_LABELED if human else State.UNLABELED).value,
@@ -81,7 +84,7 @@ def ingest_object(
             "image_key": image_key(item_id),
             "label": label if human else None,
             "label_source": "human" if human else None,
-            "reason": f"unknown class {label!r} in the upload path" if unknown else None,
+            "reason": reason,
         }
         created = items.put_new(s.ITEMS_TABLE, item)
         existing = item if created else items.get(s.ITEMS_TABLE, item_id)
@@ -89,4 +92,4 @@ def ingest_object(
     # Re-queued on re-delivery too: a crash between the put and the send must not strand it.
     if state == State.UNLABELED:
         queues.send_json(s.LABEL_QUEUE_URL, [{"item_id": item_id, "image_key": image_key(item_id)}])
-    return Outcome(item_id, state, created)
+    return Outcome(item_id, state, created, (existing or {}).get("reason"))
