@@ -141,10 +141,18 @@ def _images(paths: list[str]) -> list[Path]:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
+    from flywheel.domain.labels import InvalidLabel, validate_label
     from tqdm import tqdm
 
     c = _client(args)
     files = _images(args.paths)
+    labels = {args.label} if args.label else set()
+    labels |= {f.parent.name for f in files} if args.labels_from_dirs else set()
+    for label in sorted(labels):  # the pipeline would refuse them: say so before uploading
+        try:
+            validate_label(label)
+        except InvalidLabel as exc:
+            raise CliError(exc.reason) from exc
     s3 = c.client("s3")
 
     def key(f: Path) -> str:
@@ -354,11 +362,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CliError(f"no labeled items in states {', '.join(states)}")
     out = Path(args.output)
     bucket = c.data_bucket
+    refused: list[str] = []
     if args.format == "imagefolder":
+        from flywheel.domain.labels import InvalidLabel, validate_label
+        from flywheel.domain.paths import UnsafePath, safe_join
+
         s3 = c.client("s3")
 
         def fetch(i: dict[str, Any]) -> None:
-            dest = out / str(i["label"]) / f"{i['item_id']}.png"
+            # Labels and ids are data: one that is no class name never picks a path.
+            try:
+                dest = safe_join(out, validate_label(str(i["label"])), f"{i['item_id']}.png")
+            except (InvalidLabel, UnsafePath) as exc:
+                refused.append(f"{i['item_id']}: {exc}")
+                return
             dest.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, i["image_key"], str(dest))
 
@@ -420,7 +437,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                     )
                     + "\n"
                 )
-    print(f"exported {len(items)} labeled image(s) to {out} ({args.format})")
+    print(f"exported {len(items) - len(refused)} labeled image(s) to {out} ({args.format})")
+    if refused:
+        for line in refused[:20]:
+            print(f"flywheel: not exported: {line}", file=sys.stderr)
+        print(f"flywheel: {len(refused)} item(s) not exported: invalid label", file=sys.stderr)
+        return 1
     return 0
 
 
