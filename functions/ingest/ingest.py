@@ -38,7 +38,9 @@ def record_handler(record: SQSRecord, settings: IngestSettings) -> None:
         for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
             obj, bucket = s3_record.s3.get_object, s3_record.s3.bucket.name
             key = unquote_plus(obj.key)
-            outcome = ingest_object(settings, bucket, key, obj.size, obj.etag or "", _normalise)
+            outcome = ingest_object(
+                settings, bucket, key, obj.size, obj.etag or "", _normalise, obj.version_id
+            )
             if outcome is None:
                 logger.info("upload skipped", extra={"bucket": bucket, "key": key})
                 continue

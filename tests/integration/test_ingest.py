@@ -134,9 +134,33 @@ def test_redelivered_and_duplicate_uploads_change_nothing(env, context):
     upload(env, "other/copy.jpg", data)
     ingest.handler(s3_sqs_event([(env.upload_bucket, "other/copy.jpg", len(data))]), context)
 
-    # Then the table is unchanged (same item, same label, same timestamps)
-    assert env.all_items() == before
+    # Then the one item is unchanged (same label, same timestamps) but for the key it gained
+    (after,) = env.all_items()
+    assert after.pop("source_keys") == ["labeled/dog/x.jpg", "other/copy.jpg"]
+    assert before[0].pop("source_keys") == ["labeled/dog/x.jpg"]
+    assert [after] == before
     assert len(env.keys("images/")) == 1
+
+
+def test_every_version_of_an_overwritten_key_is_ingested(env, context):
+    # Given a key uploaded twice with different images (the upload bucket is versioned)
+    first, second = jpeg(20, 20, seed=8), jpeg(20, 20, seed=9)
+    v1 = env.s3.put_object(Bucket=env.upload_bucket, Key="same.jpg", Body=first)["VersionId"]
+    v2 = env.s3.put_object(Bucket=env.upload_bucket, Key="same.jpg", Body=second)["VersionId"]
+
+    # When both notifications arrive after the overwrite (each names its version)
+    event = s3_sqs_event(
+        [
+            (env.upload_bucket, "same.jpg", len(first), v1),
+            (env.upload_bucket, "same.jpg", len(second), v2),
+        ]
+    )
+    assert ingest.handler(event, context) == {"batchItemFailures": []}
+
+    # Then each version is its own item, read from exactly that version
+    ids = {hashlib.sha256(data).hexdigest() for data in (first, second)}
+    assert {i["item_id"] for i in env.all_items()} == ids
+    assert all(i["source_keys"] == ["same.jpg"] for i in env.all_items())
 
 
 def test_a_failing_record_is_reported_and_the_rest_still_apply(env, context):

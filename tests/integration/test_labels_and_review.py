@@ -178,3 +178,16 @@ def test_review_export_is_most_uncertain_first_and_its_csv_is_a_labels_file(stac
     stack.use("HumanLabelsFunction")
     human_labels.handler(labels_event(stack, "labels/reviewed.csv", out.getvalue()), context)
     assert {stack.item(i)["state"] for i in ids} == {"human_labeled"}
+
+
+def test_a_labels_message_that_fails_is_logged_as_an_error_and_retried(env, context, caplog):
+    # Given a labels-file notification naming a bucket that does not exist
+    event = s3_sqs_event([("no-such-bucket", "labels/x.csv", 10)], message_ids=["lost"])
+
+    # When it is handled, Then it is retried and an ERROR line gives the reason first
+    assert human_labels.handler(event, context) == {
+        "batchItemFailures": [{"itemIdentifier": "lost"}]
+    }
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert (error.getMessage(), error.message_id) == ("labels message failed", "lost")
+    assert "NoSuchBucket" in error.reason

@@ -22,6 +22,8 @@ def _to_ddb(value: Any) -> dict:
         return {"N": str(Decimal(str(value)))}
     if isinstance(value, dict):
         return {"M": {k: _to_ddb(v) for k, v in value.items()}}
+    if isinstance(value, (set, frozenset)):
+        return {"SS": sorted(str(v) for v in value)}
     return {"S": str(value)}
 
 
@@ -38,6 +40,8 @@ def _from_ddb(attr: dict) -> Any:
         return {k: _from_ddb(v) for k, v in value.items()}
     if kind == "BOOL":
         return value
+    if kind == "SS":
+        return sorted(value)
     return value
 
 
@@ -170,3 +174,17 @@ def put_training_meta(table: str, meta: dict) -> None:
     if "state" in item:
         raise FlywheelError("the training meta record must not have a state")
     client("dynamodb").put_item(TableName=table, Item={k: _to_ddb(v) for k, v in item.items()})
+
+
+def add_source_keys(table: str, item_id: str, keys: set[str]) -> None:
+    """Record more upload keys of the same bytes (a string set: adding twice is a no-op).
+
+    ``updated_at`` is left alone: another copy of an image is not a new label.
+    """
+    client("dynamodb").update_item(
+        TableName=table,
+        Key={"item_id": {"S": item_id}},
+        UpdateExpression="ADD source_keys :k",
+        ConditionExpression="attribute_exists(item_id)",
+        ExpressionAttributeValues={":k": {"SS": sorted(keys)}},
+    )

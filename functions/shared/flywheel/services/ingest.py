@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flywheel.adapters import items, queues, storage
 from flywheel.domain.images import check_complete, inspect_header
@@ -47,16 +48,27 @@ def _reject(s: IngestSettings, bucket: str, key: str, etag: str, reason: str) ->
 
 
 def ingest_object(
-    s: IngestSettings, bucket: str, key: str, size: int | None, etag: str, normalise: Normaliser
+    s: IngestSettings,
+    bucket: str,
+    key: str,
+    size: int | None,
+    etag: str,
+    normalise: Normaliser,
+    version_id: str | None = None,
 ) -> Outcome | None:
-    """None when there is nothing to ingest (folder marker, object already deleted)."""
+    """None when there is nothing to ingest (folder marker, object already deleted).
+
+    With the event's ``version_id`` that exact version is read, so overwriting a key
+    ingests every version; the same bytes under several keys are one item whose
+    ``source_keys`` holds them all.
+    """
     if key.endswith("/"):
         return None
     if size is not None and size > s.MAX_UPLOAD_BYTES:
         return _reject(
             s, bucket, key, etag, f"file too large ({size} bytes > {s.MAX_UPLOAD_BYTES})"
         )
-    got = storage.get_bytes(bucket, key)
+    got = storage.get_bytes(bucket, key, version_id)
     if got is None:
         return None
     data, etag = got[0], got[1] or etag
@@ -77,10 +89,11 @@ def ingest_object(
         except InvalidLabel as exc:  # recorded on the item, which stays unlabeled
             label, reason = None, f"{exc.reason} in the upload path"
         human = bool(label)
-        item: dict[str, str | None] = {
+        item: dict[str, Any] = {
             "item_id": item_id,
             "state": (State.HUMAN_LABELED if human else State.UNLABELED).value,
             "source_key": key,
+            "source_keys": {key},
             "image_key": image_key(item_id),
             "label": label if human else None,
             "label_source": "human" if human else None,
@@ -88,6 +101,9 @@ def ingest_object(
         }
         created = items.put_new(s.ITEMS_TABLE, item)
         existing = item if created else items.get(s.ITEMS_TABLE, item_id)
+    known = (existing or {}).get("source_keys") or [(existing or {}).get("source_key")]
+    if existing is not None and key not in known:  # the same bytes under another key
+        items.add_source_keys(s.ITEMS_TABLE, item_id, {key, *filter(None, known)})
     state = str((existing or {}).get("state"))
     # Re-queued on re-delivery too: a crash between the put and the send must not strand it.
     if state == State.UNLABELED:
