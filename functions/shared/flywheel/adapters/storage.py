@@ -30,6 +30,17 @@ def get_bytes(bucket: str, key: str) -> tuple[bytes, str] | None:
     return obj["Body"].read(), obj.get("ETag", "").strip('"')
 
 
+def get_with_metadata(bucket: str, key: str) -> tuple[bytes, str, dict[str, str]] | None:
+    """(body, etag, S3 user metadata) or None when the object is gone."""
+    try:
+        obj = client("s3").get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    return obj["Body"].read(), obj.get("ETag", "").strip('"'), dict(obj.get("Metadata") or {})
+
+
 def get_text(bucket: str, key: str) -> str | None:
     got = get_bytes(bucket, key)
     return got[0].decode("utf-8-sig") if got else None
