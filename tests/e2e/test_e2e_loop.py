@@ -66,7 +66,17 @@ def test_uploads_are_ingested_and_a_corrupt_one_is_rejected(running_stack):
         and by_id[d["item_id"]]["label"] == d["label"]
         for d in LABELED
     )
-    assert all(by_id[d["item_id"]]["state"] == "unlabeled" for d in UNLABELED)
+    assert all(
+        by_id[d["item_id"]]["label_sampling"] == "random"
+        and by_id[d["item_id"]]["label_origin"] == "seed"
+        for d in LABELED
+    )
+    # Unlabeled uploads wait for the model, except the audit draws, which wait for people
+    assert all(
+        (by_id[d["item_id"]]["state"], by_id[d["item_id"]].get("review_reason"))
+        in (("unlabeled", None), ("needs_review", "audit"))
+        for d in UNLABELED
+    )
     head = c.client("s3").head_object(
         Bucket=c.data_bucket, Key=f"images/{LABELED[0]['item_id']}.png"
     )
