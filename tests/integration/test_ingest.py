@@ -244,3 +244,70 @@ def test_a_malformed_message_is_logged_as_an_error_and_retried(env, context, cap
     (error,) = logged(caplog, "ERROR")
     assert error.getMessage() == "ingest message failed" and error.message_id == "garbled"
     assert "JSONDecodeError" in error.reason and error.exc_info is not None
+
+
+def test_a_seed_declared_random_is_a_random_label_and_others_are_selected(env, context):
+    # Given two labeled uploads, one declared a random sample (as upload --random-sample does)
+    declared, plain = jpeg(40, 40, seed=1), jpeg(40, 40, seed=2)
+    env.s3.put_object(
+        Bucket=env.upload_bucket,
+        Key="labeled/cat/a.jpg",
+        Body=declared,
+        Metadata={"flywheel-sampling": "random"},
+    )
+    upload(env, "labeled/dog/b.jpg", plain)
+
+    # When both are ingested
+    ingest.handler(
+        s3_sqs_event(
+            [
+                (env.upload_bucket, "labeled/cat/a.jpg", len(declared)),
+                (env.upload_bucket, "labeled/dog/b.jpg", len(plain)),
+            ]
+        ),
+        context,
+    )
+
+    # Then only the declared one may certify
+    a = env.item(hashlib.sha256(declared).hexdigest())
+    b = env.item(hashlib.sha256(plain).hexdigest())
+    assert (a["state"], a["label_sampling"], a["label_origin"]) == (
+        "human_labeled",
+        "random",
+        "seed",
+    )
+    assert (b["state"], b["label_sampling"], b["label_origin"]) == (
+        "human_labeled",
+        "selected",
+        "upload",
+    )
+
+
+def test_audit_draws_go_to_people_blind_and_are_not_queued(stack, context):
+    # Given every unlabeled upload is drawn for the audit stream
+    stack.use("IngestFunction", AUDIT_FRACTION="1")
+    data = jpeg(40, 40, seed=3)
+    upload(stack, "batch/x.jpg", data)
+
+    # When it is ingested (twice: a re-delivery must not queue it either)
+    event = s3_sqs_event([(stack.upload_bucket, "batch/x.jpg", len(data))])
+    ingest.handler(event, context)
+    ingest.handler(event, context)
+
+    # Then it waits for a person, flagged as audit, and never reaches the label queue
+    item = stack.item(hashlib.sha256(data).hexdigest())
+    assert (item["state"], item["review_reason"]) == ("needs_review", "audit")
+    assert "label" not in item and "label_sampling" not in item
+    assert stack.drain("LabelQueue") == []
+
+
+def test_no_audit_fraction_means_every_unlabeled_upload_is_queued(stack, context):
+    stack.use("IngestFunction", AUDIT_FRACTION="0")
+    uploads = [jpeg(40, 40, seed=10 + n) for n in range(20)]
+    for n, data in enumerate(uploads):
+        upload(stack, f"u/{n}.jpg", data)
+    ingest.handler(
+        s3_sqs_event([(stack.upload_bucket, f"u/{n}.jpg", len(d)) for n, d in enumerate(uploads)]),
+        context,
+    )
+    assert len(stack.drain("LabelQueue")) == 20

@@ -66,7 +66,7 @@ def test_class_names_restrict_labels_but_never_relax_the_grammar():
 @pytest.mark.parametrize("label", HOSTILE_LABELS)
 def test_a_snapshot_refuses_a_label_that_would_become_a_path(label):
     with pytest.raises(SnapshotError, match=ID):
-        build_snapshot([(ID, "cat"), (ID2, "dog"), (ID, label)])
+        build_snapshot([(ID, "cat", "random"), (ID2, "dog", "random"), (ID, label, "random")])
 
 
 @pytest.mark.parametrize("label", HOSTILE_LABELS)

@@ -10,6 +10,7 @@ from flywheel.adapters import items, queues, storage
 from flywheel.domain.images import check_complete, inspect_header
 from flywheel.domain.items import State, content_item_id, image_key, rejected_item_id
 from flywheel.domain.labels import InvalidLabel, label_from_upload_key, validate_label
+from flywheel.domain.sampling import AUDIT, is_audit_draw, seed_provenance
 from flywheel.errors import RejectedImage
 from flywheel.settings import IngestSettings
 
@@ -68,10 +69,10 @@ def ingest_object(
         return _reject(
             s, bucket, key, etag, f"file too large ({size} bytes > {s.MAX_UPLOAD_BYTES})"
         )
-    got = storage.get_bytes(bucket, key, version_id)
+    got = storage.get_with_metadata(bucket, key, version_id)
     if got is None:
         return None
-    data, etag = got[0], got[1] or etag
+    data, etag, metadata = got[0], got[1] or etag, got[2]
     item_id = content_item_id(data)
     existing = items.get(s.ITEMS_TABLE, item_id)
     created = False
@@ -89,14 +90,21 @@ def ingest_object(
         except InvalidLabel as exc:  # recorded on the item, which stays unlabeled
             label, reason = None, f"{exc.reason} in the upload path"
         human = bool(label)
+        sampling, origin = seed_provenance(metadata) if human else (None, None)
+        # The audit stream goes to people blind and is never auto-labeled (it certifies).
+        audit = not human and is_audit_draw(item_id, s.AUDIT_FRACTION)
+        state = State.HUMAN_LABELED if human else State.NEEDS_REVIEW if audit else State.UNLABELED
         item: dict[str, Any] = {
             "item_id": item_id,
-            "state": (State.HUMAN_LABELED if human else State.UNLABELED).value,
+            "state": state.value,
             "source_key": key,
             "source_keys": {key},
             "image_key": image_key(item_id),
             "label": label if human else None,
             "label_source": "human" if human else None,
+            "label_sampling": sampling,
+            "label_origin": origin,
+            "review_reason": AUDIT if audit else None,
             "reason": reason,
         }
         created = items.put_new(s.ITEMS_TABLE, item)
