@@ -60,7 +60,16 @@ def test_pretrained_efficientnet_lite0_loads_the_packaged_weights_offline():
     assert not torch.equal(scratch["_conv_stem.weight"], shipped["_conv_stem.weight"])
 
 
-def test_efficientnet_lite0_fine_tunes_on_a_few_digits_at_224(digits):
+@pytest.fixture
+def one_thread():
+    """On a busy shared host, spinning OpenMP threads cost 10x and more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_efficientnet_lite0_fine_tunes_on_a_few_digits_at_224(digits, one_thread):
     # Given 8 digits as 224 px RGB, normalised the way the arch expects
     images, targets = digits
     batch = torch.stack(

@@ -113,12 +113,17 @@ def served_digits_model(tmp_path_factory, digits):
     torch.manual_seed(0)
     model = models.build_model("small_cnn", 10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(3):
-        for order in torch.randperm(1200).split(32):
-            loss = F.cross_entropy(model(inputs[train][order]), labels[train][order])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy shared host, spinning OpenMP threads cost 10x and more
+    try:
+        for _ in range(3):
+            for order in torch.randperm(1200).split(32):
+                loss = F.cross_entropy(model(inputs[train][order]), labels[train][order])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     with torch.no_grad():
         train_logits, train_features = models.embed(model, inputs[train])

@@ -80,9 +80,9 @@ def fit(
         "version": VERSION,
         "method": "mahalanobis-shared-covariance",
         "classes": [int(c) for c in classes],
-        "means": means.astype(np.float32).tolist(),
-        "components": vectors[:, :k].T.astype(np.float32).tolist(),  # (k, D), orthonormal rows
-        "eigenvalues": eigenvalues[:k].tolist(),
+        "means": compact(means),
+        "components": compact(vectors[:, :k].T),  # (k, D), orthonormal rows
+        "eigenvalues": compact(eigenvalues[:k]),
         "residual_variance": float(rest.mean()) if len(rest) else 1.0,
         "shrinkage": shrinkage,
         "n_train": len(x),
@@ -90,6 +90,12 @@ def fit(
     detector.update(threshold=heldout_threshold(score(detector, heldout), quantile),
                     quantile=quantile, n_heldout=len(heldout))  # fmt: skip
     return detector
+
+
+def compact(array: np.ndarray) -> list:
+    """Nested lists of floats with 7 significant digits (float32 precision): about half the
+    JSON of full-precision floats, and the same numbers after a JSON round trip."""
+    return np.vectorize(lambda v: float(f"{v:.7g}"), otypes=[float])(array).tolist()
 
 
 def heldout_threshold(scores: np.ndarray, quantile: float) -> float:
