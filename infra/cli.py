@@ -141,10 +141,20 @@ def _images(paths: list[str]) -> list[Path]:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
+    from flywheel.domain.labels import InvalidLabel, validate_label
     from tqdm import tqdm
 
     c = _client(args)
     files = _images(args.paths)
+    labels = {args.label} if args.label else set()
+    labels |= {f.parent.name for f in files} if args.labels_from_dirs else set()
+    for label in sorted(labels):  # the pipeline would refuse them: say so before uploading
+        try:
+            validate_label(label)
+        except InvalidLabel as exc:
+            raise CliError(exc.reason) from exc
+    if args.random_sample and not (args.label or args.labels_from_dirs):
+        raise CliError("--random-sample declares human labels: use it with --labels-from-dirs")
     s3 = c.client("s3")
 
     def key(f: Path) -> str:
@@ -154,13 +164,19 @@ def cmd_upload(args: argparse.Namespace) -> int:
             return f"labeled/{f.parent.name}/{f.name}"
         return f"{args.prefix.strip('/') + '/' if args.prefix else ''}{f.name}"
 
+    extra: dict[str, Any] = {}
+    if args.random_sample:
+        # Declares these labels a uniform random sample of the uploads: they may certify.
+        extra["Metadata"] = {"flywheel-sampling": "random"}
+
     def put(f: Path) -> None:
         s3.upload_file(
             str(f),
             c.upload_bucket,
             key(f),
             ExtraArgs={
-                "ContentType": mimetypes.guess_type(f.name)[0] or "application/octet-stream"
+                "ContentType": mimetypes.guess_type(f.name)[0] or "application/octet-stream",
+                **extra,
             },
         )
 
@@ -350,15 +366,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     c = _client(args)
     states = tuple(s.strip() for s in args.states.split(","))
     items = [i for i in c.items(states) if i.get("label") and i.get("image_key")]
-    if not items:
-        raise CliError(f"no labeled items in states {', '.join(states)}")
     out = Path(args.output)
-    bucket = c.data_bucket
     if args.format == "imagefolder":
+        out.mkdir(parents=True, exist_ok=True)  # an empty state is an empty dataset
+    bucket = c.data_bucket
+    refused: list[str] = []
+    if args.format == "imagefolder":
+        from flywheel.domain.labels import InvalidLabel, validate_label
+        from flywheel.domain.paths import UnsafePath, safe_join
+
         s3 = c.client("s3")
 
         def fetch(i: dict[str, Any]) -> None:
-            dest = out / str(i["label"]) / f"{i['item_id']}.png"
+            # Labels and ids are data: one that is no class name never picks a path.
+            try:
+                dest = safe_join(out, validate_label(str(i["label"])), f"{i['item_id']}.png")
+            except (InvalidLabel, UnsafePath) as exc:
+                refused.append(f"{i['item_id']}: {exc}")
+                return
             dest.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, i["image_key"], str(dest))
 
@@ -420,7 +445,12 @@ def cmd_export(args: argparse.Namespace) -> int:
                     )
                     + "\n"
                 )
-    print(f"exported {len(items)} labeled image(s) to {out} ({args.format})")
+    print(f"exported {len(items) - len(refused)} labeled image(s) to {out} ({args.format})")
+    if refused:
+        for line in refused[:20]:
+            print(f"flywheel: not exported: {line}", file=sys.stderr)
+        print(f"flywheel: {len(refused)} item(s) not exported: invalid label", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -494,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="each image's folder name is its label (ImageFolder layout)",
     )
     up_.add_argument("--prefix", default="", help="key prefix for unlabeled uploads")
+    up_.add_argument(
+        "--random-sample",
+        action="store_true",
+        help="these labeled images are a uniform random sample of the data: they may certify "
+        "the auto-label threshold (S3 metadata flywheel-sampling=random)",
+    )
     up_.set_defaults(fn=cmd_upload)
 
     pr = sub.add_parser("predict", help="classify images with the endpoint")

@@ -6,7 +6,11 @@ The container loads `code/inference.py` from model.tar.gz and calls, per request
 
 Requests: one image (image/jpeg, image/png, application/x-image) or a JSON batch
 {"images": ["<base64>", ...]}. Response: {"model_version", "predictions": [{"label",
-"confidence", "auto_label", "threshold", "top_k": [{"label", "confidence"}]}]}.
+"confidence", "auto_label", "threshold", "ood", "top_k": [{"label", "confidence"}]}]}.
+"ood" is true when the image is unlike the training data (its features are farther from every
+class than the model's held-out images allow, or it is blank): such an image is never
+auto-labelled, whatever its confidence; it goes to review. Models without an out-of-distribution
+detector (older artifacts) answer "ood": false.
 Bad input raises InvalidInput (HTTP 400 in the container, a 4xx ModelError locally).
 """
 
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # code/classifier/ next to this file
-from classifier import artifact, calibration, data  # noqa: E402
+from classifier import artifact, calibration, data, models, ood  # noqa: E402
 
 try:  # the inference toolkit turns these into an HTTP status instead of a 500
     from sagemaker_inference.errors import BaseInferenceToolkitError as _ToolkitError
@@ -160,23 +164,34 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> lis
 @torch.no_grad()
 def predict_fn(input_data: list[np.ndarray], model: dict) -> dict:
     config, device = model["config"], model["device"]
-    batch = torch.stack([data.to_tensor(image, config["image_size"]) for image in input_data]).to(
-        device
-    )
+    tensors = [data.to_tensor(image, config["image_size"]) for image in input_data]
+    batch = torch.stack(tensors).to(device)
+    detector = config.get("ood")
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model["model"](data.normalize(batch, config["mean"], config["std"]))
+        inputs = data.normalize(batch, config["mean"], config["std"])
+        if detector:  # logits and features of the same forward pass
+            logits, features = models.embed(model["model"], inputs)
+        else:
+            logits = model["model"](inputs)
     probs = calibration.softmax(logits.float().cpu().numpy(), config["temperature"])
+    if detector:
+        outlier = ood.is_outlier(detector, features.cpu().numpy()) | ood.is_blank(
+            [t.numpy() for t in tensors]
+        )
+    else:
+        outlier = np.zeros(len(probs), bool)
     classes, threshold, k = config["classes"], config["threshold"], config["topk"]
     predictions = []
-    for row in probs:
+    for row, refused in zip(probs, outlier, strict=True):
         top = np.argsort(-row)[:k]
         confidence = float(row[top[0]])
         predictions.append(
             {
                 "label": classes[top[0]],
                 "confidence": confidence,
-                "auto_label": confidence >= threshold,
+                "auto_label": bool(confidence >= threshold and not refused),
                 "threshold": threshold,
+                "ood": bool(refused),
                 "top_k": [{"label": classes[i], "confidence": float(row[i])} for i in top],
             }
         )

@@ -28,6 +28,11 @@ def record_handler(record: SQSRecord, result: BatchResult) -> None:
     # the batch processor reports it as a failure and SQS redelivers it.
     error = result.errors.get(record.message_id)
     if error is not None:
+        logger.error(
+            "label message failed",
+            extra={"message_id": record.message_id, "reason": repr(error)},
+            exc_info=error,
+        )
         raise error
 
 

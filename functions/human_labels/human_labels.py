@@ -30,15 +30,27 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @tracer.capture_method
 def record_handler(record: SQSRecord, settings: HumanLabelsSettings) -> None:
-    body = json.loads(record.body)
-    for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
-        key = unquote_plus(s3_record.s3.get_object.key)
-        report = apply_labels_file(settings, s3_record.s3.bucket.name, key)
-        if report is None:
-            logger.info("labels file gone", extra={"key": key})
-            continue
-        logger.info("labels file applied", extra={"key": key, **report.summary})
-        metrics.add_metric(name="HumanLabelsApplied", unit=MetricUnit.Count, value=report.applied)
+    try:
+        body = json.loads(record.body)
+        for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
+            key = unquote_plus(s3_record.s3.get_object.key)
+            report = apply_labels_file(settings, s3_record.s3.bucket.name, key)
+            if report is None:
+                logger.info("labels file gone", extra={"key": key})
+                continue
+            for error in report.errors:  # one line per refused row, with its reason
+                logger.warning("labels file row refused", extra={"key": key, **error})
+            logger.info("labels file applied", extra={"key": key, **report.summary})
+            metrics.add_metric(
+                name="HumanLabelsApplied", unit=MetricUnit.Count, value=report.applied
+            )
+    except Exception as exc:
+        # Logged here with the reason; re-raised so SQS retries it (then the DLQ keeps it).
+        logger.exception(
+            "labels message failed",
+            extra={"message_id": record.message_id, "reason": repr(exc)},
+        )
+        raise
 
 
 @logger.inject_lambda_context

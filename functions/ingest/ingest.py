@@ -33,19 +33,30 @@ def _normalise(data: bytes, max_side: int) -> bytes:
 
 @tracer.capture_method
 def record_handler(record: SQSRecord, settings: IngestSettings) -> None:
-    body = json.loads(record.body)
-    for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
-        obj, bucket = s3_record.s3.get_object, s3_record.s3.bucket.name
-        key = unquote_plus(obj.key)
-        outcome = ingest_object(settings, bucket, key, obj.size, obj.etag or "", _normalise)
-        if outcome is None:
-            logger.info("upload skipped", extra={"bucket": bucket, "key": key})
-            continue
-        rejected = outcome.state == "rejected"
-        log = logger.warning if rejected else logger.info
-        log("upload rejected" if rejected else "image ingested", extra={"key": key, **outcome.log})
-        name = "ImagesRejected" if rejected else "ImagesIngested"
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=int(outcome.created))
+    try:
+        body = json.loads(record.body)
+        for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
+            obj, bucket = s3_record.s3.get_object, s3_record.s3.bucket.name
+            key = unquote_plus(obj.key)
+            outcome = ingest_object(
+                settings, bucket, key, obj.size, obj.etag or "", _normalise, obj.version_id
+            )
+            if outcome is None:
+                logger.info("upload skipped", extra={"bucket": bucket, "key": key})
+                continue
+            rejected = outcome.state == "rejected"
+            log = logger.warning if rejected or outcome.reason else logger.info
+            event = "upload rejected" if rejected else "image ingested"
+            log(event, extra={"key": key, **outcome.log})
+            name = "ImagesRejected" if rejected else "ImagesIngested"
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=int(outcome.created))
+    except Exception as exc:
+        # Logged here with the reason; re-raised so the batch processor reports the message
+        # and SQS retries it (then the DLQ keeps it).
+        logger.exception(
+            "ingest message failed", extra={"message_id": record.message_id, "reason": repr(exc)}
+        )
+        raise
 
 
 @logger.inject_lambda_context

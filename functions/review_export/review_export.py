@@ -1,4 +1,7 @@
-"""Schedule or direct invoke -> review/<batch>.csv + .manifest of needs_review items.
+"""Schedule or direct invoke -> review/<batch>.csv + .manifest of what people should label next.
+
+Audit items first (blind), then out-of-distribution ones, then uncertain ones by margin
+and round-robin over predicted classes; with no champion yet, unlabeled items at random.
 
 Direct invoke: {"limit": 100} (optional). Fill the CSV's label column and upload it
 under labels/ in the data bucket: it is applied as human labels.

@@ -111,27 +111,26 @@ class StackClient:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def items(self, states: tuple[str, ...] = STATES) -> list[dict[str, Any]]:
-        ddb = self.client("dynamodb")
+        """Items in ``states``, each exactly once, from one consistent Scan of the table.
+
+        Querying the state GSI state by state double-counts items that move between states
+        while the query pages (a relabel sweep moves thousands), and the GSI is eventually
+        consistent; a strongly consistent Scan of the base table sees each key once.
+        """
         from boto3.dynamodb.types import TypeDeserializer
 
-        de = TypeDeserializer()
-        out = []
-        for state in states:
-            kwargs: dict[str, Any] = {}
-            while True:
-                page = ddb.query(
-                    TableName=self.items_table,
-                    IndexName="state-index",
-                    KeyConditionExpression="#s = :s",
-                    ExpressionAttributeNames={"#s": "state"},
-                    ExpressionAttributeValues={":s": {"S": state}},
-                    **kwargs,
-                )
-                out.extend({k: de.deserialize(v) for k, v in raw.items()} for raw in page["Items"])
-                if "LastEvaluatedKey" not in page:
-                    break
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return out
+        ddb, de, wanted = self.client("dynamodb"), TypeDeserializer(), set(states)
+        out: dict[str, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {}
+        while True:
+            page = ddb.scan(TableName=self.items_table, ConsistentRead=True, **kwargs)
+            for raw in page["Items"]:
+                item = {k: de.deserialize(v) for k, v in raw.items()}
+                if item.get("state") in wanted:
+                    out.setdefault(item["item_id"], item)
+            if "LastEvaluatedKey" not in page:
+                return list(out.values())
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def champion(self) -> dict[str, Any] | None:
         ssm = self.client("ssm")

@@ -32,6 +32,20 @@ def split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+class UnsafeKey(ValueError):
+    """An S3 key (or manifest entry) that would be written outside its local directory."""
+
+
+def confined(dest: Path, rel: str) -> Path:
+    """``dest/rel`` resolved, refused unless strictly inside ``dest``: keys are data
+    (``..`` parts, absolute keys, NUL bytes, symlinks out) and must never pick the path."""
+    root = dest.resolve()
+    target = root if "\x00" in rel else (root / rel).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise UnsafeKey(f"S3 key part {rel[:200]!r} would be written outside {dest.name}/")
+    return target
+
+
 class Aws:
     """Clients bound to the local endpoints; created lazily, shared across threads."""
 
@@ -78,7 +92,8 @@ class Aws:
 
     def download_prefix(self, uri: str, dest: Path) -> int:
         """Copy every object under an S3 prefix (or one object) into `dest`, keeping
-        the relative layout, like File mode S3Prefix channels. Returns the count."""
+        the relative layout, like File mode S3Prefix channels. Returns the count.
+        A key that would land outside `dest` (``..``, absolute) raises ``UnsafeKey``."""
         bucket, prefix = split_s3(uri)
         s3 = self.client("s3")
         count = 0
@@ -91,7 +106,7 @@ class Aws:
                 rel = key[len(prefix) :].lstrip("/") if key != prefix else Path(key).name
                 if not rel:
                     rel = Path(key).name
-                target = dest / rel
+                target = confined(dest, rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(bucket, key, str(target))
                 count += 1
@@ -113,7 +128,7 @@ class Aws:
             prefix = entries[0]["prefix"]
             for rel in entries[1:]:
                 b, k = split_s3(prefix.rstrip("/") + "/" + rel)
-                target = dest / rel
+                target = confined(dest, rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(b, k, str(target))
                 count += 1
@@ -121,12 +136,14 @@ class Aws:
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         if attributes:
             lines = [{a: line[a] for a in attributes if a in line} for line in lines]
-        (dest / Path(key).name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+        confined(dest, Path(key).name).write_text(
+            "".join(json.dumps(line) + "\n" for line in lines)
+        )
         for line in lines:
             ref = line.get("source-ref")
             if isinstance(ref, str) and ref.startswith("s3://"):
                 b, k = split_s3(ref)
-                target = dest / k
+                target = confined(dest, k)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 s3.download_file(b, k, str(target))
                 count += 1

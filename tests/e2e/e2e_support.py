@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 # threshold target that ~30 held-out images can certify.
 E2E_PARAMETERS = {
     "EnableTuning": "false",
+    "TrainingEpochs": "30",
     "MinTestAccuracy": "0.5",
     "TargetAutoLabelAccuracy": "0.8",
     "ClassNames": "0,1,2,3,4,5,6,7,8,9",

@@ -35,7 +35,9 @@ def upload(c, items, labeled: bool, prefix: str = "e2e") -> None:
             if labeled
             else f"{prefix}/digit {d['index']}.png"
         )
-        s3.put_object(Bucket=c.upload_bucket, Key=key, Body=d["png"])
+        # Labeled uploads are a random draw of the digits: declared so, they may certify.
+        extra = {"Metadata": {"flywheel-sampling": "random"}} if labeled else {}
+        s3.put_object(Bucket=c.upload_bucket, Key=key, Body=d["png"], **extra)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, items))
@@ -64,7 +66,17 @@ def test_uploads_are_ingested_and_a_corrupt_one_is_rejected(running_stack):
         and by_id[d["item_id"]]["label"] == d["label"]
         for d in LABELED
     )
-    assert all(by_id[d["item_id"]]["state"] == "unlabeled" for d in UNLABELED)
+    assert all(
+        by_id[d["item_id"]]["label_sampling"] == "random"
+        and by_id[d["item_id"]]["label_origin"] == "seed"
+        for d in LABELED
+    )
+    # Unlabeled uploads wait for the model, except the audit draws, which wait for people
+    assert all(
+        (by_id[d["item_id"]]["state"], by_id[d["item_id"]].get("review_reason"))
+        in (("unlabeled", None), ("needs_review", "audit"))
+        for d in UNLABELED
+    )
     head = c.client("s3").head_object(
         Bucket=c.data_bucket, Key=f"images/{LABELED[0]['item_id']}.png"
     )
@@ -115,8 +127,11 @@ def test_auto_labels_appear_in_the_items_table(running_stack):
     c = running_stack.client
     version = STATE["champion"]["model_version"]
     wait_for(lambda: c.counts()["unlabeled"] == 0, 300, "the relabel sweep", every=2)
-    labeled = [i for i in c.items(("auto_labeled", "needs_review")) if i["item_id"] in TRUTH]
-    assert len(labeled) == len(UNLABELED)
+    waiting = [i for i in c.items(("auto_labeled", "needs_review")) if i["item_id"] in TRUTH]
+    audit = [i for i in waiting if i.get("review_reason") == "audit"]
+    labeled = [i for i in waiting if i.get("review_reason") != "audit"]
+    assert len(labeled) + len(audit) == len(UNLABELED)
+    assert all("label" not in i for i in audit), "audit items must stay blind"
     assert all(i["model_version"] == version and i["label_source"] == "model" for i in labeled)
     auto = [i for i in labeled if i["state"] == "auto_labeled"]
     assert auto, "the champion auto-labeled nothing"

@@ -123,13 +123,21 @@ class Stack:
 # ---- event builders ------------------------------------------------------------------
 
 
-def s3_sqs_event(records: list[tuple[str, str, int]], message_ids: list[str] | None = None) -> dict:
-    """One SQS message per (bucket, url-encoded key, size), in the real S3-in-SQS shape."""
+def s3_sqs_event(
+    records: list[tuple[str, str, int]] | list[tuple[str, str, int, str | None]],
+    message_ids: list[str] | None = None,
+) -> dict:
+    """One SQS message per (bucket, url-encoded key, size[, version id]), in the real
+    S3-in-SQS shape; without a version id the record has no ``versionId`` (an unversioned
+    bucket; moto's notifications too)."""
     template = load_event("sqs_s3_notification.json")["Records"][0]
     out = []
-    for n, (bucket, encoded_key, size) in enumerate(records):
+    for n, (bucket, encoded_key, size, *version) in enumerate(records):
         body = json.loads(template["body"])
         s3 = body["Records"][0]["s3"]
+        s3["object"].pop("versionId")
+        if version and version[0]:
+            s3["object"]["versionId"] = version[0]
         s3["bucket"]["name"] = bucket
         s3["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
         s3["object"]["key"] = encoded_key

@@ -133,7 +133,7 @@ def test_confident_items_are_labeled_and_uncertain_ones_go_to_review(env, endpoi
     assert env.item(human)["label"] == "dog" and env.item(human)["state"] == "human_labeled"
 
 
-def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, context):
+def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, context, caplog):
     # Given a champion and an endpoint that throttles
     env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
     first, second = add_item(env, 1), add_item(env, 2)
@@ -149,6 +149,10 @@ def test_throttled_endpoint_fails_the_messages_so_they_retry(env, endpoint, cont
         "batchItemFailures": [{"itemIdentifier": "msg-0"}, {"itemIdentifier": "msg-1"}]
     }
     assert env.item(first)["state"] == env.item(second)["state"] == "unlabeled"
+    # and each failed message left an ERROR line with its reason before the retry
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.message_id for r in errors] == ["msg-0", "msg-1"]
+    assert all("ThrottlingException" in r.reason for r in errors)
 
 
 def test_redelivered_message_for_an_item_this_champion_labeled_is_a_no_op(env, endpoint, context):
@@ -160,3 +164,50 @@ def test_redelivered_message_for_an_item_this_champion_labeled_is_a_no_op(env, e
     # the second delivery makes no endpoint call (the stubber has no response queued)
     assert autolabel.handler(sqs_event([message(item_id)]), context) == {"batchItemFailures": []}
     assert env.item(item_id) == before
+
+
+def test_audit_items_are_never_auto_labeled(env, endpoint, context):
+    # Given a champion and an audit item that still sits on the label queue
+    env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    audit = add_item(env, 1, state="needs_review", review_reason="audit")
+
+    # When autolabel receives it (no endpoint response is stubbed: it must not be called)
+    response = autolabel.handler(sqs_event([message(audit)]), context)
+
+    # Then it stays blind, waiting for a person
+    assert response == {"batchItemFailures": []}
+    item = env.item(audit)
+    assert (item["state"], item["review_reason"]) == ("needs_review", "audit")
+    assert "label" not in item and "confidence" not in item
+    # And the table itself refuses a model label for it (a racing sweep, an older worker)
+    from flywheel.domain.items import State
+
+    assert not items.set_model_label(env.table, audit, State.AUTO_LABELED, "cat", 0.99, "dfw-x")
+    assert "label" not in env.item(audit)
+
+
+def test_ood_and_uncertain_items_record_why_with_margin_and_top_k(env, endpoint, context):
+    env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    odd, unsure = add_item(env, 1), add_item(env, 2)
+    body = predictions(("cat", 0.99), ("dog", 0.55))
+    body["predictions"][0].update(ood=True, auto_label=False)
+    body["predictions"][1]["top_k"] = [
+        {"label": "dog", "confidence": 0.55},
+        {"label": "cat", "confidence": 0.45},
+    ]
+    respond(endpoint, body, [b"png-1", b"png-2"])
+
+    autolabel.handler(sqs_event([message(odd), message(unsure)]), context)
+
+    a, b = env.item(odd), env.item(unsure)
+    assert (a["state"], a["review_reason"], a["ood"]) == (
+        "needs_review",
+        "out_of_distribution",
+        True,
+    )
+    assert (b["state"], b["review_reason"], b["ood"]) == ("needs_review", "uncertain", False)
+    assert b["margin"] == pytest.approx(0.10)
+    assert b["top_k"] == [
+        {"label": "dog", "confidence": pytest.approx(0.55)},
+        {"label": "cat", "confidence": pytest.approx(0.45)},
+    ]

@@ -6,6 +6,7 @@ import hashlib
 import json
 import struct
 import zlib
+from urllib.parse import quote_plus
 
 import cv2
 import ingest
@@ -133,9 +134,33 @@ def test_redelivered_and_duplicate_uploads_change_nothing(env, context):
     upload(env, "other/copy.jpg", data)
     ingest.handler(s3_sqs_event([(env.upload_bucket, "other/copy.jpg", len(data))]), context)
 
-    # Then the table is unchanged (same item, same label, same timestamps)
-    assert env.all_items() == before
+    # Then the one item is unchanged (same label, same timestamps) but for the key it gained
+    (after,) = env.all_items()
+    assert after.pop("source_keys") == ["labeled/dog/x.jpg", "other/copy.jpg"]
+    assert before[0].pop("source_keys") == ["labeled/dog/x.jpg"]
+    assert [after] == before
     assert len(env.keys("images/")) == 1
+
+
+def test_every_version_of_an_overwritten_key_is_ingested(env, context):
+    # Given a key uploaded twice with different images (the upload bucket is versioned)
+    first, second = jpeg(20, 20, seed=8), jpeg(20, 20, seed=9)
+    v1 = env.s3.put_object(Bucket=env.upload_bucket, Key="same.jpg", Body=first)["VersionId"]
+    v2 = env.s3.put_object(Bucket=env.upload_bucket, Key="same.jpg", Body=second)["VersionId"]
+
+    # When both notifications arrive after the overwrite (each names its version)
+    event = s3_sqs_event(
+        [
+            (env.upload_bucket, "same.jpg", len(first), v1),
+            (env.upload_bucket, "same.jpg", len(second), v2),
+        ]
+    )
+    assert ingest.handler(event, context) == {"batchItemFailures": []}
+
+    # Then each version is its own item, read from exactly that version
+    ids = {hashlib.sha256(data).hexdigest() for data in (first, second)}
+    assert {i["item_id"] for i in env.all_items()} == ids
+    assert all(i["source_keys"] == ["same.jpg"] for i in env.all_items())
 
 
 def test_a_failing_record_is_reported_and_the_rest_still_apply(env, context):
@@ -170,3 +195,119 @@ def test_s3_test_event_is_ignored(env, context):
     event["Records"][0]["body"] = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})
     assert ingest.handler(event, context) == {"batchItemFailures": []}
     assert env.all_items() == []
+
+
+def logged(caplog, level: str) -> list:
+    """Log records of a level; Powertools' extra keys are their attributes."""
+    return [r for r in caplog.records if r.levelname == level]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "labeled/../../../../../outside/x/a.jpg",
+        "labeled/%2e%2e/a.jpg",
+        "labeled/..\\..\\x/a.jpg",
+        "labeled/" + "x" * 100 + "/a.jpg",
+    ],
+)
+def test_a_class_that_is_not_a_class_name_leaves_the_upload_unlabeled(env, context, caplog, key):
+    # Given an upload whose labeled/<class>/ part is a path, not a class name (no ClassNames)
+    data = jpeg(24, 24, seed=7)
+    upload(env, key, data)
+
+    # When ingest handles it
+    response = ingest.handler(
+        s3_sqs_event([(env.upload_bucket, quote_plus(key), len(data))]), context
+    )
+
+    # Then the item is unlabeled with the reason, queued for auto-labeling, and a WARNING says why
+    assert response == {"batchItemFailures": []}
+    item = env.item(hashlib.sha256(data).hexdigest())
+    assert item["state"] == "unlabeled" and "label" not in item
+    assert item["reason"].startswith("invalid class name") and "upload path" in item["reason"]
+    assert len(env.drain("LabelQueue")) == 1
+    (warning,) = logged(caplog, "WARNING")
+    assert warning.reason == item["reason"] and warning.key == key
+
+
+def test_a_malformed_message_is_logged_as_an_error_and_retried(env, context, caplog):
+    # Given a message on the ingest queue whose body is not JSON
+    event = s3_sqs_event([(env.upload_bucket, "x.jpg", 1)], message_ids=["garbled"])
+    event["Records"][0]["body"] = "{not json"
+
+    # When ingest handles it
+    response = ingest.handler(event, context)
+
+    # Then it is reported for retry (then the DLQ) and an ERROR line gives the reason
+    assert response == {"batchItemFailures": [{"itemIdentifier": "garbled"}]}
+    (error,) = logged(caplog, "ERROR")
+    assert error.getMessage() == "ingest message failed" and error.message_id == "garbled"
+    assert "JSONDecodeError" in error.reason and error.exc_info is not None
+
+
+def test_a_seed_declared_random_is_a_random_label_and_others_are_selected(env, context):
+    # Given two labeled uploads, one declared a random sample (as upload --random-sample does)
+    declared, plain = jpeg(40, 40, seed=1), jpeg(40, 40, seed=2)
+    env.s3.put_object(
+        Bucket=env.upload_bucket,
+        Key="labeled/cat/a.jpg",
+        Body=declared,
+        Metadata={"flywheel-sampling": "random"},
+    )
+    upload(env, "labeled/dog/b.jpg", plain)
+
+    # When both are ingested
+    ingest.handler(
+        s3_sqs_event(
+            [
+                (env.upload_bucket, "labeled/cat/a.jpg", len(declared)),
+                (env.upload_bucket, "labeled/dog/b.jpg", len(plain)),
+            ]
+        ),
+        context,
+    )
+
+    # Then only the declared one may certify
+    a = env.item(hashlib.sha256(declared).hexdigest())
+    b = env.item(hashlib.sha256(plain).hexdigest())
+    assert (a["state"], a["label_sampling"], a["label_origin"]) == (
+        "human_labeled",
+        "random",
+        "seed",
+    )
+    assert (b["state"], b["label_sampling"], b["label_origin"]) == (
+        "human_labeled",
+        "selected",
+        "upload",
+    )
+
+
+def test_audit_draws_go_to_people_blind_and_are_not_queued(stack, context):
+    # Given every unlabeled upload is drawn for the audit stream
+    stack.use("IngestFunction", AUDIT_FRACTION="1")
+    data = jpeg(40, 40, seed=3)
+    upload(stack, "batch/x.jpg", data)
+
+    # When it is ingested (twice: a re-delivery must not queue it either)
+    event = s3_sqs_event([(stack.upload_bucket, "batch/x.jpg", len(data))])
+    ingest.handler(event, context)
+    ingest.handler(event, context)
+
+    # Then it waits for a person, flagged as audit, and never reaches the label queue
+    item = stack.item(hashlib.sha256(data).hexdigest())
+    assert (item["state"], item["review_reason"]) == ("needs_review", "audit")
+    assert "label" not in item and "label_sampling" not in item
+    assert stack.drain("LabelQueue") == []
+
+
+def test_no_audit_fraction_means_every_unlabeled_upload_is_queued(stack, context):
+    stack.use("IngestFunction", AUDIT_FRACTION="0")
+    uploads = [jpeg(40, 40, seed=10 + n) for n in range(20)]
+    for n, data in enumerate(uploads):
+        upload(stack, f"u/{n}.jpg", data)
+    ingest.handler(
+        s3_sqs_event([(stack.upload_bucket, f"u/{n}.jpg", len(d)) for n, d in enumerate(uploads)]),
+        context,
+    )
+    assert len(stack.drain("LabelQueue")) == 20

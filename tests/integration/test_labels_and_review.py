@@ -13,6 +13,22 @@ import review_export
 from flywheel.adapters import items
 from integration_kit import s3_sqs_event
 
+CHAMPION = json.dumps(
+    {
+        "model_version": "dfw-old",
+        "training_job": "dfw-old",
+        "model_name": "dfw-old",
+        "endpoint_config": "dfw-old-abc",
+        "threshold": 0.8,
+        "target_accuracy": 0.95,
+        "model_data": "s3://b/models/dfw-old/output/model.tar.gz",
+        "test_accuracy": 0.9,
+        "classes": ["cat", "dog"],
+        "test_set_id": "x",
+        "promoted_at": "now",
+    }
+)
+
 
 def seed(
     stack, n: int, state: str, confidence: float | None = None, label: str | None = None
@@ -104,6 +120,50 @@ def test_ground_truth_manifest_lines_set_human_labels(env, context):
     assert result["applied"] == 1 and result["errors"][0]["line"] == 2
 
 
+def test_every_bad_row_is_reported_and_logged_and_good_rows_still_apply(stack, context, caplog):
+    # Given no ClassNames, four items and a file with a bad byte, an unbalanced quote,
+    # hostile labels, two rows that disagree about one image and good rows after them all
+    stack.use("HumanLabelsFunction")
+    a, b, c, d = (seed(stack, n, "unlabeled") for n in (1, 2, 3, 4))
+    body = (
+        b"image_id_or_key,label\n"
+        + f"{a},cat\n".encode()
+        + b"\xff"
+        + f"{b},dog\n".encode()
+        + f'"{b},dog\n'.encode()
+        + f"{b},../../../../../outside/x\n{b},/abs\n".encode()
+        + f"{c},cat\n{c},dog\n".encode()
+        + f"{'e' * 64},cat\n".encode()
+        + f"{d},dog\n".encode()
+    )
+    stack.s3.put_object(Bucket=stack.data_bucket, Key="labels/hostile.csv", Body=body)
+    event = s3_sqs_event([(stack.data_bucket, "labels/hostile.csv", len(body))])
+
+    # When the file is applied
+    assert human_labels.handler(event, context) == {"batchItemFailures": []}
+
+    # Then the good rows (before and after the bad ones) are applied, nothing else is
+    assert [stack.item(i).get("label") for i in (a, b, c, d)] == ["cat", None, None, "dog"]
+    # and each bad row is in the result, in line order, with a code and a reason
+    result = json.loads(stack.read("labels/hostile.csv.result.json"))
+    assert result["applied"] == 2
+    assert [(e["line"], e["code"]) for e in result["errors"]] == [
+        (3, "encoding"),
+        (4, "malformed"),
+        (5, "invalid_label"),
+        (6, "invalid_label"),
+        (7, "conflict"),
+        (8, "conflict"),
+        (9, "unknown_image"),
+    ]
+    assert all(e["error"] for e in result["errors"])
+    # and a WARNING log line per bad row with the same reason
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [(r.line, r.error) for r in warnings] == [
+        (e["line"], e["error"]) for e in result["errors"]
+    ]
+
+
 def test_review_export_is_most_uncertain_first_and_its_csv_is_a_labels_file(stack, context):
     # Given three items needing review and one already labeled
     stack.use("ReviewExportFunction")
@@ -134,3 +194,109 @@ def test_review_export_is_most_uncertain_first_and_its_csv_is_a_labels_file(stac
     stack.use("HumanLabelsFunction")
     human_labels.handler(labels_event(stack, "labels/reviewed.csv", out.getvalue()), context)
     assert {stack.item(i)["state"] for i in ids} == {"human_labeled"}
+    # And each answer records that the model picked the item: it trains, never certifies
+    assert {(stack.item(i)["label_sampling"], stack.item(i)["label_origin"]) for i in ids} == {
+        ("selected", "review")
+    }
+
+
+def test_a_labels_message_that_fails_is_logged_as_an_error_and_retried(env, context, caplog):
+    # Given a labels-file notification naming a bucket that does not exist
+    event = s3_sqs_event([("no-such-bucket", "labels/x.csv", 10)], message_ids=["lost"])
+
+    # When it is handled, Then it is retried and an ERROR line gives the reason first
+    assert human_labels.handler(event, context) == {
+        "batchItemFailures": [{"itemIdentifier": "lost"}]
+    }
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert (error.getMessage(), error.message_id) == ("labels message failed", "lost")
+    assert "NoSuchBucket" in error.reason
+
+
+def test_answers_record_how_each_item_was_drawn(env, context):
+    # Given an audit item, an uncertain item, an unlabeled one and an auto-labeled one
+    audit = f"{9:064x}"
+    items.put_new(
+        env.table,
+        {
+            "item_id": audit,
+            "state": "needs_review",
+            "review_reason": "audit",
+            "image_key": f"images/{audit}.png",
+        },
+    )
+    review = seed(env, 2, "needs_review", 0.4, "cat")
+    unlabeled, auto = seed(env, 3, "unlabeled"), seed(env, 4, "auto_labeled", 0.99, "cat")
+
+    # When people label all four through one labels file
+    body = f"{audit},cat\n{review},dog\n{unlabeled},cat\n{auto},dog\n"
+    human_labels.handler(labels_event(env, "labels/mixed.csv", body), context)
+
+    # Then only the audit answer is a random label
+    provenance = {
+        i: (env.item(i)["label_sampling"], env.item(i)["label_origin"])
+        for i in (audit, review, unlabeled, auto)
+    }
+    assert provenance == {
+        audit: ("random", "audit"),
+        review: ("selected", "review"),
+        unlabeled: ("selected", "import"),
+        auto: ("selected", "import"),
+    }
+    # And a later correction keeps how the item was drawn
+    human_labels.handler(labels_event(env, "labels/fix.csv", f"{audit},dog\n"), context)
+    assert (env.item(audit)["label"], env.item(audit)["label_sampling"]) == ("dog", "random")
+
+
+def test_review_export_puts_audit_items_first_and_blind(stack, context):
+    # Given a champion, an audit item and uncertain items of two predicted classes
+    stack.use("ReviewExportFunction")
+    stack.ssm.put_parameter(Name="/dataflywheel/champion", Type="String", Value=CHAMPION)
+    uncertain = [
+        seed(stack, n, "needs_review", conf, label)
+        for n, conf, label in ((1, 0.5, "cat"), (2, 0.55, "cat"), (3, 0.9, "dog"))
+    ]
+    audit = f"{7:064x}"
+    items.put_new(
+        stack.table,
+        {
+            "item_id": audit,
+            "state": "needs_review",
+            "review_reason": "audit",
+            "image_key": f"images/{audit}.png",
+        },
+    )
+    seed(stack, 8, "unlabeled")  # with a champion, unlabeled items wait for the model
+
+    # When the export runs
+    result = review_export.handler({"reason": "manual"}, context)
+
+    # Then the audit item comes first with no model opinion shown, then classes take turns
+    rows = list(
+        csv.DictReader(io.StringIO(stack.read(f"review/{result['batch_id']}.csv").decode()))
+    )
+    assert [r["image_id_or_key"] for r in rows] == [audit, uncertain[0], uncertain[2], uncertain[1]]
+    assert (rows[0]["model_label"], rows[0]["confidence"], rows[0]["review_reason"]) == (
+        "",
+        "",
+        "audit",
+    )
+    assert rows[1]["model_label"] == "cat" and rows[1]["review_reason"] == "uncertain"
+    assert result["reasons"] == {"audit": 1, "uncertain": 3}
+
+
+def test_without_a_champion_review_export_offers_unlabeled_items(stack, context):
+    # Given no champion yet (e.g. the gate rejected the first model) and only unlabeled items
+    stack.use("ReviewExportFunction")
+    ids = {seed(stack, n, "unlabeled") for n in range(1, 6)}
+    seed(stack, 9, "human_labeled", label="cat")
+
+    # When the export runs
+    result = review_export.handler({"reason": "manual"}, context)
+
+    # Then people get the unlabeled items to label, so the loop does not stall
+    rows = list(
+        csv.DictReader(io.StringIO(stack.read(f"review/{result['batch_id']}.csv").decode()))
+    )
+    assert {r["image_id_or_key"] for r in rows} == ids and result["items"] == 5
+    assert {r["review_reason"] for r in rows} == {"cold_start"}

@@ -152,6 +152,11 @@ def test_first_model_above_the_floor_is_deployed_and_becomes_champion(env, endpo
         items.put_new(
             env.table, {"item_id": f"{n:064x}", "state": state, "image_key": f"images/{n:064x}.png"}
         )
+    audit = f"{9:064x}"  # the audit stream waits for people, blind: never re-queued
+    items.put_new(
+        env.table,
+        {"item_id": audit, "state": "needs_review", "review_reason": "audit", "image_key": "k"},
+    )
 
     # When promote handles the Completed event
     result = promote.handler(event_for(JOB), context)

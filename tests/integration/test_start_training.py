@@ -13,7 +13,7 @@ from flywheel.domain.items import TRAINING_META_ID
 from integration_kit import TRAINING_CODE, load_event
 
 
-def seed_labeled(stack, count: int, start: int = 0) -> list[str]:
+def seed_labeled(stack, count: int, start: int = 0, sampling: str = "random") -> list[str]:
     ids = []
     for n in range(start, start + count):
         item_id = f"{n:064x}"
@@ -25,6 +25,8 @@ def seed_labeled(stack, count: int, start: int = 0) -> list[str]:
                 "state": "human_labeled",
                 "label": "cat" if n % 2 else "dog",
                 "label_source": "human",
+                "label_sampling": sampling,
+                "label_origin": "seed" if sampling == "random" else "review",
                 "source_key": f"labeled/x/{n}.jpg",
                 "image_key": f"images/{item_id}.png",
             },
@@ -53,11 +55,7 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     snapshot = result["snapshot_id"]
     channel_keys = env.keys(f"datasets/{snapshot}/")
     assert len([k for k in channel_keys if k.endswith(".png")]) == 40
-    assert {k.split("/")[2] for k in channel_keys if k.endswith(".png")} <= {
-        "train",
-        "validation",
-        "test",
-    }
+    assert {k.split("/")[2] for k in channel_keys if k.endswith(".png")} == {"train", "test"}
     manifest = [
         json.loads(line) for line in env.read(f"datasets/{snapshot}/manifest.jsonl").splitlines()
     ]
@@ -74,10 +72,8 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     hps = job["HyperParameters"]
     assert hps["sagemaker_program"] == "train.py"
     assert hps["sagemaker_submit_directory"] == f"s3://{env.data_bucket}/{code_key}"
-    assert hps["epochs"] == "12" and hps["target-accuracy"] == "0.95"
-    assert job["AlgorithmSpecification"]["TrainingImage"].endswith(
-        "pytorch-training:2.6-gpu-py312"
-    )
+    assert hps["epochs"] == "40" and hps["target-accuracy"] == "0.95"  # TrainingEpochs
+    assert job["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6-gpu-py312")
     assert job["EnableManagedSpotTraining"] is True
     assert (
         job["CheckpointConfig"]["S3Uri"]
@@ -176,3 +172,129 @@ def test_too_few_classes_is_reported_not_raised(env, context):
         )
     result = start_training.handler(load_event("start_training_manual.json"), context)
     assert result["started"] is False and "2 classes" in result["reason"]
+
+
+def channel_manifest(stack, snapshot: str, split: str) -> list[dict]:
+    body = stack.read(f"datasets/{snapshot}/{split}/manifest.jsonl")
+    return [json.loads(line) for line in body.splitlines()]
+
+
+def test_review_answers_never_enter_the_certification_set(env, context):
+    # Given random seed labels and many more answers to items the model picked for review
+    seeds = seed_labeled(env, 60, sampling="random")
+    answers = seed_labeled(env, 200, start=1000, sampling="selected")
+
+    # When training starts
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+    snapshot = result["snapshot_id"]
+
+    # Then every review answer is in train only, and test holds only random labels
+    train, test = channel_manifest(env, snapshot, "train"), channel_manifest(env, snapshot, "test")
+    test_ids = {m["source-ref"].rsplit("/", 1)[1][:-4] for m in test}
+    train_ids = {m["source-ref"].rsplit("/", 1)[1][:-4] for m in train}
+    assert test_ids and test_ids <= set(seeds) and not test_ids & set(answers)
+    assert set(answers) <= train_ids
+    assert {m["label-metadata"]["sampling"] for m in test} == {"random"}
+    by_id = {m["source-ref"].rsplit("/", 1)[1][:-4]: m for m in train}
+    assert {by_id[i]["label-metadata"]["sampling"] for i in answers} == {"selected"}
+    assert len(train) + len(test) == 260
+    # And each manifest's source-refs point at the copies inside its own channel prefix
+    for split, lines in (("train", train), ("test", test)):
+        for m in lines:
+            key = m["source-ref"].split(f"s3://{env.data_bucket}/", 1)[1]
+            assert key.startswith(f"datasets/{snapshot}/{split}/") and env.read(key) == b"png"
+    # And there is no validation channel; the top-level marker manifest is still there
+    job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
+    assert [c["ChannelName"] for c in job["InputDataConfig"]][:2] == ["train", "test"]
+    assert "validation" not in {c["ChannelName"] for c in job["InputDataConfig"]}
+    assert len(env.read(f"datasets/{snapshot}/manifest.jsonl").splitlines()) == 260
+    hps = job["HyperParameters"]
+    assert (hps["epochs"], hps["cross-fit-folds"], hps["confidence"]) == ("40", "5", "0.95")
+
+
+def test_the_unlabeled_pool_is_a_manifest_file_channel(env, context):
+    # Given labeled items and items without a human label in three states
+    seed_labeled(env, 30)
+    pool = []
+    for n, state in enumerate(["unlabeled", "needs_review", "auto_labeled", "unlabeled"]):
+        item_id = f"{5000 + n:064x}"
+        items.put_new(
+            env.table,
+            {"item_id": item_id, "state": state, "image_key": f"images/{item_id}.png"},
+        )
+        pool.append(item_id)
+    env.use(
+        "StartTrainingFunction",
+        TRAINING_CODE_DIR=str(TRAINING_CODE),
+        MIN_NEW_HUMAN_LABELS="10",
+        MAX_UNLABELED_POOL="3",
+    )
+
+    # When training starts
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then SageMaker receives an `unlabeled` ManifestFile channel listing at most 3 images
+    job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
+    (channel,) = [c for c in job["InputDataConfig"] if c["ChannelName"] == "unlabeled"]
+    source = channel["DataSource"]["S3DataSource"]
+    assert source["S3DataType"] == "ManifestFile"
+    key = f"datasets/{result['snapshot_id']}/unlabeled.manifest"
+    assert source["S3Uri"] == f"s3://{env.data_bucket}/{key}"
+    manifest = json.loads(env.read(key))
+    assert manifest[0] == {"prefix": f"s3://{env.data_bucket}/images/"}
+    assert len(manifest) == 4 and {m[:-4] for m in manifest[1:]} < set(pool)
+
+
+def test_an_empty_pool_means_no_unlabeled_channel(env, context):
+    seed_labeled(env, 30)
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+    job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
+    assert "unlabeled" not in {c["ChannelName"] for c in job["InputDataConfig"]}
+
+
+def fail_job(name: str, status: str = "Failed") -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sagemaker.models import sagemaker_backends
+
+    sagemaker_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].training_jobs[
+        name
+    ].training_job_status = status
+
+
+def test_a_completed_job_for_the_same_labels_is_reported_not_restarted(env, context):
+    # Given a job for these labels that already ran (e.g. the gate rejected its model)
+    seed_labeled(env, 30)
+    first = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # When a person asks to train again without new labels
+    again = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then nothing is said to start, and the answer says why
+    assert first["started"] and first["new_job"]
+    assert again["started"] is False and again["new_job"] is False
+    assert again["reason"] == "a job for this snapshot already ran: Completed"
+    assert again["job_name"] == first["job_name"]
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_a_failed_job_is_retried_for_the_same_labels(env, context, status):
+    # Given a job that failed for infrastructure reasons
+    seed_labeled(env, 30)
+    first = start_training.handler(load_event("start_training_manual.json"), context)
+    fail_job(first["job_name"], status)
+
+    # When training is asked for again with the same labels
+    retry = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then a second attempt starts on the same snapshot under a new, deterministic name
+    assert retry["started"] and retry["new_job"]
+    assert retry["snapshot_id"] == first["snapshot_id"]
+    assert retry["job_name"] == f"{first['job_name']}-r2"
+    job = env.sm.describe_training_job(TrainingJobName=retry["job_name"])
+    assert job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
+        f"datasets/{first['snapshot_id']}/train/"
+    )
+    assert env.item(TRAINING_META_ID)["job_name"] == retry["job_name"]
+    # And once that attempt completed, a further request starts nothing
+    third = start_training.handler(load_event("start_training_manual.json"), context)
+    assert third["started"] is False and third["job_name"] == retry["job_name"]

@@ -220,3 +220,78 @@ def test_hyperparameters_become_flags_like_the_toolkit() -> None:
         "-x",
         "a=1",
     ]
+
+
+HOSTILE_PARTS = [
+    "../x",
+    "/abs",
+    "a/../../b",
+    "..",
+    "con\x00",
+    "../../../../../outside/x",
+    "x/" + "../" * 40 + "tmp/x",
+    "y" * 300,
+]
+
+
+@pytest.mark.parametrize("part", HOSTILE_PARTS)
+def test_no_key_part_resolves_outside_the_channel_directory(tmp_path: Any, part: str) -> None:
+    from infra.local_sagemaker.aws import UnsafeKey, confined
+
+    channel = tmp_path / "train"
+    try:
+        target = confined(channel, f"{part}/img.png")
+    except (UnsafeKey, OSError):
+        return
+    assert target.is_relative_to(channel.resolve())
+
+
+def channel_job(name: str, source: dict[str, Any]) -> dict[str, Any]:
+    request = training_request(name)
+    request["InputDataConfig"][0]["DataSource"]["S3DataSource"] = source
+    return request
+
+
+def test_a_key_that_escapes_the_channel_fails_the_job_and_writes_nothing_outside(
+    sm: Any, s3: Any, bucket: str, service: Any
+) -> None:
+    # Given three channels, each naming an object whose key climbs out of the job directory:
+    # an S3 prefix (a dataset label "../../../../../outside/x"), a manifest with an absolute
+    # entry, a Ground Truth manifest whose source-ref climbs out
+    hostile = "evil/train/../../../../../outside/x/0.png"
+    absolute = service.data_dir.resolve().parent / "outside-absolute"
+    s3.put_object(Bucket=BUCKET, Key=hostile, Body=b"png")
+    s3.put_object(Bucket=BUCKET, Key="evil/ok/0.png", Body=b"png")
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="evil/list.manifest",
+        Body=json.dumps([{"prefix": f"s3://{BUCKET}/evil/"}, "ok/0.png", f"{absolute}/0.png"]),
+    )
+    ref = {"source-ref": f"s3://{BUCKET}/{hostile}", "label": 0, "label-metadata": {}}
+    s3.put_object(Bucket=BUCKET, Key="evil/gt.manifest", Body=json.dumps(ref) + "\n")
+    sources = {
+        "prefix": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/evil/train/"},
+        "manifest": {"S3DataType": "ManifestFile", "S3Uri": f"s3://{BUCKET}/evil/list.manifest"},
+        "augmented": {
+            "S3DataType": "AugmentedManifestFile",
+            "S3Uri": f"s3://{BUCKET}/evil/gt.manifest",
+            "AttributeNames": ["source-ref", "label"],
+        },
+    }
+
+    for kind, source in sources.items():
+        # When a job reads the channel
+        name = unique(f"train-escape-{kind}")
+        sm.create_training_job(**channel_job(name, source))
+        job = wait_training(sm, name)
+
+        # Then it fails like SageMaker fails a bad input (a ClientError reason), before training
+        assert job["TrainingJobStatus"] == "Failed", kind
+        assert job["FailureReason"].startswith("ClientError: Data download failed"), job
+        assert "outside train/" in job["FailureReason"]
+        assert "Training" not in [t["Status"] for t in job["SecondaryStatusTransitions"]]
+
+    # and nothing was written outside any job's directory
+    root = service.data_dir.resolve()
+    assert not [p for p in root.parent.rglob("outside")]
+    assert not absolute.exists()

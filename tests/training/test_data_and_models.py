@@ -46,6 +46,32 @@ def test_manifest_source_refs_resolve_inside_the_channel(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "s3://bucket/../../outside.png",
+        "s3://bucket/x/../../../outside.png",
+        "../outside.png",
+        "OUTSIDE",  # replaced by the absolute path of the file outside the channel
+        "s3://bucket/link/outside.png",
+        "outside.png\x00",
+    ],
+)
+def test_a_source_ref_never_resolves_outside_the_channel(tmp_path, ref):
+    # Given a channel next to an image it must not reach (also through a symlink)
+    channel, outside = tmp_path / "channel", tmp_path / "outside.png"
+    write_png(outside)
+    channel.mkdir()
+    (channel / "link").symlink_to(tmp_path)
+    ref = str(outside) if ref == "OUTSIDE" else ref
+    (channel / "m.manifest").write_text(gt_line(ref, "cat") + "\n")
+
+    # When the channel is read, Then the reference is not found rather than read
+    assert data.resolve_source_ref(ref, channel) is None
+    with pytest.raises(ValueError, match="1 source-ref not found"):
+        data.load_channel(channel, "label")
+
+
 def test_manifest_errors_say_what_is_missing(tmp_path):
     (tmp_path / "m.jsonl").write_text(gt_line("s3://bucket/x/missing.png", "cat") + "\n")
     with pytest.raises(ValueError, match="1 source-ref not found"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import tarfile
 import zlib
 
 import cv2
@@ -12,6 +13,7 @@ import inference
 import numpy as np
 import pytest
 import torch
+from classifier import artifact, ood
 from classifier.models import IMAGENET_MEAN, IMAGENET_STD, build_model
 from inference import InvalidInput
 
@@ -62,6 +64,7 @@ def test_single_image_gets_one_prediction(model, ext, content_type):
     assert prediction["label"] in {"cat", "dog", "fox"}
     assert prediction["auto_label"] == (prediction["confidence"] >= 0.4)
     assert prediction["threshold"] == 0.4
+    assert prediction["ood"] is False  # an artifact without a detector refuses nothing
     assert [t["label"] for t in prediction["top_k"]][0] == prediction["label"] and len(
         prediction["top_k"]
     ) == 2
@@ -165,3 +168,43 @@ def test_unsupported_accept_is_a_client_error(model):
     with pytest.raises(InvalidInput, match="Accept"):
         inference.output_fn(prediction, "text/csv")
     assert json.loads(inference.output_fn(prediction, "*/*")[0])["predictions"]
+
+
+def test_a_detector_travels_in_ood_json_and_blank_images_are_never_auto_labelled(
+    tmp_path, monkeypatch
+):
+    # Given an artifact saved with an out-of-distribution detector in its config
+    monkeypatch.setattr(artifact, "validate_metrics", lambda metrics: None)  # not under test
+    rng = np.random.default_rng(0)
+    detector = ood.fit(
+        rng.normal(size=(200, 64)), rng.integers(0, 3, 200), rng.normal(size=(50, 64))
+    )
+    config = {
+        "arch": "small_cnn", "classes": ["cat", "dog", "fox"], "image_size": 32,
+        "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "temperature": 1.0, "threshold": 0.0,
+        "target_accuracy": 0.95, "model_version": "dfw-v2", "topk": 2, "ood": detector,
+    }  # fmt: skip
+    torch.manual_seed(0)
+    artifact.save_artifact(tmp_path / "model", build_model("small_cnn", 3).state_dict(), config, {})
+    # Then the detector sits in ood.json, and reading the artifact gives the config back whole
+    assert "ood" not in json.loads((tmp_path / "model" / "model_config.json").read_text())
+    assert json.loads((tmp_path / "model" / "ood.json").read_text()) == detector
+    assert artifact.read_artifact(tmp_path / "model")[0] == config
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        for path in (tmp_path / "model").iterdir():
+            tar.add(path, arcname=path.name)
+    assert artifact.read_artifact(tmp_path / "model.tar.gz")[0]["ood"] == detector
+    # When it serves a blank image (threshold 0: everything else would be auto-labelled)
+    served = inference.model_fn(str(tmp_path / "model"))
+    blank = cv2.imencode(".png", np.full((32, 32, 3), 255, np.uint8))[1].tobytes()
+    [prediction] = serve(blank, "image/png", served)["predictions"]
+    assert prediction["ood"] is True and prediction["auto_label"] is False
+
+
+def test_the_serving_container_installs_the_network_code_the_arch_needs(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifact, "validate_metrics", lambda metrics: None)
+    for arch in ("small_cnn", "efficientnet_lite0"):
+        artifact.save_artifact(tmp_path / arch, {}, {"arch": arch}, {})
+    assert "efficientnet" not in (tmp_path / "small_cnn" / "code" / "requirements.txt").read_text()
+    lite = (tmp_path / "efficientnet_lite0" / "code" / "requirements.txt").read_text()
+    assert "efficientnet-lite-pytorch==0.1.0" in lite and "opencv" in lite

@@ -132,7 +132,7 @@ def test_served_artifact_labels_held_out_digits(smoke_job, held_out):
     predictions = response["predictions"] + [s["predictions"][0] for s in singles]
     assert len(predictions) == len(held_out)
     first = predictions[0]
-    assert set(first) == {"label", "confidence", "auto_label", "threshold", "top_k"}
+    assert set(first) == {"label", "confidence", "auto_label", "threshold", "ood", "top_k"}
     assert first["top_k"][0]["label"] == first["label"] and len(first["top_k"]) == 5
     accuracy = sum(
         p["label"] == label for p, (_, label) in zip(predictions, held_out, strict=True)

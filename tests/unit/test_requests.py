@@ -18,7 +18,9 @@ SPACE = {
         "CategoricalParameterRanges": [{"Name": "arch", "Values": ["small_cnn", "resnet18"]}],
     },
 }
-SNAP = build_snapshot([(f"{i:064x}", "ab"[i % 2]) for i in range(40)])
+SNAP = build_snapshot(
+    [(f"{i:064x}", "ab"[i % 2], "random" if i % 3 else "selected") for i in range(40)]
+)
 
 
 def settings(**kw) -> JobSettings:
@@ -37,11 +39,14 @@ def test_training_request_follows_the_container_contract():
         hp["sagemaker_program"] == "train.py"
         and hp["sagemaker_submit_directory"] == "s3://data/code/sd.tar.gz"
     )
-    assert hp["model-version"] == "dfw-x" and hp["epochs"] == "12"
+    assert hp["model-version"] == "dfw-x"
+    # The stack's epoch budget wins over the search space's static default
+    assert hp["epochs"] == "40" and hp["cross-fit-folds"] == "5" and hp["confidence"] == "0.95"
+    assert hp["target-accuracy"] == "0.95"
     assert all(isinstance(v, str) for v in hp.values())
     assert r["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
     assert r["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
-    assert [c["ChannelName"] for c in r["InputDataConfig"]][-1] == "champion"
+    assert [c["ChannelName"] for c in r["InputDataConfig"]] == ["train", "test", "champion"]
     assert r["OutputDataConfig"] == {"S3OutputPath": "s3://data/models/"}
 
 
@@ -64,7 +69,7 @@ def test_tuning_request_keeps_tuned_parameters_out_of_static_ones_and_warm_start
 
 def test_hyperband_has_its_own_early_stopping_and_no_warm_start():
     r = tuning_job_request(
-        settings(strategy="Hyperband"), "dfw-hx", SNAP, SPACE, "s3://c", None, "p"
+        settings(strategy="Hyperband", epochs=12), "dfw-hx", SNAP, SPACE, "s3://c", None, "p"
     )
     config = r["HyperParameterTuningJobConfig"]
     assert config["StrategyConfig"]["HyperbandStrategyConfig"] == {
@@ -72,6 +77,24 @@ def test_hyperband_has_its_own_early_stopping_and_no_warm_start():
         "MaxResource": 12,
     }
     assert config["TrainingJobEarlyStoppingType"] == "Off" and "WarmStartConfig" not in r
+
+
+def test_the_unlabeled_pool_is_a_manifest_file_channel_when_there_is_one():
+    uri = "s3://data/datasets/snap/unlabeled.manifest"
+    r = training_job_request(settings(), "dfw-x", SNAP, SPACE, "s3://c", None, uri)
+    (channel,) = [c for c in r["InputDataConfig"] if c["ChannelName"] == "unlabeled"]
+    assert channel["DataSource"]["S3DataSource"]["S3DataType"] == "ManifestFile"
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == uri
+    t = tuning_job_request(settings(), "dfw-hx", SNAP, SPACE, "s3://c", None, None, uri)
+    assert "unlabeled" in [c["ChannelName"] for c in t["TrainingJobDefinition"]["InputDataConfig"]]
+    # no validation channel any more: train.py carves its own folds
+    assert "validation" not in [c["ChannelName"] for c in r["InputDataConfig"]]
+
+
+def test_only_selected_labels_means_no_test_channel():
+    snap = build_snapshot([(f"{i:064x}", "ab"[i % 2], "selected") for i in range(20)])
+    r = training_job_request(settings(), "dfw-x", snap, SPACE, "s3://c", None)
+    assert [c["ChannelName"] for c in r["InputDataConfig"]] == ["train"]
 
 
 def test_grid_needs_categorical_ranges():

@@ -1,4 +1,9 @@
-"""The model artifact (what model.tar.gz holds) and training checkpoints."""
+"""The model artifact (what model.tar.gz holds) and training checkpoints.
+
+model.tar.gz: model.pt (state dict), model_config.json, ood.json (the out-of-distribution
+detector, when the config has one under "ood": kept apart because it is large), metrics.json
+and code/ (inference.py, classifier/, requirements.txt).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ CODE_DIR = Path(__file__).resolve().parent.parent  # training_jobs/: inference.p
 # What the PyTorch inference container installs from code/requirements.txt (torch, numpy and
 # scipy come with the image; OpenCV 4.11 accepts NumPy 1.x and 2.x, 4.12 requires 2.x).
 INFERENCE_REQUIREMENTS = "opencv-python-headless>=4.8,<4.12\n"
+ARCH_REQUIREMENTS = {"efficientnet_lite0": "efficientnet-lite-pytorch==0.1.0\n"}  # network code
+OOD_FILE = "ood.json"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -41,6 +48,8 @@ def read_artifact(path: str | Path) -> tuple[dict, dict]:
     path = find_artifact(path)
     if path.is_dir():
         config = json.loads((path / "model_config.json").read_text())
+        if (path / OOD_FILE).is_file():
+            config["ood"] = json.loads((path / OOD_FILE).read_text())
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
         return config, state
     with tarfile.open(path, "r:*") as tar:
@@ -50,6 +59,8 @@ def read_artifact(path: str | Path) -> tuple[dict, dict]:
         if "model_config.json" not in members or "model.pt" not in members:
             raise ValueError(f"{path} lacks model_config.json or model.pt")
         config = json.load(tar.extractfile(members["model_config.json"]))
+        if OOD_FILE in members:
+            config["ood"] = json.load(tar.extractfile(members[OOD_FILE]))
         buffer = io.BytesIO(tar.extractfile(members["model.pt"]).read())
     return config, torch.load(buffer, map_location="cpu", weights_only=True)
 
@@ -67,26 +78,34 @@ def load_model(
 # ----------------------------------------------------------------------------- writing
 
 
-def write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict, indent: int | None = 2) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(json.dumps(data, indent=indent) + "\n")
     os.replace(tmp, path)
 
 
 def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dict) -> None:
-    """model.pt, model_config.json, metrics.json and code/ in `model_dir` (SageMaker tars it)."""
+    """model.pt, model_config.json, ood.json (config["ood"], if any), metrics.json and code/ in
+    `model_dir` (SageMaker tars it). read_artifact gives the config back whole."""
     validate_metrics(metrics)  # before writing anything: a bad artifact must never be promoted
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save(state, model_dir / "model.pt")
-    write_json(model_dir / "model_config.json", config)
+    detector = config.get("ood")
+    write_json(model_dir / "model_config.json", {k: v for k, v in config.items() if k != "ood"})
+    if detector:
+        write_json(model_dir / OOD_FILE, detector, indent=None)
+    else:
+        (model_dir / OOD_FILE).unlink(missing_ok=True)
     code = model_dir / "code"
     shutil.rmtree(code, ignore_errors=True)
     shutil.copytree(
         CODE_DIR / "classifier", code / "classifier", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copy2(CODE_DIR / "inference.py", code / "inference.py")
-    (code / "requirements.txt").write_text(INFERENCE_REQUIREMENTS)
+    (code / "requirements.txt").write_text(
+        INFERENCE_REQUIREMENTS + ARCH_REQUIREMENTS.get(config["arch"], "")
+    )
     write_json(model_dir / "metrics.json", metrics)  # last: its presence means a complete artifact
 
 

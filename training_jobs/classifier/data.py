@@ -46,17 +46,26 @@ def scan_image_folder(root: Path) -> list[Sample]:
 
 
 def resolve_source_ref(source_ref: str, root: Path) -> Path | None:
-    """Map `s3://bucket/a/b/c.png` (or a local path) to a file inside the channel directory.
+    """Map `s3://bucket/a/b/c.png` (or a path relative to the channel) to a file inside it.
 
     SageMaker copies the objects under the channel's S3 prefix, so the longest suffix of the
-    key that exists below `root` is the file; the basename is the last resort.
+    key that exists below `root` is the file; the basename is the last resort. A source-ref
+    is data: `..`, absolute paths or symlinks never reach a file outside `root`.
     """
-    if not source_ref.startswith("s3://") and Path(source_ref).is_file():
-        return Path(source_ref)
+    base = root.resolve()
+
+    def inside(candidate: Path) -> bool:
+        # Its own check: training_jobs/ runs alone in the container (no flywheel.safe_join).
+        return candidate.resolve().is_relative_to(base) and candidate.is_file()
+
+    if "\x00" in source_ref:
+        return None
+    if not source_ref.startswith("s3://") and inside(root / source_ref):
+        return root / source_ref
     parts = [p for p in source_ref.removeprefix("s3://").split("/") if p][1:] or [source_ref]
     for i in range(len(parts)):
         candidate = root.joinpath(*parts[i:])
-        if candidate.is_file():
+        if inside(candidate):
             return candidate
     return None
 

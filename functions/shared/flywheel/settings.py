@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Settings(BaseModel):
@@ -35,6 +35,8 @@ class IngestSettings(_Settings):
     MAX_IMAGE_SIDE: int = 1024
     MAX_UPLOAD_BYTES: int = 25 * 1024 * 1024
     CLASS_NAMES: tuple[str, ...] = ()
+    # Share of unlabeled uploads sent to people at random (the audit stream that certifies).
+    AUDIT_FRACTION: float = Field(default=0.05, ge=0.0, le=1.0)
 
     _classes = field_validator("CLASS_NAMES", mode="before")(_split)
 
@@ -58,6 +60,7 @@ class HumanLabelsSettings(_Settings):
 class ReviewExportSettings(_Settings):
     DATA_BUCKET: str
     ITEMS_TABLE: str
+    CHAMPION_PARAMETER: str
     REVIEW_BATCH_SIZE: int = 500
 
 
@@ -78,6 +81,10 @@ class StartTrainingSettings(_Settings):
     MAX_TUNING_JOBS: int = 8
     MAX_PARALLEL_TUNING_JOBS: int = 2
     TARGET_ACCURACY: float = 0.95
+    TRAINING_EPOCHS: int = Field(default=40, ge=1)
+    CROSS_FIT_FOLDS: int = Field(default=5, ge=2)
+    CERTIFICATION_CONFIDENCE: float = Field(default=0.95, gt=0.0, lt=1.0)
+    MAX_UNLABELED_POOL: int = Field(default=20000, ge=0)
     MIN_NEW_HUMAN_LABELS: int = 50
     STACK_NAME: str
 

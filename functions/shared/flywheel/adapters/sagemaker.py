@@ -56,6 +56,27 @@ def create_tuning_job(request: dict) -> bool:
     return _create("create_hyper_parameter_tuning_job", request)
 
 
+def training_job_status(name: str) -> str | None:
+    """The job's TrainingJobStatus, or None when no job of that name exists."""
+    try:
+        return client("sagemaker").describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
+    except ClientError as exc:
+        if error_code(exc) in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+
+
+def tuning_job_status(name: str) -> str | None:
+    try:
+        return client("sagemaker").describe_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name
+        )["HyperParameterTuningJobStatus"]
+    except ClientError as exc:
+        if error_code(exc) in ("ValidationException", "ResourceNotFound"):
+            return None
+        raise
+
+
 def describe_training_job(name: str) -> dict:
     return client("sagemaker").describe_training_job(TrainingJobName=name)
 

@@ -19,15 +19,24 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def get_bytes(bucket: str, key: str) -> tuple[bytes, str] | None:
-    """(body, etag) or None when the object is gone."""
+def get_with_metadata(
+    bucket: str, key: str, version_id: str | None = None
+) -> tuple[bytes, str, dict[str, str]] | None:
+    """(body, etag, S3 user metadata) or None when the object (or that version of it) is gone."""
+    version = {"VersionId": version_id} if version_id else {}
     try:
-        obj = client("s3").get_object(Bucket=bucket, Key=key)
+        obj = client("s3").get_object(Bucket=bucket, Key=key, **version)
     except ClientError as exc:
-        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+        if error_code(exc) in ("NoSuchKey", "NoSuchVersion", "404", "NotFound"):
             return None
         raise
-    return obj["Body"].read(), obj.get("ETag", "").strip('"')
+    return obj["Body"].read(), obj.get("ETag", "").strip('"'), dict(obj.get("Metadata") or {})
+
+
+def get_bytes(bucket: str, key: str, version_id: str | None = None) -> tuple[bytes, str] | None:
+    """(body, etag) or None when the object (or that version of it) is gone."""
+    got = get_with_metadata(bucket, key, version_id)
+    return (got[0], got[1]) if got else None
 
 
 def get_text(bucket: str, key: str) -> str | None:

@@ -5,7 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flywheel.domain.items import State
+from flywheel.domain.sampling import OUT_OF_DISTRIBUTION, UNCERTAIN
 from flywheel.errors import InvalidArtifact
+
+TOP_K_STORED = 5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float
+    ood: bool = False
+    # (label, confidence) best first; at least the top-1 when the response has no top_k.
+    top_k: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def margin(self) -> float:
+        """top-1 minus top-2 confidence (small = the model hesitates between two classes)."""
+        second = self.top_k[1][1] if len(self.top_k) > 1 else 0.0
+        return max(0.0, self.confidence - second)
 
 
 @dataclass(frozen=True)
@@ -13,19 +31,42 @@ class LabelDecision:
     state: State
     label: str
     confidence: float
+    review_reason: str | None = None
 
 
-def decide(label: str, confidence: float, threshold: float) -> LabelDecision:
-    state = State.AUTO_LABELED if confidence >= threshold else State.NEEDS_REVIEW
-    return LabelDecision(state, label, confidence)
+def decide(prediction: Prediction, threshold: float) -> LabelDecision:
+    """Out-of-distribution inputs are never auto-labeled, whatever their confidence."""
+    if prediction.ood:
+        return LabelDecision(
+            State.NEEDS_REVIEW, prediction.label, prediction.confidence, OUT_OF_DISTRIBUTION
+        )
+    if prediction.confidence >= threshold:
+        return LabelDecision(State.AUTO_LABELED, prediction.label, prediction.confidence)
+    return LabelDecision(State.NEEDS_REVIEW, prediction.label, prediction.confidence, UNCERTAIN)
 
 
-def parse_predictions(body: dict, expected: int) -> list[tuple[str, float]]:
-    """(label, confidence) per image, in request order (inference protocol)."""
+def _top_k(p: dict, label: str, confidence: float) -> tuple[tuple[str, float], ...]:
+    raw = p.get("top_k") or []
+    pairs = []
+    for entry in raw:
+        if isinstance(entry, dict) and "label" in entry and "confidence" in entry:
+            pairs.append((str(entry["label"]), float(entry["confidence"])))
+    pairs.sort(key=lambda lc: -lc[1])
+    return tuple(pairs[:TOP_K_STORED]) or ((label, confidence),)
+
+
+def parse_predictions(body: dict, expected: int) -> list[Prediction]:
+    """One prediction per image, in request order (inference protocol); ``ood`` defaults False."""
     predictions = body.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != expected:
         raise InvalidArtifact(f"expected {expected} predictions, got {body!r:.200}")
-    return [(str(p["label"]), float(p["confidence"])) for p in predictions]
+    out = []
+    for p in predictions:
+        label, confidence = str(p["label"]), float(p["confidence"])
+        out.append(
+            Prediction(label, confidence, bool(p.get("ood", False)), _top_k(p, label, confidence))
+        )
+    return out
 
 
 def batches(items: list, size: int) -> list[list]:

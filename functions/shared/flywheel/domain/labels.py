@@ -1,20 +1,68 @@
-"""Human labels: from upload keys (labeled/<class>/...) and from label files (CSV, manifests)."""
+"""Human labels: from upload keys (labeled/<class>/...) and from label files (CSV, manifests).
+
+A label is data, never a path: every label that enters the system passes
+``validate_label`` (the class-name grammar, and membership in ClassNames when the
+stack sets it), because labels later become S3 key and directory components
+(``datasets/<snap>/<split>/<label>/<id>.png``, ImageFolder exports).
+"""
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 _ITEM_ID = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE_KEY = re.compile(r"(?:^|/)images/([0-9a-f]{64})\.png$")
 CSV_HEADER = ("image_id_or_key", "label")
 
+# The class-name grammar: ASCII letters and digits, then also space _ . + -; at most 64
+# characters; first character a letter or digit (so never "." or ".." or a leading space);
+# never ending in a space or a dot (Windows drops those, so "cat." would become "cat").
+# No "/", "\", ":", "%", control or non-ASCII characters: it is safe as a path component
+# and as an S3 key part everywhere, unencoded.
+_CLASS_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 _.+-]{0,62}[A-Za-z0-9_+-])?$")
+# Device names Windows refuses as file names (an ImageFolder export must work there too).
+_RESERVED = re.compile(r"^(?:con|prn|aux|nul|com[0-9]|lpt[0-9])(?:\..*)?$", re.IGNORECASE)
+MAX_LABEL_LENGTH = 64
+
+
+class InvalidLabel(ValueError):
+    """A label that must not be stored: not a valid class name, or not one of ClassNames."""
+
+    def __init__(self, reason: str, code: str = "invalid_label"):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code  # "invalid_label" (grammar) or "unknown_class" (not in ClassNames)
+
+
+def validate_label(label: str, class_names: Iterable[str] = ()) -> str:
+    """The label itself when it may be stored; else raise ``InvalidLabel`` with the reason.
+
+    The grammar always applies (ClassNames values are path components too); with
+    ClassNames set the label must also be one of them.
+    """
+    if not isinstance(label, str):
+        raise InvalidLabel(f"a class name must be text, got {type(label).__name__}")
+    shown = label if len(label) <= 80 else label[:80] + "..."
+    if not _CLASS_NAME.match(label) or _RESERVED.match(label):
+        raise InvalidLabel(
+            f"invalid class name {shown!r}: use 1 to {MAX_LABEL_LENGTH} ASCII letters, digits, "
+            "spaces or _.+- starting with a letter or digit"
+        )
+    names = tuple(class_names)
+    if names and label not in names:
+        raise InvalidLabel(f"unknown class {label!r}", "unknown_class")
+    return label
+
 
 def label_from_upload_key(key: str) -> str | None:
-    """``labeled/<class>/anything`` -> ``<class>``; any other key is unlabeled."""
+    """``labeled/<class>/anything`` -> ``<class>``; any other key is unlabeled.
+
+    The class is returned as found: callers pass it through ``validate_label``.
+    """
     parts = key.split("/")
     if len(parts) >= 3 and parts[0] == "labeled" and parts[1].strip():
         return parts[1].strip()
@@ -43,20 +91,66 @@ class ParsedLabels:
     errors: list[dict] = field(default_factory=list)
     skipped: int = 0
 
+    def reject(self, line: int, code: str, error: str, reference: str | None = None) -> None:
+        entry: dict = {"line": line, "code": code, "error": error}
+        if reference is not None:
+            entry["reference"] = reference
+        self.errors.append(entry)
 
-def parse_csv(text: str) -> ParsedLabels:
+
+def decode_lines(data: bytes) -> tuple[list[str], set[int]]:
+    """Split a file into physical lines and decode each as UTF-8 on its own.
+
+    Returns the lines (line n is ``lines[n - 1]``) and the numbers of the lines that are
+    not UTF-8: one bad byte costs its own line, never the file.
+    """
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    lines, bad = [], set()
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        raw = raw.removesuffix(b"\r")
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("utf-8", errors="replace"))
+            bad.add(n)
+    return lines, bad
+
+
+def _lines(text: str) -> list[str]:
+    return [line.removesuffix("\r") for line in text.removeprefix("\ufeff").split("\n")]
+
+
+def parse_csv(text: str, bad_lines: set[int] | frozenset[int] = frozenset()) -> ParsedLabels:
     """``image_id_or_key,label[,...]``; a header row and extra columns (review export) are fine.
 
-    Rows with an empty label are skipped (a review CSV not fully worked through).
+    Rows with an empty label are skipped (a review CSV not fully worked through). Each
+    physical line is one row, parsed on its own: an id and a label never hold a line
+    break, so an unbalanced quote is reported on its line instead of silently swallowing
+    every row after it (what a whole-file csv.reader does).
     """
     out = ParsedLabels()
-    for n, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or not any(cell.strip() for cell in row):
+    for n, raw in enumerate(_lines(text), start=1):
+        if not raw.strip():
+            continue
+        if n in bad_lines:
+            out.reject(n, "encoding", "not valid UTF-8 text")
+            continue
+        try:
+            (row,) = csv.reader([raw], strict=True)
+        except csv.Error as exc:
+            reason = (
+                "unbalanced quote (a quoted field is not closed on its line)"
+                if "unexpected end of data" in str(exc)
+                else f"malformed CSV row: {exc}"
+            )
+            out.reject(n, "malformed", reason)
+            continue
+        if not any(cell.strip() for cell in row):
             continue
         if n == 1 and row[0].strip().lower() == CSV_HEADER[0]:
             continue
         if len(row) < 2:
-            out.errors.append({"line": n, "error": "expected image_id_or_key,label"})
+            out.reject(n, "malformed", "expected image_id_or_key,label")
             continue
         if not row[1].strip():
             out.skipped += 1
@@ -76,15 +170,18 @@ def _label_attribute(record: dict) -> str | None:
     return None
 
 
-def parse_manifest(text: str) -> ParsedLabels:
+def parse_manifest(text: str, bad_lines: set[int] | frozenset[int] = frozenset()) -> ParsedLabels:
     """Ground Truth (augmented) manifest lines: ``source-ref`` + ``<attr>`` + ``<attr>-metadata``.
 
     The class comes from ``<attr>-metadata.class-name`` (else the attribute's value).
     Lines with ``"label": ""``-style empty answers are skipped.
     """
     out = ParsedLabels()
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(_lines(text), start=1):
         if not raw.strip():
+            continue
+        if n in bad_lines:
+            out.reject(n, "encoding", "not valid UTF-8 text")
             continue
         try:
             record = json.loads(raw)
@@ -96,19 +193,77 @@ def parse_manifest(text: str) -> ParsedLabels:
             elif "label" in record:
                 label = record["label"]
         except (ValueError, AttributeError) as exc:
-            out.errors.append({"line": n, "error": f"invalid JSON line: {exc}"})
+            out.reject(n, "malformed", f"invalid JSON line: {exc}")
             continue
-        if not ref:
-            out.errors.append({"line": n, "error": "no source-ref"})
+        if not ref or not isinstance(ref, str):
+            out.reject(n, "malformed", "no source-ref")
         elif label is None or str(label).strip() == "":
             out.skipped += 1
         else:
-            out.lines.append(LabelLine(n, str(ref), str(label).strip()))
+            out.lines.append(LabelLine(n, ref, str(label).strip()))
     return out
 
 
-def parse_label_file(key: str, text: str) -> ParsedLabels:
-    return parse_csv(text) if key.endswith(".csv") else parse_manifest(text)
+def parse_label_file(key: str, data: bytes | str) -> ParsedLabels:
+    """A labels file's bytes (or text) -> rows and per-line errors, by its extension."""
+    if isinstance(data, bytes):
+        lines, bad = decode_lines(data)
+        text = "\n".join(lines)
+    else:
+        text, bad = data, set()
+    return parse_csv(text, bad) if key.endswith(".csv") else parse_manifest(text, bad)
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """A labels file row that may be applied: a well-formed item id and a valid label."""
+
+    line: int
+    reference: str
+    item_id: str
+    label: str
+
+
+def check_rows(parsed: ParsedLabels, class_names: Iterable[str] = ()) -> list[LabelRow]:
+    """The rows to apply; every other row is added to ``parsed.errors`` with its reason.
+
+    Two rows giving the same image different labels are both reported as conflicts and
+    neither is applied (which one the person meant is not ours to guess); repeating the
+    same label is harmless.
+    """
+    names = tuple(class_names)
+    rows: list[LabelRow] = []
+    for line in parsed.lines:
+        item_id = item_id_from_reference(line.reference)
+        if item_id is None:
+            parsed.reject(
+                line.line,
+                "bad_reference",
+                "not an item id or images/<item_id>.png key",
+                line.reference,
+            )
+            continue
+        try:
+            validate_label(line.label, names)
+        except InvalidLabel as exc:
+            parsed.reject(line.line, exc.code, exc.reason, line.reference)
+            continue
+        rows.append(LabelRow(line.line, line.reference, item_id, line.label))
+    labels: dict[str, set[str]] = {}
+    for row in rows:
+        labels.setdefault(row.item_id, set()).add(row.label)
+    conflicting = {item_id for item_id, found in labels.items() if len(found) > 1}
+    for row in rows:
+        if row.item_id in conflicting:
+            others = sorted(labels[row.item_id] - {row.label})
+            parsed.reject(
+                row.line,
+                "conflict",
+                f"conflicting labels for this image in the file ({row.label!r} vs "
+                f"{', '.join(map(repr, others))}): none applied",
+                row.reference,
+            )
+    return [row for row in rows if row.item_id not in conflicting]
 
 
 def result_key(label_file_key: str) -> str:

@@ -1,4 +1,19 @@
-"""Review batches: needs_review items, most uncertain first, as CSV + GT input manifest."""
+"""Review batches: what people should label next, as CSV + GT input manifest.
+
+Order (active learning that spends labels well):
+1. ``audit`` items: the random audit stream certifies the threshold, so every one must be
+   answered, and blind (no model label or confidence shown, which would anchor people).
+2. ``out_of_distribution`` items: the model refused them; people say what they are.
+3. ``uncertain`` items, most informative first by margin (top-1 minus top-2 confidence,
+   smallest first), diversified by round-robin over the predicted classes: each round
+   takes the next-smallest-margin item of every class, so a batch does not spend all its
+   labels on one confusing class pair when several classes need help. Cheap, needs no
+   embeddings, and works from what autolabel stores (label, margin); k-center greedy
+   over the stored top-k vectors was the alternative, but the top-k of different items
+   name different classes and a 5-number vector is a poor geometry for diversity.
+4. Without a champion nothing is uncertain yet: unlabeled items in random order (by id
+   hash) so people can label and the first model can be trained.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +21,69 @@ import csv
 import hashlib
 import io
 import json
+from collections import defaultdict
 
-REVIEW_CSV_HEADER = ["image_id_or_key", "label", "model_label", "confidence", "image_uri"]
+from flywheel.domain.sampling import AUDIT, OUT_OF_DISTRIBUTION, unit_hash
+
+REVIEW_CSV_HEADER = [
+    "image_id_or_key",
+    "label",
+    "model_label",
+    "confidence",
+    "image_uri",
+    "review_reason",
+]
+COLD_START = "cold_start"
 
 
-def order_for_review(items: list[dict], limit: int) -> list[dict]:
-    """Lowest confidence first; ties by item id so the order is stable."""
-    ranked = sorted(items, key=lambda i: (float(i.get("confidence", 0.0)), i["item_id"]))
-    return ranked[:limit]
+def review_reason(item: dict) -> str:
+    if item.get("review_reason") == AUDIT:
+        return AUDIT
+    if item.get("review_reason") == OUT_OF_DISTRIBUTION or item.get("ood") is True:
+        return OUT_OF_DISTRIBUTION
+    if item.get("state") == "unlabeled":
+        return COLD_START
+    return "uncertain"
+
+
+def margin(item: dict) -> float:
+    """Top-1 minus top-2 confidence; the confidence when no margin was stored (older items)."""
+    value = item.get("margin", item.get("confidence", 0.0))
+    return float(value if value is not None else 0.0)
+
+
+def _random_order(items: list[dict]) -> list[dict]:
+    return sorted(items, key=lambda i: (unit_hash("review", i["item_id"]), i["item_id"]))
+
+
+def round_robin_by_class(items: list[dict]) -> list[dict]:
+    """Smallest margin first within each predicted class; classes take turns."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for item in sorted(items, key=lambda i: (margin(i), i["item_id"])):
+        groups[str(item.get("label", ""))].append(item)
+    out: list[dict] = []
+    depth = 0
+    while len(out) < len(items):
+        layer = [g[depth] for g in groups.values() if depth < len(g)]
+        out.extend(sorted(layer, key=lambda i: (margin(i), i["item_id"])))
+        depth += 1
+    return out
+
+
+def order_for_review(
+    items: list[dict], limit: int, cold_start: list[dict] | tuple[dict, ...] = ()
+) -> list[dict]:
+    """``items`` are needs_review items; ``cold_start`` unlabeled ones (only without a champion)."""
+    by_reason: dict[str, list[dict]] = defaultdict(list)
+    for item in items:
+        by_reason[review_reason(item)].append(item)
+    ranked = (
+        _random_order(by_reason[AUDIT])
+        + sorted(by_reason[OUT_OF_DISTRIBUTION], key=lambda i: (margin(i), i["item_id"]))
+        + round_robin_by_class(by_reason["uncertain"])
+        + _random_order(by_reason[COLD_START] + list(cold_start))
+    )
+    return ranked[: max(0, limit)]
 
 
 def batch_id(items: list[dict]) -> str:
@@ -21,19 +91,28 @@ def batch_id(items: list[dict]) -> str:
     return hashlib.sha256("\n".join(i["item_id"] for i in items).encode()).hexdigest()[:16]
 
 
+def _blind(item: dict) -> bool:
+    return review_reason(item) in (AUDIT, COLD_START)
+
+
 def render_csv(items: list[dict], bucket: str) -> str:
-    """Fill the ``label`` column and upload under labels/ - it is a valid labels file."""
+    """Fill the ``label`` column and upload under labels/ - it is a valid labels file.
+
+    Audit items are blind: no model label or confidence to anchor the answer.
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REVIEW_CSV_HEADER)
     for i in items:
+        blind = _blind(i)
         writer.writerow(
             [
                 i["item_id"],
                 "",
-                i.get("label", ""),
-                f"{float(i.get('confidence', 0.0)):.4f}",
+                "" if blind else i.get("label", ""),
+                "" if blind or i.get("confidence") is None else f"{float(i['confidence']):.4f}",
                 f"s3://{bucket}/{i['image_key']}",
+                review_reason(i),
             ]
         )
     return out.getvalue()
@@ -41,15 +120,15 @@ def render_csv(items: list[dict], bucket: str) -> str:
 
 def render_manifest(items: list[dict], bucket: str) -> str:
     """Ground Truth labeling-job input manifest (one source-ref per line)."""
-    lines = [
-        json.dumps(
-            {
-                "source-ref": f"s3://{bucket}/{i['image_key']}",
-                "item_id": i["item_id"],
-                "model-label": i.get("label", ""),
-                "model-confidence": float(i.get("confidence", 0.0)),
-            }
-        )
-        for i in items
-    ]
+    lines = []
+    for i in items:
+        line = {
+            "source-ref": f"s3://{bucket}/{i['image_key']}",
+            "item_id": i["item_id"],
+            "review-reason": review_reason(i),
+        }
+        if not _blind(i):
+            line["model-label"] = i.get("label", "")
+            line["model-confidence"] = float(i.get("confidence", 0.0) or 0.0)
+        lines.append(json.dumps(line))
     return "\n".join(lines) + ("\n" if lines else "")

@@ -1,8 +1,12 @@
-"""Deterministic train/validation/test split and dataset snapshots.
+"""Deterministic train/test split by how each label was obtained, and dataset snapshots.
 
-The split depends only on the item id, so an image never changes split between
-runs and the test set of old items is frozen: a challenger and the champion are
-compared on the same test images (test_set_id in metrics.json).
+Only labels drawn at random from the uploads (``sampling == "random"``: a declared random
+seed, the audit stream) can measure accuracy or certify a threshold, so only they may
+enter ``test``; labels given to items the model picked (``"selected"``: review answers,
+other uploads, imports) always train. Among random labels the split depends only on the
+item id, so an image never changes split between runs and the test set of old items is
+frozen: a challenger and the champion are compared on the same test images (test_set_id
+in metrics.json). There is no validation channel: train.py carves its own folds.
 """
 
 from __future__ import annotations
@@ -11,24 +15,21 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-SPLITS = ("train", "validation", "test")
-VALIDATION_FRACTION = 0.1
-TEST_FRACTION = 0.1
+from flywheel.domain.labels import InvalidLabel, validate_label
+
+SPLITS = ("train", "test")
+TEST_FRACTION = 0.2
 _BUCKETS = 10_000
+RANDOM, SELECTED = "random", "selected"
 
 
-def assign_split(
-    item_id: str,
-    validation_fraction: float = VALIDATION_FRACTION,
-    test_fraction: float = TEST_FRACTION,
-) -> str:
+def assign_split(item_id: str, sampling: str = RANDOM, test_fraction: float = TEST_FRACTION) -> str:
+    """``selected`` labels always train; random ones go to ``test`` by a salted id hash."""
+    if sampling != RANDOM:
+        return "train"
     # Salted so the split is independent of anything else keyed on the same hash.
     bucket = int(hashlib.sha256(f"split:{item_id}".encode()).hexdigest()[:8], 16) % _BUCKETS
-    if bucket < test_fraction * _BUCKETS:
-        return "test"
-    if bucket < (test_fraction + validation_fraction) * _BUCKETS:
-        return "validation"
-    return "train"
+    return "test" if bucket < test_fraction * _BUCKETS else "train"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class SnapshotEntry:
     item_id: str
     label: str
     split: str
+    sampling: str = SELECTED
 
     @property
     def image_key(self) -> str:
@@ -64,36 +66,57 @@ class SnapshotError(ValueError):
     """The labeled data cannot make a training set yet."""
 
 
-def build_snapshot(labeled: list[tuple[str, str]]) -> Snapshot:
-    """``labeled`` is (item_id, label) pairs; the id is a hash of exactly this content."""
-    pairs = sorted(set(labeled))
-    entries = tuple(SnapshotEntry(i, label, assign_split(i)) for i, label in pairs)
+def build_snapshot(labeled: list[tuple[str, str, str]]) -> Snapshot:
+    """``labeled`` is (item_id, label, sampling); the id is a hash of exactly this content.
+
+    A sampling other than ``random`` counts as ``selected`` (unknown provenance never
+    certifies).
+    """
+    triples = sorted({(i, label, RANDOM if s == RANDOM else SELECTED) for i, label, s in labeled})
+    for item_id, label, _ in triples:  # defence in depth: labels become S3 key parts below
+        try:
+            validate_label(label)
+        except InvalidLabel as exc:
+            raise SnapshotError(f"item {item_id}: {exc.reason}") from exc
+    entries = tuple(SnapshotEntry(i, label, assign_split(i, s), s) for i, label, s in triples)
     classes = tuple(sorted({e.label for e in entries}))
     if len(classes) < 2:
         raise SnapshotError(f"need at least 2 classes with human labels, have {len(classes)}")
     counts = Counter(e.split for e in entries)
     if not counts.get("train"):
         raise SnapshotError("no training images")
-    digest = hashlib.sha256("\n".join(f"{e.item_id},{e.label}" for e in entries).encode())
+    digest = hashlib.sha256(
+        "\n".join(f"{e.item_id},{e.label},{e.sampling}" for e in entries).encode()
+    )
     return Snapshot(digest.hexdigest()[:16], entries, classes, dict(counts))
 
 
-def manifest_lines(snapshot: Snapshot, bucket: str, job_name: str, created: str) -> list[dict]:
-    """Ground Truth augmented manifest of the snapshot (label attribute ``label``)."""
-    index = {c: n for n, c in enumerate(snapshot.classes)}
+def manifest_line(
+    snapshot: Snapshot, e: SnapshotEntry, bucket: str, job_name: str, created: str
+) -> dict:
+    """Ground Truth augmented manifest line (label attribute ``label``) plus ``sampling``."""
+    return {
+        "source-ref": f"s3://{bucket}/{e.channel_key(snapshot.snapshot_id)}",
+        "split": e.split,
+        "label": snapshot.classes.index(e.label),
+        "label-metadata": {
+            "class-name": e.label,
+            "confidence": 1.0,
+            "human-annotated": "yes",
+            "job-name": job_name,
+            "creation-date": created,
+            "type": "groundtruth/image-classification",
+            "sampling": e.sampling,
+        },
+    }
+
+
+def manifest_lines(
+    snapshot: Snapshot, bucket: str, job_name: str, created: str, split: str | None = None
+) -> list[dict]:
+    """The snapshot's manifest, or one split's (written inside that split's channel)."""
     return [
-        {
-            "source-ref": f"s3://{bucket}/{e.channel_key(snapshot.snapshot_id)}",
-            "split": e.split,
-            "label": index[e.label],
-            "label-metadata": {
-                "class-name": e.label,
-                "confidence": 1.0,
-                "human-annotated": "yes",
-                "job-name": job_name,
-                "creation-date": created,
-                "type": "groundtruth/image-classification",
-            },
-        }
+        manifest_line(snapshot, e, bucket, job_name, created)
         for e in snapshot.entries
+        if split is None or e.split == split
     ]

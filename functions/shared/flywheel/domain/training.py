@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from flywheel.domain.splits import Snapshot
+from flywheel.domain.splits import SPLITS, Snapshot
 from flywheel.errors import ConfigurationError
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
@@ -25,6 +25,9 @@ class JobSettings:
     use_spot: bool = True
     max_runtime_seconds: int = 7200
     target_accuracy: float = 0.95
+    epochs: int = 40
+    cross_fit_folds: int = 5
+    confidence: float = 0.95
     strategy: str = "Bayesian"
     max_jobs: int = 8
     max_parallel_jobs: int = 2
@@ -36,38 +39,37 @@ def search_space_id(search_space: dict) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _channels(snapshot: Snapshot, bucket: str, champion_model_data: str | None) -> list[dict]:
-    channels = []
-    for split in ("train", "validation", "test"):
-        if split != "train" and not snapshot.counts.get(split):
-            continue
-        channels.append(
-            {
-                "ChannelName": split,
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": snapshot.channel_uri(bucket, split),
-                        "S3DataDistributionType": "FullyReplicated",
-                    }
-                },
-                "InputMode": "File",
+def _s3_channel(name: str, uri: str, data_type: str = "S3Prefix") -> dict:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": data_type,
+                "S3Uri": uri,
+                "S3DataDistributionType": "FullyReplicated",
             }
-        )
+        },
+        "InputMode": "File",
+    }
+
+
+def _channels(
+    snapshot: Snapshot,
+    bucket: str,
+    champion_model_data: str | None,
+    unlabeled_manifest: str | None = None,
+) -> list[dict]:
+    """``train`` (always), ``test`` (random labels only, when any), ``unlabeled`` (a
+    ManifestFile of the unlabeled pool, when not empty), ``champion`` (its model.tar.gz)."""
+    channels = [
+        _s3_channel(split, snapshot.channel_uri(bucket, split))
+        for split in SPLITS
+        if split == "train" or snapshot.counts.get(split)
+    ]
+    if unlabeled_manifest:
+        channels.append(_s3_channel("unlabeled", unlabeled_manifest, "ManifestFile"))
     if champion_model_data:
-        channels.append(
-            {
-                "ChannelName": "champion",
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": champion_model_data,
-                        "S3DataDistributionType": "FullyReplicated",
-                    }
-                },
-                "InputMode": "File",
-            }
-        )
+        channels.append(_s3_channel("champion", champion_model_data))
     return channels
 
 
@@ -78,6 +80,9 @@ def _hyperparameters(
     hps.update(
         {
             "target-accuracy": str(s.target_accuracy),
+            "epochs": str(s.epochs),
+            "cross-fit-folds": str(s.cross_fit_folds),
+            "confidence": str(s.confidence),
             "checkpoint-dir": CHECKPOINT_LOCAL_PATH,
             "sagemaker_program": "train.py",
             "sagemaker_submit_directory": code_uri,
@@ -89,13 +94,19 @@ def _hyperparameters(
     return hps
 
 
-def _common(s: JobSettings, name: str, snapshot: Snapshot, champion_model_data: str | None) -> dict:
+def _common(
+    s: JobSettings,
+    name: str,
+    snapshot: Snapshot,
+    champion_model_data: str | None,
+    unlabeled_manifest: str | None,
+) -> dict:
     stopping = {"MaxRuntimeInSeconds": s.max_runtime_seconds}
     if s.use_spot:
         stopping["MaxWaitTimeInSeconds"] = 2 * s.max_runtime_seconds
     return {
         "RoleArn": s.role_arn,
-        "InputDataConfig": _channels(snapshot, s.bucket, champion_model_data),
+        "InputDataConfig": _channels(snapshot, s.bucket, champion_model_data, unlabeled_manifest),
         "OutputDataConfig": {"S3OutputPath": f"s3://{s.bucket}/models/"},
         "ResourceConfig": {
             "InstanceType": s.instance_type,
@@ -125,6 +136,7 @@ def training_job_request(
     search_space: dict,
     code_uri: str,
     champion_model_data: str | None,
+    unlabeled_manifest: str | None = None,
 ) -> dict:
     return {
         "TrainingJobName": name,
@@ -134,7 +146,7 @@ def training_job_request(
             "MetricDefinitions": search_space["metric_definitions"],
         },
         "HyperParameters": _hyperparameters(s, search_space, code_uri, name),
-        **_common(s, name, snapshot, champion_model_data),
+        **_common(s, name, snapshot, champion_model_data, unlabeled_manifest),
         "Tags": _tags(s, snapshot),
     }
 
@@ -147,6 +159,7 @@ def tuning_job_request(
     code_uri: str,
     champion_model_data: str | None,
     warm_start_parent: str | None,
+    unlabeled_manifest: str | None = None,
 ) -> dict:
     ranges = search_space["parameter_ranges"]
     tuned = {r["Name"] for kind in ranges.values() for r in kind}
@@ -183,7 +196,7 @@ def tuning_job_request(
                 "TrainingInputMode": "File",
                 "MetricDefinitions": search_space["metric_definitions"],
             },
-            **_common(s, name, snapshot, champion_model_data),
+            **_common(s, name, snapshot, champion_model_data, unlabeled_manifest),
         },
         "Tags": _tags(s, snapshot),
     }

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from flywheel.adapters import items, parameters, runtime, storage
 from flywheel.domain.autolabel import batches_by_size, decide, parse_predictions
 from flywheel.domain.items import State
+from flywheel.domain.labels import validate_label
+from flywheel.domain.sampling import AUDIT
 from flywheel.errors import FlywheelError
 from flywheel.settings import AutoLabelSettings
 
@@ -53,6 +55,7 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
             if (
                 item is None
                 or item.get("state") not in RELABELABLE
+                or item.get("review_reason") == AUDIT  # the audit stream stays blind
                 or (item.get("model_version") == champion.model_version)
             ):
                 result.skipped += 1
@@ -71,16 +74,22 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
         except Exception as exc:  # noqa: BLE001 - throttling/endpoint errors: retry these messages
             result.errors.update({t[0]: exc for t in chunk})
             continue
-        for (message_id, item_id, _), (label, confidence) in zip(chunk, predictions, strict=True):
-            decision = decide(label, confidence, champion.threshold)
+        for (message_id, item_id, _), prediction in zip(chunk, predictions, strict=True):
             try:
+                # A model's class names become labels and later paths: same grammar as people's.
+                validate_label(prediction.label)
+                decision = decide(prediction, champion.threshold)
                 written = items.set_model_label(
                     s.ITEMS_TABLE,
                     item_id,
                     decision.state,
-                    label,
-                    confidence,
+                    prediction.label,
+                    prediction.confidence,
                     champion.model_version,
+                    review_reason=decision.review_reason,
+                    margin=prediction.margin,
+                    top_k=prediction.top_k,
+                    ood=prediction.ood,
                 )
             except Exception as exc:  # noqa: BLE001
                 result.errors[message_id] = exc

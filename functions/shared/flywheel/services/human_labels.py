@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from flywheel.adapters import items, storage
-from flywheel.domain.labels import item_id_from_reference, parse_label_file, result_key
+from flywheel.domain.labels import check_rows, parse_label_file, result_key
 from flywheel.settings import HumanLabelsSettings
 
 
@@ -31,44 +31,37 @@ class LabelsReport:
 
 
 def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsReport | None:
-    """Good lines apply even when others fail; unknown images / classes are reported.
+    """Good lines apply even when others fail; every failed line is reported with its reason.
+
+    Reported per line (``errors``: line, code, error, reference when known): bytes that
+    are not UTF-8, malformed rows and unbalanced quotes, references that are not item ids,
+    invalid or unknown classes, conflicting rows for the same image (neither applied),
+    unknown images.
 
     Applying the same file twice changes nothing (same label -> 'unchanged').
     None when the file is gone.
     """
-    text = storage.get_text(bucket, key)
-    if text is None:
+    got = storage.get_bytes(bucket, key)
+    if got is None:
         return None
-    parsed = parse_label_file(key, text)
-    report = LabelsReport(file=key, skipped_empty=parsed.skipped, errors=list(parsed.errors))
-    for line in parsed.lines:
-        item_id = item_id_from_reference(line.reference)
-        if item_id is None:
-            report.errors.append(
-                {
-                    "line": line.line,
-                    "reference": line.reference,
-                    "error": "not an item id or images/<item_id>.png key",
-                }
-            )
-            continue
-        if s.CLASS_NAMES and line.label not in s.CLASS_NAMES:
-            report.errors.append(
-                {
-                    "line": line.line,
-                    "reference": line.reference,
-                    "error": f"unknown class {line.label!r}",
-                }
-            )
-            continue
-        outcome = items.set_human_label(s.ITEMS_TABLE, item_id, line.label)
+    parsed = parse_label_file(key, got[0])
+    rows = check_rows(parsed, s.CLASS_NAMES)
+    report = LabelsReport(file=key, skipped_empty=parsed.skipped, errors=parsed.errors)
+    for row in rows:
+        outcome = items.set_human_label(s.ITEMS_TABLE, row.item_id, row.label)
         if outcome == "unknown":
             report.errors.append(
-                {"line": line.line, "reference": line.reference, "error": "unknown image"}
+                {
+                    "line": row.line,
+                    "code": "unknown_image",
+                    "error": "unknown image",
+                    "reference": row.reference,
+                }
             )
         elif outcome == "applied":
             report.applied += 1
         else:
             report.unchanged += 1
+    report.errors.sort(key=lambda e: e["line"])
     storage.put_json(s.DATA_BUCKET, result_key(key), report.as_dict())
     return report

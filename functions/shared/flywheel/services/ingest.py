@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flywheel.adapters import items, queues, storage
 from flywheel.domain.images import check_complete, inspect_header
 from flywheel.domain.items import State, content_item_id, image_key, rejected_item_id
-from flywheel.domain.labels import label_from_upload_key
+from flywheel.domain.labels import InvalidLabel, label_from_upload_key, validate_label
+from flywheel.domain.sampling import AUDIT, is_audit_draw, seed_provenance
 from flywheel.errors import RejectedImage
 from flywheel.settings import IngestSettings
 
@@ -47,19 +49,30 @@ def _reject(s: IngestSettings, bucket: str, key: str, etag: str, reason: str) ->
 
 
 def ingest_object(
-    s: IngestSettings, bucket: str, key: str, size: int | None, etag: str, normalise: Normaliser
+    s: IngestSettings,
+    bucket: str,
+    key: str,
+    size: int | None,
+    etag: str,
+    normalise: Normaliser,
+    version_id: str | None = None,
 ) -> Outcome | None:
-    """None when there is nothing to ingest (folder marker, object already deleted)."""
+    """None when there is nothing to ingest (folder marker, object already deleted).
+
+    With the event's ``version_id`` that exact version is read, so overwriting a key
+    ingests every version; the same bytes under several keys are one item whose
+    ``source_keys`` holds them all.
+    """
     if key.endswith("/"):
         return None
     if size is not None and size > s.MAX_UPLOAD_BYTES:
         return _reject(
             s, bucket, key, etag, f"file too large ({size} bytes > {s.MAX_UPLOAD_BYTES})"
         )
-    got = storage.get_bytes(bucket, key)
+    got = storage.get_with_metadata(bucket, key, version_id)
     if got is None:
         return None
-    data, etag = got[0], got[1] or etag
+    data, etag, metadata = got[0], got[1] or etag, got[2]
     item_id = content_item_id(data)
     existing = items.get(s.ITEMS_TABLE, item_id)
     created = False
@@ -71,22 +84,36 @@ def ingest_object(
         except RejectedImage as exc:
             return _reject(s, bucket, key, etag, exc.reason)
         storage.put_bytes(s.DATA_BUCKET, image_key(item_id), png, "image/png")
-        label = label_from_upload_key(key)
-        unknown = bool(label and s.CLASS_NAMES and label not in s.CLASS_NAMES)
-        human = bool(label) and not unknown
-        item: dict[str, str | None] = {
+        label, reason = label_from_upload_key(key), None
+        try:
+            label = validate_label(label, s.CLASS_NAMES) if label else None
+        except InvalidLabel as exc:  # recorded on the item, which stays unlabeled
+            label, reason = None, f"{exc.reason} in the upload path"
+        human = bool(label)
+        sampling, origin = seed_provenance(metadata) if human else (None, None)
+        # The audit stream goes to people blind and is never auto-labeled (it certifies).
+        audit = not human and is_audit_draw(item_id, s.AUDIT_FRACTION)
+        state = State.HUMAN_LABELED if human else State.NEEDS_REVIEW if audit else State.UNLABELED
+        item: dict[str, Any] = {
             "item_id": item_id,
-            "state": (State.HUMAN_LABELED if human else State.UNLABELED).value,
+            "state": state.value,
             "source_key": key,
+            "source_keys": {key},
             "image_key": image_key(item_id),
             "label": label if human else None,
             "label_source": "human" if human else None,
-            "reason": f"unknown class {label!r} in the upload path" if unknown else None,
+            "label_sampling": sampling,
+            "label_origin": origin,
+            "review_reason": AUDIT if audit else None,
+            "reason": reason,
         }
         created = items.put_new(s.ITEMS_TABLE, item)
         existing = item if created else items.get(s.ITEMS_TABLE, item_id)
+    known = (existing or {}).get("source_keys") or [(existing or {}).get("source_key")]
+    if existing is not None and key not in known:  # the same bytes under another key
+        items.add_source_keys(s.ITEMS_TABLE, item_id, {key, *filter(None, known)})
     state = str((existing or {}).get("state"))
     # Re-queued on re-delivery too: a crash between the put and the send must not strand it.
     if state == State.UNLABELED:
         queues.send_json(s.LABEL_QUEUE_URL, [{"item_id": item_id, "image_key": image_key(item_id)}])
-    return Outcome(item_id, state, created)
+    return Outcome(item_id, state, created, (existing or {}).get("reason"))

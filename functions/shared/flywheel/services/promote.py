@@ -19,6 +19,7 @@ from flywheel.domain.deployment import (
     variant_spec,
 )
 from flywheel.domain.items import State, image_key, now_iso
+from flywheel.domain.sampling import AUDIT
 from flywheel.errors import EndpointNotReady, JobNotFinished
 from flywheel.settings import PromoteSettings
 
@@ -152,6 +153,7 @@ def relabel_sweep(s: PromoteSettings) -> int:
         {"item_id": i["item_id"], "image_key": i.get("image_key") or image_key(i["item_id"])}
         for state in (State.UNLABELED, State.NEEDS_REVIEW)
         for i in items.query_state(s.ITEMS_TABLE, state)
+        if i.get("review_reason") != AUDIT  # audit items wait for people, blind
     ]
     return queues.send_json(s.LABEL_QUEUE_URL, bodies)
 

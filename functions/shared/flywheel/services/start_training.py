@@ -10,7 +10,14 @@ from pathlib import Path
 from flywheel.adapters import aws, items, parameters, sagemaker, storage
 from flywheel.domain import names
 from flywheel.domain.items import State, now_iso
-from flywheel.domain.splits import Snapshot, SnapshotError, build_snapshot, manifest_lines
+from flywheel.domain.sampling import SELECTED, unit_hash
+from flywheel.domain.splits import (
+    SPLITS,
+    Snapshot,
+    SnapshotError,
+    build_snapshot,
+    manifest_lines,
+)
 from flywheel.domain.training import (
     JobSettings,
     search_space_id,
@@ -52,21 +59,70 @@ def publish_code(bucket: str, code_dir: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def write_channels(bucket: str, snapshot: Snapshot, job_name: str) -> None:
-    """ImageFolder channels by server-side copy; the manifest is written last as the marker."""
+POOL_STATES = (State.UNLABELED, State.NEEDS_REVIEW, State.AUTO_LABELED)
+
+
+def unlabeled_pool(table: str, limit: int) -> list[str]:
+    """Item ids of images without a human label, at most ``limit``, chosen by id hash.
+
+    The same items give the same pool whatever the order DynamoDB returns them in.
+    """
+    ids = {i["item_id"] for state in POOL_STATES for i in items.query_state(table, state)}
+    return sorted(ids, key=lambda i: (unit_hash("pool", i), i))[:limit]
+
+
+def pool_manifest(bucket: str, item_ids: list[str]) -> list:
+    """S3 ManifestFile (one JSON array): a prefix object, then keys relative to it."""
+    return [{"prefix": f"s3://{bucket}/images/"}, *(f"{i}.png" for i in item_ids)]
+
+
+def write_channels(bucket: str, snapshot: Snapshot, job_name: str, pool: list[str]) -> None:
+    """Channels by server-side copy; the top-level manifest is written last as the marker.
+
+    ``train/`` and ``test/`` each hold their images (``<label>/<id>.png``) and a
+    ``manifest.jsonl`` whose source-refs point at those copies, so a channel download
+    brings a manifest the trainer resolves inside the channel directory. The unlabeled
+    pool (``unlabeled.manifest``) is fixed with the snapshot: a retry sees the same one.
+    """
     manifest_key = f"{snapshot.prefix}/manifest.jsonl"
     if storage.exists(bucket, manifest_key):
         return
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=16) as pool_:
         list(
-            pool.map(
+            pool_.map(
                 lambda e: storage.copy(bucket, e.image_key, e.channel_key(snapshot.snapshot_id)),
                 snapshot.entries,
             )
         )
-    lines = manifest_lines(snapshot, bucket, job_name, now_iso())
-    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    storage.put_bytes(bucket, manifest_key, body, "application/jsonlines")
+    created = now_iso()
+    for split in SPLITS:
+        lines = manifest_lines(snapshot, bucket, job_name, created, split)
+        if lines:
+            storage.put_bytes(
+                bucket, f"{snapshot.prefix}/{split}/manifest.jsonl", _jsonl(lines), JSONL
+            )
+    if pool:
+        storage.put_json(bucket, unlabeled_manifest_key(snapshot), pool_manifest(bucket, pool))
+    lines = manifest_lines(snapshot, bucket, job_name, created)
+    storage.put_bytes(bucket, manifest_key, _jsonl(lines), JSONL)
+
+
+JSONL = "application/jsonlines"
+
+
+def _jsonl(lines: list[dict]) -> bytes:
+    return "".join(json.dumps(line) + "\n" for line in lines).encode()
+
+
+def unlabeled_manifest_key(snapshot: Snapshot) -> str:
+    return f"{snapshot.prefix}/unlabeled.manifest"
+
+
+def _labeled(table: str) -> list[tuple[str, str, str]]:
+    return [
+        (i["item_id"], str(i["label"]), str(i.get("label_sampling") or SELECTED))
+        for i in items.query_state(table, State.HUMAN_LABELED)
+    ]
 
 
 def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -> StartResult:
@@ -78,21 +134,40 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
             f"{new_labels} new human labels < {s.MIN_NEW_HUMAN_LABELS}",
             new_human_labels=new_labels,
         )
-    labeled = [
-        (i["item_id"], str(i["label"]))
-        for i in items.query_state(s.ITEMS_TABLE, State.HUMAN_LABELED)
-    ]
     try:
-        snapshot = build_snapshot(labeled)
+        snapshot = build_snapshot(_labeled(s.ITEMS_TABLE))
     except SnapshotError as exc:
         return StartResult(False, str(exc), new_human_labels=new_labels)
 
     use_tuning = s.ENABLE_TUNING if tuning is None else tuning
-    name = (names.tuning_job_name if use_tuning else names.training_job_name)(
-        s.JOB_PREFIX, snapshot.snapshot_id
+    kind = "tuning" if use_tuning else "training"
+    namer = names.tuning_job_name if use_tuning else names.training_job_name
+    name, status = names.job_attempt(
+        lambda attempt: namer(s.JOB_PREFIX, snapshot.snapshot_id, attempt),
+        sagemaker.tuning_job_status if use_tuning else sagemaker.training_job_status,
     )
+    if status is not None:
+        # The job for exactly these labels exists: say so instead of pretending to start.
+        running = status in ("InProgress", "Stopping")
+        return StartResult(
+            running,
+            f"a job for this snapshot is running: {status}"
+            if running
+            else f"a job for this snapshot already ran: {status}",
+            name,
+            kind,
+            snapshot.snapshot_id,
+            new_labels,
+            False,
+        )
     search_space = load_search_space(s.TRAINING_CODE_DIR)
-    write_channels(s.DATA_BUCKET, snapshot, name)
+    if not storage.exists(s.DATA_BUCKET, f"{snapshot.prefix}/manifest.jsonl"):
+        pool = unlabeled_pool(s.ITEMS_TABLE, s.MAX_UNLABELED_POOL)
+    else:
+        pool = []  # written with the snapshot already
+    write_channels(s.DATA_BUCKET, snapshot, name, pool)
+    has_pool = storage.exists(s.DATA_BUCKET, unlabeled_manifest_key(snapshot))
+    pool_uri = f"s3://{s.DATA_BUCKET}/{unlabeled_manifest_key(snapshot)}" if has_pool else None
     code_uri = publish_code(s.DATA_BUCKET, s.TRAINING_CODE_DIR)
     champion = parameters.get_champion(s.CHAMPION_PARAMETER)
     job = JobSettings(
@@ -106,6 +181,9 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
         use_spot=s.USE_SPOT,
         max_runtime_seconds=s.MAX_RUNTIME_SECONDS,
         target_accuracy=s.TARGET_ACCURACY,
+        epochs=s.TRAINING_EPOCHS,
+        cross_fit_folds=s.CROSS_FIT_FOLDS,
+        confidence=s.CERTIFICATION_CONFIDENCE,
         strategy=s.TUNING_STRATEGY,
         max_jobs=s.MAX_TUNING_JOBS,
         max_parallel_jobs=s.MAX_PARALLEL_TUNING_JOBS,
@@ -115,18 +193,20 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
     if use_tuning:
         parent = meta.get("tuning_job") if meta.get("search_space_id") == space_id else None
         request = tuning_job_request(
-            job, name, snapshot, search_space, code_uri, model_data, parent
+            job, name, snapshot, search_space, code_uri, model_data, parent, pool_uri
         )
         created = sagemaker.create_tuning_job(request)
     else:
-        request = training_job_request(job, name, snapshot, search_space, code_uri, model_data)
+        request = training_job_request(
+            job, name, snapshot, search_space, code_uri, model_data, pool_uri
+        )
         created = sagemaker.create_training_job(request)
     if created:
         record = {
             "started_at": now_iso(),
             "snapshot_id": snapshot.snapshot_id,
             "job_name": name,
-            "kind": "tuning" if use_tuning else "training",
+            "kind": kind,
             "reason": reason,
             "search_space_id": space_id,
         }
@@ -139,7 +219,7 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
         True,
         "started" if created else "already started for this snapshot",
         name,
-        "tuning" if use_tuning else "training",
+        kind,
         snapshot.snapshot_id,
         new_labels,
         created,

@@ -1,0 +1,84 @@
+"""flywheel export --format imagefolder: a label is data, it never picks where a file goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flywheel.adapters import items
+
+from infra import cli
+from infra.local.client import StackClient
+
+HOSTILE_LABELS = [
+    "../x",
+    "/abs",
+    "a/../../b",
+    "..",
+    "con\x00",
+    "%2e%2e/x",
+    "../../../../../outside/x",
+    "x" * 300,
+]
+
+
+class MotoStackClient(StackClient):
+    """The CLI's stack client, reading the test stack under moto's mock_aws."""
+
+    def __init__(self, stack) -> None:
+        self.info = {"environment": {"AWS_ENDPOINT_URL": None}, "region": "us-east-1"}
+        self.env, self.resources, self._clients = self.info["environment"], {}, {}
+        self.outputs = {
+            "DataBucketName": stack.data_bucket,
+            "ItemsTableName": stack.table,
+            "UploadBucketName": stack.upload_bucket,
+        }
+
+
+def seed(stack, n: int, label: str) -> str:
+    item_id = f"{n:064x}"
+    stack.s3.put_object(Bucket=stack.data_bucket, Key=f"images/{item_id}.png", Body=b"png")
+    items.put_new(
+        stack.table,
+        {
+            "item_id": item_id,
+            "state": "human_labeled",
+            "image_key": f"images/{item_id}.png",
+            "label": label,
+            "label_source": "human",
+        },
+    )
+    return item_id
+
+
+@pytest.fixture
+def stack_cli(stack, monkeypatch):
+    monkeypatch.setattr(cli, "_client", lambda args: MotoStackClient(stack))
+    return stack
+
+
+def test_imagefolder_export_never_writes_outside_its_directory(stack_cli, tmp_path: Path, capsys):
+    # Given one good item and items whose stored labels are paths (written before validation)
+    good = seed(stack_cli, 1, "cat")
+    for n, label in enumerate(HOSTILE_LABELS, start=2):
+        seed(stack_cli, n, label)
+    out = tmp_path / "deep" / "a" / "b" / "c" / "d" / "export"
+
+    # When the dataset is exported as an ImageFolder tree
+    code = cli.main(
+        ["export", "--format", "imagefolder", "-o", str(out), "--states", "human_labeled"]
+    )
+
+    # Then only the good item is in the tree, the rest is named on stderr and the exit code says so
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert written == [out / "cat" / f"{good}.png"]
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"{len(HOSTILE_LABELS)} item(s) not exported" in err and "invalid class name" in err
+
+
+def test_upload_refuses_a_label_that_is_not_a_class_name(stack_cli, tmp_path: Path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    assert cli.main(["upload", str(image), "--label", "../../x"]) == 1
+    assert "Contents" not in stack_cli.s3.list_objects_v2(Bucket=stack_cli.upload_bucket)

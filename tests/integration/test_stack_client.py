@@ -1,0 +1,72 @@
+"""StackClient.items(): each item exactly once, even while a sweep moves items between states."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flywheel.adapters import items
+from flywheel.domain.items import TRAINING_META_ID
+
+from infra.local.client import StackClient
+
+
+class MovingTable:
+    """The DynamoDB client, but every read is followed by a sweep moving items on a state."""
+
+    def __init__(self, ddb: Any, table: str) -> None:
+        self.ddb, self.table = ddb, table
+
+    def _sweep(self) -> None:
+        pages = self.ddb.get_paginator("scan").paginate(TableName=self.table)
+        for raw in (r for p in pages for r in p["Items"]):
+            state = raw.get("state", {}).get("S")
+            after = {"unlabeled": "auto_labeled"}.get(state)  # what a relabel sweep does
+            if after:
+                self.ddb.update_item(
+                    TableName=self.table,
+                    Key={"item_id": raw["item_id"]},
+                    UpdateExpression="SET #s = :s",
+                    ExpressionAttributeNames={"#s": "state"},
+                    ExpressionAttributeValues={":s": {"S": after}},
+                )
+
+    def scan(self, **kwargs: Any) -> dict:
+        page = self.ddb.scan(**kwargs)
+        self._sweep()
+        return page
+
+    def query(self, **kwargs: Any) -> dict:
+        page = self.ddb.query(**kwargs)
+        self._sweep()
+        return page
+
+
+def client_for(stack) -> StackClient:
+    c = StackClient.__new__(StackClient)
+    c.outputs = {"ItemsTableName": stack.table}
+    c._clients = {"dynamodb": MovingTable(stack.ddb, stack.table)}
+    return c
+
+
+def test_items_returns_each_item_once_while_a_sweep_moves_them(stack):
+    # Given 30 unlabeled items, 5 human-labeled ones and the training meta record
+    for n in range(35):
+        state = "unlabeled" if n < 30 else "human_labeled"
+        items.put_new(stack.table, {"item_id": f"{n:064x}", "state": state, "image_key": "k"})
+    items.put_training_meta(stack.table, {"job_name": "dfw-x"})
+
+    # When all items are listed while every read is followed by a sweep changing states
+    listed = client_for(stack).items()
+
+    # Then the table's 35 items come back once each (the meta record is not an item)
+    assert len(listed) == 35 and len({i["item_id"] for i in listed}) == 35
+    assert TRAINING_META_ID not in {i["item_id"] for i in listed}
+
+
+def test_items_filters_by_state(stack):
+    for n, state in enumerate(["unlabeled", "human_labeled", "human_labeled", "rejected"]):
+        items.put_new(stack.table, {"item_id": f"{n:064x}", "state": state})
+    c = StackClient.__new__(StackClient)
+    c.outputs, c._clients = {"ItemsTableName": stack.table}, {"dynamodb": stack.ddb}
+    assert sorted(i["item_id"][-1] for i in c.items(("human_labeled",))) == ["1", "2"]
+    assert c.items(("auto_labeled",)) == []
