@@ -109,10 +109,11 @@ def run_train(job: Path, channels: dict, flags: list[str], log) -> dict:
     return json.loads((job / "model" / "metrics.json").read_text())
 
 
-def serve(model_dir: Path, pngs, indices) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label, calibrated confidence and top-2 margin of each image, through inference.py."""
+def serve(model_dir: Path, pngs, indices):
+    """Label, calibrated confidence, top-2 margin and out-of-distribution flag of each image,
+    through inference.py."""
     model = inference.model_fn(str(model_dir))
-    labels, confidence, margin = [], [], []
+    labels, confidence, margin, refused = [], [], [], []
     for start in range(0, len(indices), 64):
         batch = [inference.decode_image(pngs[i]) for i in indices[start : start + 64]]
         for p in inference.predict_fn(batch, model)["predictions"]:
@@ -120,7 +121,8 @@ def serve(model_dir: Path, pngs, indices) -> tuple[np.ndarray, np.ndarray, np.nd
             confidence.append(p["confidence"])
             top = [t["confidence"] for t in p["top_k"]] + [0.0]
             margin.append(top[0] - top[1])
-    return np.array(labels), np.array(confidence), np.array(margin)
+            refused.append(p["ood"])
+    return np.array(labels), np.array(confidence), np.array(margin), np.array(refused)
 
 
 # ----------------------------------------------------------------------------- the old procedure
@@ -174,7 +176,7 @@ def simulate(procedure, dataset, pngs, truth, rounds, seed, args, work: Path, lo
     seed_size = round(rounds[0] * n)
     labeled = {i: "random" for i in order[:seed_size]}
     rows = []
-    predicted = confidence = margin = None
+    predicted = confidence = margin = refused = None
     for r, share in enumerate(rounds, start=1):
         if r > 1:  # spend this round's labels
             budget = round(share * n) - len(labeled)
@@ -188,7 +190,7 @@ def simulate(procedure, dataset, pngs, truth, rounds, seed, args, work: Path, lo
                 pending = np.array([i for i in unlabeled if i not in labeled])
                 position = {i: j for j, i in enumerate(unlabeled)}
                 rows_of = np.array([position[i] for i in pending])
-                auto = confidence[rows_of] >= rows[-1]["threshold"]
+                auto = (confidence[rows_of] >= rows[-1]["threshold"]) & ~refused[rows_of]
                 queue = review_order(pending[~auto], predicted[rows_of][~auto],
                                      margin[rows_of][~auto])  # fmt: skip
                 queue += [int(i) for i in rng.permutation(pending[auto])]  # then anything
@@ -208,7 +210,7 @@ def simulate(procedure, dataset, pngs, truth, rounds, seed, args, work: Path, lo
                      f"--target-accuracy={target}"]  # fmt: skip
             metrics = run_train(job, channels, flags, log)
             held = [i for i in labeled if split[i] != "train"]
-            got, conf, _ = serve(job / "model", pngs, held)
+            got, conf, _, _ = serve(job / "model", pngs, held)
             threshold = legacy_threshold(conf, got == truth[held], target)
         else:
             channels = {
@@ -219,8 +221,9 @@ def simulate(procedure, dataset, pngs, truth, rounds, seed, args, work: Path, lo
                      f"--epochs={args.epochs}", *args.train_flags]  # fmt: skip
             metrics = run_train(job, channels, flags, log)
             threshold = metrics["threshold"]["threshold"]
-        predicted, confidence, margin = serve(job / "model", pngs, unlabeled)
-        auto = confidence >= threshold
+        predicted, confidence, margin, refused = serve(job / "model", pngs, unlabeled)
+        # the old procedure had no out-of-distribution check
+        auto = (confidence >= threshold) & (~refused if procedure != "current" else True)
         correct = predicted[auto] == truth[unlabeled][auto]
         accuracy = float(correct.mean()) if auto.any() else None
         rows.append({
@@ -230,6 +233,7 @@ def simulate(procedure, dataset, pngs, truth, rounds, seed, args, work: Path, lo
             "coverage": float(auto.mean()), "auto_labeled": int(auto.sum()),
             "accuracy": accuracy, "errors": int((~correct).sum()),
             "threshold": threshold, "test_accuracy": metrics["test"]["accuracy"],
+            "refused": float(refused.mean()),
             "pool_accuracy": float((predicted == truth[unlabeled]).mean()),
             "broke": accuracy is not None and accuracy < target,
             "seconds": round(time.time() - started, 1),
@@ -248,7 +252,7 @@ def format_row(row: dict, target: float) -> str:
         f"human {row['human']:>4} ({row['human_share']:5.1%}, {row['random_labels']} random)  "
         f"auto-labeled {row['coverage']:6.1%} at {accuracy:>7} "
         f"({row['errors']} wrong)  threshold {row['threshold']:.4f}  "
-        f"model {row['pool_accuracy']:.2%} on the rest  "
+        f"model {row['pool_accuracy']:.2%} on the rest, {row['refused']:.1%} refused as OOD  "
         f"{'BROKE the target ' + format(target, '.0%') if row['broke'] else 'ok'}  "
         f"{row['seconds']:.0f} s"
     )

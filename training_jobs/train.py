@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # classifier/ sits next to this file
-from classifier import artifact, calibration, data, metrics, models  # noqa: E402
+from classifier import artifact, calibration, data, metrics, models, ood  # noqa: E402
 
 MIN_EPOCH_SAMPLES = 512
 CHECKPOINTS = "/opt/ml/checkpoints"  # SageMaker syncs it with CheckpointConfig.S3Uri
@@ -69,7 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     # semi-supervised: self-training on the unlabeled channel, kept only when validation gains
     p.add_argument("--pseudo-label", type=str2bool, default=True, help="self-training (true)")
     p.add_argument("--pseudo-threshold", type=float, default=0.95, help="teacher confidence (0.95)")
-    p.add_argument("--pseudo-epochs", type=int, default=6, help="student epochs (6)")
+    p.add_argument("--pseudo-epochs", type=int, default=4, help="student epochs (4)")
     p.add_argument("--max-pseudo-labels", type=int, default=4000, help="per model (4000)")
     # model
     p.add_argument("--arch", default="small_cnn", help="small_cnn or torchvision: resnet18, ...")
@@ -89,6 +89,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-accuracy", type=float, default=0.95, help="to certify (0.95)")
     p.add_argument("--confidence", type=float, default=0.95, help="that it holds (0.95)")
     p.add_argument("--cross-fit-folds", type=int, default=5, help="0 = certify on test only (5)")
+    p.add_argument("--ood-quantile", type=float, default=0.99,
+                   help="held-out images the out-of-distribution check accepts (0.99)")
     # paths: SageMaker's variables, local fallbacks
     p.add_argument("--train", default=env("SM_CHANNEL_TRAIN", "data/train"))
     p.add_argument("--validation", default=env("SM_CHANNEL_VALIDATION"))
@@ -120,6 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "augment in [0, 1]": 0 <= args.augment <= 1,
         "target-accuracy in (0, 1)": 0 < args.target_accuracy < 1,
         "confidence in (0, 1)": 0 < args.confidence < 1,
+        "ood-quantile in (0, 1)": 0 < args.ood_quantile < 1,
         "cross-fit-folds 0 or >= 2": args.cross_fit_folds == 0 or args.cross_fit_folds >= 2,
         "pseudo-threshold in (0, 1]": 0 < args.pseudo_threshold <= 1,
         "pseudo-epochs >= 0": args.pseudo_epochs >= 0,
@@ -226,6 +229,19 @@ class Run:
 
     def logits(self, model, samples) -> tuple[np.ndarray, np.ndarray]:
         return predict(model, self.loader(samples), self.device, self.amp, self.mean, self.std)
+
+    @torch.no_grad()
+    def features(self, model, samples) -> tuple[np.ndarray, np.ndarray]:
+        """Penultimate features (the head's input) and labels, un-augmented."""
+        model.eval()
+        features, labels = [], []
+        for images, y in self.loader(samples):
+            batch = data.normalize(images.to(self.device), self.mean, self.std)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                _, f = models.embed(model, batch)
+            features.append(f.float().cpu())
+            labels.append(y)
+        return torch.cat(features).numpy(), torch.cat(labels).numpy()
 
     def unlabeled(self, paths: list[str]) -> list[data.Sample]:
         return [(path, self.classes[0]) for path in paths]  # the label is never read
@@ -424,8 +440,8 @@ def main(args: argparse.Namespace) -> dict:
     # Fixed class list: a class absent from one split never shifts the indices of the others.
     classes = sorted({c for _, c in train + val + test} | set(init[0]["classes"] if init else []))
     size = args.image_size or data.auto_image_size(models.default_image_size(args.arch), train)
-    run = Run(args, device, amp, rank, distributed, classes, size, models.IMAGENET_MEAN,
-              models.IMAGENET_STD, log)  # fmt: skip
+    run = Run(args, device, amp, rank, distributed, classes, size,
+              *models.normalization(args.arch), log)  # fmt: skip
     random_labels = [s for s in train if is_random(s)]
     folds = args.cross_fit_folds if len(random_labels) >= 2 * args.cross_fit_folds else 0
     log(f"data train={len(train)} (random {len(random_labels)}) test={len(test)} "
@@ -510,6 +526,16 @@ def main(args: argparse.Namespace) -> dict:
             f"labels (needs >= {need} all correct): auto-label nothing "
             f"(threshold={choice.threshold})")  # fmt: skip
 
+    # -- out-of-distribution refusal: class means and a shared covariance of the training
+    # features; the refusal threshold is the --ood-quantile of images the model never trained on
+    detector = ood.fit(
+        *run.features(run_model, final_train),
+        run.features(run_model, final_val + test)[0],
+        quantile=args.ood_quantile,
+    )
+    log(f"ood threshold={detector['threshold']:.2f} quantile={args.ood_quantile} "
+        f"n={detector['n_heldout']}")  # fmt: skip
+
     # -- evaluation on the test split, and of the champion on the same images
     test_report = metrics.classification_report(
         [c for _, c in test], [classes[i] for i in test_logits.argmax(1)], classes
@@ -561,7 +587,7 @@ def main(args: argparse.Namespace) -> dict:
         "arch": args.arch, "classes": classes, "image_size": size, "mean": run.mean,
         "std": run.std, "temperature": temperature, "threshold": choice.threshold,
         "target_accuracy": args.target_accuracy, "model_version": args.model_version,
-        "topk": min(5, len(classes)),
+        "topk": min(5, len(classes)), "ood": detector,
     }  # fmt: skip
     artifact.save_artifact(args.model_dir, final["best"], config, result)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
