@@ -514,6 +514,8 @@ def main(args: argparse.Namespace) -> dict:
     pool_scores = [confidence_and_correct(test_logits, test_labels, temperature), *oof]
     conf, correct = (np.concatenate(parts) for parts in zip(*pool_scores, strict=True))
     choice = calibration.certify_threshold(conf, correct, args.target_accuracy, args.confidence)
+    Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)  # the evidence, for audits
+    np.savez(Path(args.output_data_dir) / "certification.npz", confidence=conf, correct=correct)
     projection = calibration.labels_needed(conf, correct, args.target_accuracy, args.confidence)
     log(f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} "
         f"ece_after={ece_after:.4f}")  # fmt: skip

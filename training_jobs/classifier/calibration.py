@@ -85,11 +85,12 @@ def min_samples_for(target_accuracy: float, confidence: float = 0.95) -> int:
     return int(np.ceil(np.log(1 - confidence) / np.log(target_accuracy)))
 
 
-# Where the fixed sequences start, as fractions of the error budget 1 - target: for a target of
-# 0.98 the four sequences start at thresholds 0.998, 0.995, 0.99 and 0.98. Fixed before seeing
-# data, so the procedure stays valid; several starts, so one confidently wrong image near the top
-# ends one sequence, not the certificate (the issue a single all-correct run had).
-START_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+# Where the fixed sequences start: at the highest threshold that selects START_MULTIPLES times
+# n_min calibration samples, n_min being the fewest that could pass with no error at all. The
+# starts depend only on how many confidences reach each threshold, never on which samples are
+# right; several starts, so one confidently wrong image near the top ends one sequence, not the
+# certificate (what made the single all-correct run of the earlier rule brittle).
+START_MULTIPLES = (1.0, 1.5, 2.5, 4.0)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def certify_threshold(
     correct: np.ndarray,
     target_accuracy: float = 0.95,
     confidence: float = 0.95,
-    starts: tuple[float, ...] = START_FRACTIONS,
+    starts: tuple[float, ...] = START_MULTIPLES,
 ) -> ThresholdChoice:
     """The lowest threshold whose auto-labels are certified at least `target_accuracy` accurate.
 
@@ -130,9 +131,9 @@ def certify_threshold(
     is certified when the binomial test of H0 "accuracy of samples with confidence >= t is below
     the target" rejects at level alpha = (1 - confidence) / len(starts), i.e. when the one-sided
     Clopper-Pearson lower bound at 1 - alpha reaches the target. The tests run as len(starts)
-    fixed sequences, each from a pre-declared start down the grid until its first failure; the
-    family-wise error is at most (1 - confidence) (Bonferroni over the sequences). Hence, when the
-    calibration samples are drawn like the items to label (exchangeable), the accuracy of the
+    fixed sequences, each from its start (START_MULTIPLES) down the grid until its first failure;
+    the family-wise error is at most (1 - confidence) (Bonferroni over the sequences). Hence, when
+    the calibration samples are drawn like the items to label (exchangeable), the accuracy of the
     auto-labels at the returned threshold is >= target with probability >= confidence. See
     docs/certification.md for what this does not cover.
     """
@@ -145,8 +146,12 @@ def certify_threshold(
         bounds = np.where(k > 0, beta.ppf(alpha, np.maximum(k, 1), selected - k + 1), 0.0)
     passed = bounds >= target_accuracy
     certified = np.zeros(len(grid), bool)
-    for fraction in starts:
-        i = int(np.searchsorted(-grid, -(1 - (1 - target_accuracy) * fraction), side="left"))
+    n_min = np.log(alpha) / np.log(target_accuracy)
+    for multiple in starts:
+        reach = np.flatnonzero(selected >= np.ceil(multiple * n_min))
+        if not len(reach):
+            continue  # too few samples for this sequence: its share of the error stays unspent
+        i = int(reach[0])
         while i < len(grid) and passed[i]:
             certified[i] = True
             i += 1
@@ -177,7 +182,7 @@ def labels_needed(
     target_accuracy: float,
     confidence: float = 0.95,
     coverages: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
-    starts: int = len(START_FRACTIONS),
+    starts: int = len(START_MULTIPLES),
 ) -> list[dict]:
     """How many representative labels in all would certify each coverage, if the accuracy the
     model shows on its most confident `coverage` share stays what it is now.
