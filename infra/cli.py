@@ -260,6 +260,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    evaluation = s.get("latest_evaluation")
+    if evaluation and evaluation.get("threshold"):
+        from flywheel.domain.certification import explain
+
+        champion_acc = evaluation.get("champion_test_accuracy")
+        print(
+            f"latest     {evaluation['model_version']}  test_accuracy="
+            f"{float(evaluation['test_accuracy']):.4f} on {evaluation['test_n']} random labels"
+            + (f"  champion {float(champion_acc):.4f} on the same" if champion_acc else "")
+        )
+        print(f"certified  {explain(evaluation['threshold'])}")
     busy = {k: v for k, v in s["queues"].items() if v}
     print("queues     " + ("  ".join(f"{k}={v}" for k, v in busy.items()) or "empty"))
     return 0

@@ -249,6 +249,28 @@ class StackClient:
             "review_batches": sorted(
                 o["Key"] for o in review.get("Contents", []) if o["Key"].endswith(".csv")
             ),
+            "latest_evaluation": self.evaluation(jobs[0]["TrainingJobName"]) if jobs else None,
+        }
+
+    def evaluation(self, job_name: str) -> dict[str, Any] | None:
+        """The metrics.json promote filed for a job (gate inputs, certificate), if any."""
+        try:
+            body = (
+                self.client("s3")
+                .get_object(
+                    Bucket=self.data_bucket, Key=f"models/{job_name}/evaluation/metrics.json"
+                )["Body"]
+                .read()
+            )
+        except self.client("s3").exceptions.NoSuchKey:
+            return None
+        metrics = json.loads(body)
+        return {
+            "model_version": metrics.get("model_version"),
+            "test_accuracy": (metrics.get("test") or {}).get("accuracy"),
+            "champion_test_accuracy": (metrics.get("champion_test") or {}).get("accuracy"),
+            "test_n": (metrics.get("test") or {}).get("n"),
+            "threshold": metrics.get("threshold"),
         }
 
     def wait(self, predicate: Any, timeout: float, every: float = 2.0, what: str = "") -> Any:

@@ -156,8 +156,9 @@ def test_empty_train_channel_fails_with_a_reason(tmp_path):
     assert "no training images" in (tmp_path / "output" / "failure").read_text()
 
 
-def write_manifest(root: Path, source: Path, label_attribute: str) -> None:
-    """A Ground Truth augmented manifest over copies of the images, keys like S3 would have."""
+def write_manifest(root: Path, source: Path, label_attribute: str, sampling=None) -> None:
+    """A Ground Truth augmented manifest over copies of the images, keys like S3 would have;
+    `sampling(name)` gives each label's `label-metadata.sampling` when set."""
     lines = []
     for class_dir in sorted(source.iterdir()):
         for image in sorted(class_dir.iterdir()):
@@ -170,6 +171,8 @@ def write_manifest(root: Path, source: Path, label_attribute: str) -> None:
                 "job-name": "labeling-job/digits",
                 "creation-date": "2026-01-01T00:00:00",
             }
+            if sampling:
+                metadata["sampling"] = sampling(image.name)
             lines.append(
                 json.dumps(
                     {
@@ -214,6 +217,34 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, digits_folder):
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
 
 
+def test_review_answers_train_but_never_test_or_certify(tmp_path, digits_folder):
+    # Given a manifest where about 40% of the labels are review answers (picked by the model)
+    from classifier.data import split_fraction, split_samples, test_set_id
+
+    def sampling(name: str) -> str:
+        return "selected" if split_fraction(f"review:{name}") < 0.4 else "random"
+
+    channel = tmp_path / "manifest"
+    write_manifest(channel, digits_folder, "label", sampling)
+    random_labels = [
+        (str(p), p.parent.name)
+        for p in sorted(digits_folder.rglob("*.png"))
+        if sampling(p.name) == "random"
+    ]
+    # When train.py runs with cross-fitting
+    result = run_training(tmp_path, {"train": channel}, FAST)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    # Then the test split is drawn from the random labels only, and every random label (the
+    # test split and each fold) certifies, no review answer
+    expected_test = split_samples(random_labels, 0, 0.2)[2]
+    assert metrics["test_set_id"] == test_set_id(expected_test)
+    assert metrics["test"]["n"] == len(expected_test)
+    assert metrics["threshold"]["n"] == metrics["data"]["random"] == len(random_labels)
+    assert metrics["threshold"]["data"] == "cross-fit 2 folds + test"
+    assert 500 < len(random_labels) < 1200  # both kinds really were there
+
+
 @pytest.mark.training
 def test_torchrun_two_processes_on_cpu(tmp_path, digits_folder, smoke_job):
     # Given validation and test channels of their own, and the smoke run's model as champion
@@ -251,7 +282,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path, digits_folder, smoke_job):
 
 @pytest.mark.training
 def test_small_cnn_reaches_97_percent_on_digits(tmp_path, digits_folder):
-    result = run_training(tmp_path, {"train": digits_folder}, {"epochs": "15", "workers": "2", "cross-fit-folds": "0"})
+    result = run_training(
+        tmp_path, {"train": digits_folder}, {"epochs": "15", "workers": "2", "cross-fit-folds": "0"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.97, metrics["test"]["accuracy"]

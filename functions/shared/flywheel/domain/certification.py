@@ -1,0 +1,45 @@
+"""What a model's certificate says, in words: why it auto-labels what it does, or nothing.
+
+Reads the `threshold` block of metrics.json (training_jobs/classifier/calibration.py writes it):
+`reached`, `threshold`, `coverage`, `n` (random labels that certified), `target_accuracy`,
+`confidence`, and `labels_needed` (rows of coverage -> random labels in all that would certify
+it if the model's accuracy stays what it is).
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def min_all_correct(target: float, confidence: float) -> int:
+    """Fewest random labels, all correct, that can certify `target` at all."""
+    return math.ceil(math.log(1 - confidence) / math.log(target))
+
+
+def explain(threshold: dict) -> str:
+    target, confidence = float(threshold["target_accuracy"]), float(threshold["confidence"])
+    n = int(threshold.get("n", 0))
+    promise = f"accuracy >= {target:.0%} with probability {confidence:.0%}"
+    if threshold.get("reached"):
+        text = (
+            f"auto-labels confidence >= {float(threshold['threshold']):.3f}: "
+            f"{float(threshold['coverage']):.1%} of {n} random labels certify {promise}"
+        )
+    else:
+        text = (
+            f"auto-labels nothing: {n} random labels cannot certify {promise} "
+            f"(at least {min_all_correct(target, confidence)} all correct are needed)"
+        )
+    better = [
+        row
+        for row in threshold.get("labels_needed") or []
+        if row.get("labels") and float(row["coverage"]) > float(threshold.get("coverage", 0))
+    ]
+    if better:
+        row = min(better, key=lambda r: r["labels"])
+        more = max(0, int(row["labels"]) - n)
+        text += (
+            f"; about {more} more random labels (audit answers or a random seed) would certify "
+            f"{float(row['coverage']):.0%} if the model stays as accurate"
+        )
+    return text

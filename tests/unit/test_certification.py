@@ -1,0 +1,36 @@
+"""The certificate in words, as `flywheel status` prints it."""
+
+from flywheel.domain.certification import explain, min_all_correct
+
+
+def test_a_certified_model_says_what_it_auto_labels_and_what_more_labels_would_buy():
+    block = {
+        "reached": True, "threshold": 0.4138, "coverage": 0.80, "n": 179,
+        "target_accuracy": 0.95, "confidence": 0.95,
+        "labels_needed": [
+            {"coverage": 0.8, "observed_accuracy": 0.99, "labels": 150},
+            {"coverage": 0.9, "observed_accuracy": 0.985, "labels": 260},
+            {"coverage": 0.95, "observed_accuracy": 0.94, "labels": None},
+        ],
+    }  # fmt: skip
+    assert explain(block) == (
+        "auto-labels confidence >= 0.414: 80.0% of 179 random labels certify accuracy >= 95% "
+        "with probability 95%; about 81 more random labels (audit answers or a random seed) "
+        "would certify 90% if the model stays as accurate"
+    )
+
+
+def test_nothing_certified_says_why_and_how_many_labels_would_change_it():
+    block = {
+        "reached": False, "threshold": 1.01, "coverage": 0.0, "n": 36,
+        "target_accuracy": 0.95, "confidence": 0.95,
+        "labels_needed": [{"coverage": 0.8, "observed_accuracy": 1.0, "labels": 92}],
+    }  # fmt: skip
+    text = explain(block)
+    assert text.startswith("auto-labels nothing: 36 random labels cannot certify accuracy >= 95%")
+    assert "(at least 59 all correct are needed)" in text
+    assert "about 56 more random labels" in text and "would certify 80%" in text
+
+
+def test_min_all_correct_matches_the_clopper_pearson_rule():
+    assert min_all_correct(0.95, 0.95) == 59 and min_all_correct(0.98, 0.95) == 149
