@@ -82,6 +82,39 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     assert {c["ChannelName"] for c in job["InputDataConfig"]} >= {"train"}
 
 
+@pytest.mark.parametrize(
+    ("overrides", "image"),
+    [
+        ({"TRAINING_INSTANCE_TYPE": "ml.m5.xlarge"}, "pytorch-training:2.6-cpu-py312"),
+        ({"TRAINING_INSTANCE_TYPE": "ml.c5.2xlarge"}, "pytorch-training:2.6-cpu-py312"),
+        ({"TRAINING_INSTANCE_TYPE": "ml.p3.2xlarge"}, "pytorch-training:2.6-gpu-py312"),
+        (
+            {"TRAINING_INSTANCE_TYPE": "ml.m5.xlarge", "TRAINING_IMAGE_URI": "my/image:1"},
+            "my/image:1",
+        ),
+    ],
+)
+def test_the_training_image_follows_the_instance_type_and_the_override_wins(
+    env, context, overrides, image
+):
+    # Given a CPU or GPU TrainingInstanceType (and maybe a TrainingImageUri override)
+    seed_labeled(env, 30)
+    env.use(
+        "StartTrainingFunction",
+        TRAINING_CODE_DIR=str(TRAINING_CODE),
+        MIN_NEW_HUMAN_LABELS="10",
+        **overrides,
+    )
+
+    # When training starts
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then SageMaker received the image for that instance type
+    job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
+    assert job["AlgorithmSpecification"]["TrainingImage"].endswith(image)
+    assert job["ResourceConfig"]["InstanceType"] == overrides["TRAINING_INSTANCE_TYPE"]
+
+
 def test_repeated_trigger_for_the_same_snapshot_starts_nothing_new(env, context):
     seed_labeled(env, 30)
     first = start_training.handler(load_event("start_training_manual.json"), context)

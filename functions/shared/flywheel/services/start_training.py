@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flywheel.adapters import aws, items, parameters, sagemaker, storage
 from flywheel.domain import names
+from flywheel.domain.containers import container_image
 from flywheel.domain.items import State, now_iso
 from flywheel.domain.sampling import SELECTED, unit_hash
 from flywheel.domain.splits import (
@@ -175,7 +176,12 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
         bucket=s.DATA_BUCKET,
         stack_name=s.STACK_NAME,
         role_arn=s.SAGEMAKER_ROLE_ARN,
-        image_uri=s.TRAINING_IMAGE_URI,
+        image_uri=container_image(
+            s.TRAINING_INSTANCE_TYPE,
+            s.TRAINING_CPU_IMAGE_URI,
+            s.TRAINING_GPU_IMAGE_URI,
+            s.TRAINING_IMAGE_URI,
+        ),
         instance_type=s.TRAINING_INSTANCE_TYPE,
         instance_count=s.TRAINING_INSTANCE_COUNT,
         use_spot=s.USE_SPOT,
