@@ -22,6 +22,8 @@ STAR_ONLY_ACTIONS = {
     "sagemaker:ListEndpointConfigs",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
+    "servicequotas:ListServiceQuotas",
+    "servicequotas:ListAWSDefaultServiceQuotas",
 }
 
 
