@@ -9,10 +9,12 @@
     flywheel schedule StartTrainingFunction      # run a template schedule now
     flywheel review export [-o DIR]  /  flywheel review import FILE
     flywheel export --format {manifest,csv,imagefolder} -o OUT
+    flywheel preflight [--stack NAME] [--region R] [--profile P] [--parameter K=V]
 
-Every command but ``up`` and ``demo`` talks to a running stack through boto3 and
-the endpoints in ``<data-dir>/endpoints.json`` (``--data-dir``, default
-``.flywheel``; or ``FLYWHEEL_DATA_DIR``).
+Every command but ``up``, ``demo`` and ``preflight`` talks to a running stack through
+boto3 and the endpoints in ``<data-dir>/endpoints.json`` (``--data-dir``, default
+``.flywheel``; or ``FLYWHEEL_DATA_DIR``). ``preflight`` reads the real account with your
+AWS credentials (before or after ``sam deploy``).
 """
 
 from __future__ import annotations
@@ -482,6 +484,95 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report.get("targets_met") or args.quick or args.fraction < 1 else 1
 
 
+# -- preflight --------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _aws_session(args: argparse.Namespace) -> Any:
+    import boto3
+
+    return boto3.Session(profile_name=args.profile, region_name=args.region)
+
+
+def _samconfig_overrides(path: Path) -> dict[str, str]:
+    """``parameter_overrides`` of samconfig.toml's default deploy section (KEY=VALUE ...)."""
+    import shlex
+    import tomllib
+
+    if not path.is_file():
+        return {}
+    deploy = tomllib.loads(path.read_text()).get("default", {}).get("deploy", {})
+    raw = deploy.get("parameters", {}).get("parameter_overrides", "")
+    pairs = shlex.split(raw) if isinstance(raw, str) else list(raw)
+    return _parameters([p for p in pairs if "=" in p])
+
+
+def preflight_parameters(args: argparse.Namespace, session: Any) -> dict[str, str]:
+    """Template defaults < samconfig.toml < the deployed stack's (--stack) < --parameter."""
+    from infra.cfn import load_template
+
+    template = load_template(ROOT / "template.yaml")
+    params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
+    params.update(_samconfig_overrides(ROOT / "samconfig.toml"))
+    if args.stack:
+        (stack,) = session.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+        params.update({p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]})
+    params.update(_parameters(args.parameter))
+    return params
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Exit 0: the quota allows the stack's training; 1: it does not; 2: not checked."""
+    from flywheel.adapters.quotas import QuotaLookupFailed, sagemaker_quotas
+    from flywheel.domain.containers import container_image
+    from flywheel.domain.quotas import TrainingNeed, check_training_quota, wanted_quota_names
+    from flywheel.errors import ConfigurationError
+
+    from infra.cfn import load_template
+
+    session = _aws_session(args)
+    region = session.region_name
+    if not region:
+        raise CliError("no AWS region: pass --region or set AWS_REGION / a profile's region")
+    p = preflight_parameters(args, session)
+    tuning = p["EnableTuning"] == "true"
+    need = TrainingNeed(
+        p["TrainingInstanceType"],
+        int(p["TrainingInstanceCount"]),
+        p["UseSpotTraining"] == "true",
+        int(p["MaxParallelTuningJobs"]) if tuning else 1,
+    )
+    images = load_template(ROOT / "template.yaml")["Mappings"]["PyTorchImages"].get(region, {})
+    try:
+        image = container_image(
+            need.instance_type,
+            images.get("TrainingCpu", ""),
+            images.get("TrainingGpu", ""),
+            p.get("TrainingImageUri", ""),
+        )
+    except ConfigurationError as exc:
+        image = f"none ({exc})"
+    print(f"region          {region}{f' (stack {args.stack})' if args.stack else ''}")
+    kind = f"tuning, {need.parallel_jobs} parallel" if tuning else "single job"
+    print(
+        f"training        {need.instance_count} x {need.instance_type}"
+        f"{' spot' if need.spot else ''} ({kind})"
+    )
+    print(f"training image  {image}")
+    try:
+        found = sagemaker_quotas(wanted_quota_names(need), session.client("service-quotas"))
+    except QuotaLookupFailed as exc:
+        print(
+            f"quota           not checked: {exc} (needs servicequotas:ListServiceQuotas and "
+            "servicequotas:ListAWSDefaultServiceQuotas)"
+        )
+        return 2
+    verdict = check_training_quota(found, need, region)
+    print(f"quota           {verdict.status}: {verdict.message}")
+    return {"ok": 0, "insufficient": 1}.get(verdict.status, 2)
+
+
 # -- parser -----------------------------------------------------------------------
 
 
@@ -583,6 +674,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated item states to include",
     )
     ex.set_defaults(fn=cmd_export)
+
+    pf = sub.add_parser(
+        "preflight",
+        help="check the AWS account's SageMaker quotas for the stack's training settings",
+        description="Reads the real account (your AWS credentials): the training quota for "
+        "TrainingInstanceType (spot or on-demand, x MaxParallelTuningJobs when tuning) and the "
+        "image that instance type gets. Parameters: template defaults, then samconfig.toml's "
+        "parameter_overrides, then the deployed stack's (--stack), then --parameter. "
+        "Exit 0 ok, 1 quota too low, 2 could not check.",
+    )
+    pf.add_argument("--stack", help="a deployed stack whose parameters to check")
+    pf.add_argument("--region", help="AWS region (default: your AWS configuration's)")
+    pf.add_argument("--profile", help="AWS named profile (default: your credential chain)")
+    pf.add_argument(
+        "--parameter",
+        action="append",
+        metavar="KEY=VALUE",
+        help="template parameter to check instead (repeatable), e.g. UseSpotTraining=false",
+    )
+    pf.set_defaults(fn=cmd_preflight)
     return p
 
 

@@ -6,9 +6,10 @@ The SDK is a deploy-time tool only (never imported by a Lambda), so it lives in 
     .venv-deploy/bin/python infra/image_uris.py            # rewrites the mapping in template.yaml
     .venv-deploy/bin/python infra/image_uris.py --check    # exit 1 if the template is stale
 
-Training: pytorch-training 2.6 GPU py312. Inference: pytorch-inference 2.6 CPU py312 (serverless
-inference has no GPUs; instance endpoints on GPU types set InferenceImageUri). Regions are those
-where the SDK lists both images. The parameters TrainingImageUri / InferenceImageUri override.
+pytorch-training and pytorch-inference 2.6 py312, a CPU and a GPU image of each per region
+(keys TrainingCpu, TrainingGpu, InferenceCpu, InferenceGpu); the functions pick one from the
+instance type (flywheel.domain.containers; serverless inference is CPU). Regions are those where
+the SDK lists both scopes. The parameters TrainingImageUri / InferenceImageUri override.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "template.yaml"
 VERSION, PY = "2.6", "py312"
+# One instance type per processor: the SDK derives cpu/gpu from the family (ml.m*, ml.g*).
+PROCESSORS = {"Cpu": "ml.m5.xlarge", "Gpu": "ml.g5.xlarge"}
+SCOPES = {"Training": "training", "Inference": "inference"}
 BLOCK = re.compile(r"(# BEGIN PyTorchImages\n)(.*?)(# END PyTorchImages)", re.S)
 
 
@@ -37,36 +41,28 @@ def image_map() -> dict[str, dict[str, str]]:
     out = {}
     for region in sorted(regions("training") & regions("inference")):
         try:
-            training = image_uris.retrieve(
-                "pytorch",
-                region=region,
-                version=VERSION,
-                py_version=PY,
-                instance_type="ml.g5.xlarge",
-                image_scope="training",
-            )
-            inference = image_uris.retrieve(
-                "pytorch",
-                region=region,
-                version=VERSION,
-                py_version=PY,
-                instance_type="ml.m5.large",
-                image_scope="inference",
-            )
+            out[region] = {
+                f"{scope_key}{proc_key}": image_uris.retrieve(
+                    "pytorch",
+                    region=region,
+                    version=VERSION,
+                    py_version=PY,
+                    instance_type=instance_type,
+                    image_scope=scope,
+                )
+                for scope_key, scope in SCOPES.items()
+                for proc_key, instance_type in PROCESSORS.items()
+            }
         except ValueError:  # a region the SDK lists but cannot build a URI for
             continue
-        out[region] = {"Training": training, "Inference": inference}
     return out
 
 
 def render(images: dict[str, dict[str, str]]) -> str:
     lines = ["Mappings:", "  PyTorchImages:"]
     for region, uris in images.items():
-        lines += [
-            f"    {region}:",
-            f"      Training: {uris['Training']}",
-            f"      Inference: {uris['Inference']}",
-        ]
+        lines.append(f"    {region}:")
+        lines += [f"      {key}: {uri}" for key, uri in uris.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -86,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print("stale" if stale else "up to date")
         return int(stale)
     args.template.write_text(text[: match.start(2)] + block + text[match.end(2) :])
-    print(f"wrote {block.count('Training:')} regions to {args.template}")
+    print(f"wrote {block.count('TrainingGpu:')} regions to {args.template}")
     return 0
 
 

@@ -31,6 +31,11 @@ class StartTrainingRequest(BaseModel):
 def handler(event: StartTrainingRequest, context: LambdaContext) -> dict:
     settings = StartTrainingSettings.from_env()
     result = start_training(settings, event.reason, event.tuning)
+    preflight = result.preflight or {}
+    if preflight.get("status") == "unknown":
+        logger.warning("quota preflight did not run", extra={"preflight": preflight})
+    elif preflight.get("status") == "insufficient":
+        logger.error("training blocked by a SageMaker quota", extra=result.as_dict())
     if result.new_job:
         logger.info("training job started", extra=result.as_dict())
         metrics.add_metric(name="TrainingJobsStarted", unit=MetricUnit.Count, value=1)

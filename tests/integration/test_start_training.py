@@ -82,6 +82,39 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     assert {c["ChannelName"] for c in job["InputDataConfig"]} >= {"train"}
 
 
+@pytest.mark.parametrize(
+    ("overrides", "image"),
+    [
+        ({"TRAINING_INSTANCE_TYPE": "ml.m5.xlarge"}, "pytorch-training:2.6-cpu-py312"),
+        ({"TRAINING_INSTANCE_TYPE": "ml.c5.2xlarge"}, "pytorch-training:2.6-cpu-py312"),
+        ({"TRAINING_INSTANCE_TYPE": "ml.p3.2xlarge"}, "pytorch-training:2.6-gpu-py312"),
+        (
+            {"TRAINING_INSTANCE_TYPE": "ml.m5.xlarge", "TRAINING_IMAGE_URI": "my/image:1"},
+            "my/image:1",
+        ),
+    ],
+)
+def test_the_training_image_follows_the_instance_type_and_the_override_wins(
+    env, context, overrides, image
+):
+    # Given a CPU or GPU TrainingInstanceType (and maybe a TrainingImageUri override)
+    seed_labeled(env, 30)
+    env.use(
+        "StartTrainingFunction",
+        TRAINING_CODE_DIR=str(TRAINING_CODE),
+        MIN_NEW_HUMAN_LABELS="10",
+        **overrides,
+    )
+
+    # When training starts
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then SageMaker received the image for that instance type
+    job = env.sm.describe_training_job(TrainingJobName=result["job_name"])
+    assert job["AlgorithmSpecification"]["TrainingImage"].endswith(image)
+    assert job["ResourceConfig"]["InstanceType"] == overrides["TRAINING_INSTANCE_TYPE"]
+
+
 def test_repeated_trigger_for_the_same_snapshot_starts_nothing_new(env, context):
     seed_labeled(env, 30)
     first = start_training.handler(load_event("start_training_manual.json"), context)
@@ -298,3 +331,112 @@ def test_a_failed_job_is_retried_for_the_same_labels(env, context, status):
     # And once that attempt completed, a further request starts nothing
     third = start_training.handler(load_event("start_training_manual.json"), context)
     assert third["started"] is False and third["job_name"] == retry["job_name"]
+
+
+def _stub_quotas(monkeypatch, respond) -> None:
+    """Service Quotas behind a Stubber (moto has no ListServiceQuotas)."""
+    import boto3
+    from botocore.stub import Stubber
+    from flywheel.adapters import quotas
+
+    client = boto3.client("service-quotas", region_name="us-east-1")
+    stub = Stubber(client)
+    respond(stub)
+    stub.activate()
+    monkeypatch.setattr(quotas, "aws_client", lambda *a, **k: client)
+
+
+def _quota(name: str, value: float, code: str) -> dict:
+    return {
+        "ServiceCode": "sagemaker",
+        "ServiceName": "Amazon SageMaker",
+        "QuotaArn": f"arn:aws:servicequotas:us-east-1:123456789012:sagemaker/{code}",
+        "QuotaCode": code,
+        "QuotaName": name,
+        "Value": value,
+        "Unit": "None",
+        "Adjustable": True,
+        "GlobalQuota": False,
+    }
+
+
+def test_a_zero_spot_quota_is_explained_and_no_job_is_started(env, context, monkeypatch):
+    # Given a new account: no ml.g5.xlarge training at all (the template's default type, spot)
+    seed_labeled(env, 30)
+    zero = [
+        _quota("ml.g5.xlarge for spot training job usage", 0.0, "L-D8CEBF32"),
+        _quota("ml.g5.xlarge for training job usage", 0.0, "L-1F5A5B0B"),
+        _quota("ml.m5.xlarge for spot training job usage", 4.0, "L-2BE9CDD1"),
+        _quota("ml.m5.xlarge for training job usage", 4.0, "L-B4E93E9A"),
+    ]
+    _stub_quotas(
+        monkeypatch,
+        lambda stub: stub.add_response(
+            "list_service_quotas", {"Quotas": zero}, {"ServiceCode": "sagemaker", "MaxResults": 100}
+        ),
+    )
+
+    # When training is asked for
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then nothing is started, and the reason says what to do
+    assert not result["started"] and not result["new_job"]
+    assert result["reason"].startswith("your account's quota for ml.g5.xlarge spot training is 0")
+    assert (
+        "L-D8CEBF32" in result["reason"] and "TrainingInstanceType=ml.m5.xlarge" in result["reason"]
+    )
+    assert result["preflight"]["status"] == "insufficient"
+    assert env.sm.list_training_jobs()["TrainingJobSummaries"] == []
+    assert not env.keys("code/")
+
+
+def test_a_preflight_that_cannot_run_does_not_stop_training(env, context, monkeypatch):
+    # Given a role without servicequotas:ListServiceQuotas
+    seed_labeled(env, 30)
+    _stub_quotas(
+        monkeypatch,
+        lambda stub: stub.add_client_error(
+            "list_service_quotas", "AccessDeniedException", "not authorized", 400
+        ),
+    )
+
+    # When training is asked for
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then the job starts and the result says the quota was not checked
+    assert result["started"] and result["new_job"]
+    assert result["preflight"]["status"] == "unknown"
+    assert "AccessDenied" in result["preflight"]["message"]
+    assert len(env.sm.list_training_jobs()["TrainingJobSummaries"]) == 1
+
+
+def test_a_quota_refusal_from_sagemaker_is_reported_not_raised(env, context, monkeypatch):
+    # Given SageMaker itself refuses the job (ResourceLimitExceeded), the preflight unsure
+    from botocore.stub import Stubber
+    from flywheel.adapters import aws
+
+    seed_labeled(env, 30)
+    sm = aws.client("sagemaker")
+    real = sm.create_training_job
+    stub = Stubber(sm)
+    stub.add_client_error(
+        "create_training_job",
+        "ResourceLimitExceeded",
+        "The account-level service limit 'ml.g5.xlarge for spot training job usage' is 0 "
+        "Instances, with current utilization of 0 Instances and a request delta of 1 Instances.",
+        400,
+    )
+    monkeypatch.setattr(sm, "create_training_job", lambda **request: _stubbed(stub, real, request))
+
+    # When training is asked for
+    result = start_training.handler(load_event("start_training_manual.json"), context)
+
+    # Then the result carries the refusal and the way out, not a stack trace
+    assert not result["started"]
+    assert result["reason"].startswith("SageMaker refused the job for a quota")
+    assert "is 0 Instances" in result["reason"]
+
+
+def _stubbed(stub, real, request):
+    with stub:
+        return real(**request)

@@ -6,11 +6,17 @@ is also where the 250 MB unzipped limit and "the built function imports" are che
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 import subprocess
+import sys
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
+from flywheel.packaging import package_source_dir
 
 from infra.sam_sizes import LIMIT_BYTES, sizes
 
@@ -72,3 +78,72 @@ def test_built_function_imports_on_the_lambda_python(built, sam_env, logical_id)
         "PYTHONPATH": f"{built / logical_id}:{built / 'SharedLayer' / 'python'}",
     }
     run([python, "-c", code], env, timeout=120)
+
+
+# What the pytorch-training 2.6 py312 image already has that requirements.txt relies on.
+IMAGE_PROVIDES = {"torch": "2.6.0", "numpy": "1.26.4"}
+CONTAINER_PLATFORM = [
+    *("--platform", "manylinux2014_x86_64", "--implementation", "cp"),
+    *("--python-version", "3.12", "--only-binary=:all:"),
+]
+
+
+def stand_in_wheel(folder: Path, name: str, version: str) -> None:
+    """An empty wheel that only declares ``name==version``: the image's installed copy."""
+    dist = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as whl:
+        whl.writestr(
+            f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        whl.writestr(
+            f"{dist}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
+        whl.writestr(f"{dist}/RECORD", "")
+
+
+def offline_install_report(source_dir: Path, work: Path) -> dict:
+    """pip's resolution of the packaged requirements.txt as the container runs it, offline.
+
+    The tarball start_training publishes is unpacked, then pip resolves its requirements.txt
+    for the container's platform with no index (the file's own ``--no-index``, and the
+    command's) and the image's torch/numpy as stand-ins: anything missing from wheels/ fails.
+    """
+    blob, _ = package_source_dir(source_dir)
+    code, image = work / "code", work / "image"
+    code.mkdir(), image.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(code, filter="data")
+    for name, version in IMAGE_PROVIDES.items():
+        stand_in_wheel(image, name, version)
+    report = work / "report.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed"),
+            *("--no-index", "--find-links", str(image), *CONTAINER_PLATFORM),
+            *("--target", str(work / "site"), "--report", str(report), "--quiet"),
+            *("-r", "requirements.txt"),
+        ],
+        cwd=code,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(report.read_text())
+
+
+def test_the_packaged_training_code_installs_nothing_from_the_network(built, tmp_path):
+    layer = built / "TrainingCodeLayer"
+    report = offline_install_report(layer, tmp_path)
+    sources = {
+        i["metadata"]["name"].lower(): Path(i["download_info"]["url"].removeprefix("file://"))
+        for i in report["install"]
+    }
+    image = {n for n, path in sources.items() if path.parent == tmp_path / "image"}
+    assert image <= set(IMAGE_PROVIDES), image  # only what the image has comes from outside
+    assert {"opencv-python-headless", "jsonschema", "efficientnet-lite-pytorch"} <= set(sources)
+    assert all(
+        p.parent == tmp_path / "code" / "wheels" for n, p in sources.items() if n not in image
+    )
+    assert (layer / "requirements.txt").read_text().startswith("--no-index\n--find-links wheels\n")

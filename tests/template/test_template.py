@@ -22,6 +22,8 @@ STAR_ONLY_ACTIONS = {
     "sagemaker:ListEndpointConfigs",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
+    "servicequotas:ListServiceQuotas",
+    "servicequotas:ListAWSDefaultServiceQuotas",
 }
 
 
@@ -176,10 +178,12 @@ def test_buckets_are_encrypted_private_and_tls_only(raw_template):
     assert res["UploadBucket"]["Properties"]["VersioningConfiguration"]["Status"] == "Enabled"
 
 
-def test_pytorch_mapping_has_training_and_inference_images(raw_template):
+def test_pytorch_mapping_has_cpu_and_gpu_training_and_inference_images(raw_template):
     for region, images in raw_template["Mappings"]["PyTorchImages"].items():
-        assert images["Training"].endswith("pytorch-training:2.6-gpu-py312"), region
-        assert images["Inference"].split("/")[-1].startswith("pytorch-inference:2.6-"), region
+        assert images["TrainingCpu"].endswith("/pytorch-training:2.6-cpu-py312"), region
+        assert images["TrainingGpu"].endswith("/pytorch-training:2.6-gpu-py312"), region
+        assert images["InferenceCpu"].endswith("/pytorch-inference:2.6-cpu-py312"), region
+        assert images["InferenceGpu"].endswith("/pytorch-inference:2.6-gpu-py312"), region
 
 
 # ---------------------------------------------------------------------------- cold start

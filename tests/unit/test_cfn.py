@@ -22,7 +22,11 @@ def test_resolve_sub_if_findinmap_and_conditions():
         account="111122223333",
     )
     env = function_environment(resolved, "StartTrainingFunction")
-    assert env["TRAINING_IMAGE_URI"].startswith("763104351884.dkr.ecr.eu-west-1.amazonaws.com/")
+    assert env["TRAINING_GPU_IMAGE_URI"] == (
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.6-gpu-py312"
+    )
+    assert env["TRAINING_CPU_IMAGE_URI"].endswith("/pytorch-training:2.6-cpu-py312")
+    assert env["TRAINING_IMAGE_URI"] == ""  # no override: start_training picks by instance type
     assert env["SAGEMAKER_ROLE_ARN"] == "arn:aws:iam::111122223333:role/demo-SageMakerExecutionRole"
     assert env["CHAMPION_PARAMETER"] == "/demo/champion"
     promote = function_environment(resolved, "PromoteFunction")

@@ -71,3 +71,39 @@ def test_packaging_is_byte_identical_and_ignores_caches(tmp_path):
 
     with tarfile.open(fileobj=io.BytesIO(first[0])) as tar:
         assert tar.getnames() == ["pkg/m.py", "train.py"]
+
+
+def test_packaging_carries_the_wheels_and_leaves_the_makefile_out(tmp_path):
+    # Given a built TrainingCodeLayer: source, wheels/, the offline requirements.txt
+    (tmp_path / "train.py").write_text("print(1)\n")
+    (tmp_path / "Makefile").write_text("build-TrainingCodeLayer:\n")
+    (tmp_path / "requirements.txt").write_text("--no-index\n--find-links wheels\njsonschema\n")
+    (tmp_path / "wheels").mkdir()
+    (tmp_path / "wheels" / "jsonschema-4.26.0-py3-none-any.whl").write_bytes(b"PK")
+
+    # When it is packaged
+    blob, _ = package_source_dir(tmp_path)
+
+    # Then the wheels travel in the tarball the container unpacks, the build file does not
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        assert tar.getnames() == [
+            "requirements.txt",
+            "train.py",
+            "wheels/jsonschema-4.26.0-py3-none-any.whl",
+        ]
+
+
+def test_training_requirements_never_vendor_what_the_image_has():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "training_jobs/requirements.txt").read_text()
+    names = {
+        line.split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith(("#", "-"))
+    }
+    assert "opencv-python-headless" in names and "efficientnet-lite-pytorch" in names
+    assert not names & {"torch", "torchvision", "numpy", "scipy"}

@@ -12,6 +12,10 @@ class ConfigurationError(FlywheelError):
     """The environment or the stack is not set up as the template says."""
 
 
+class QuotaExceeded(FlywheelError):
+    """SageMaker refused a job for an account quota (ResourceLimitExceeded): retrying won't help."""
+
+
 class RejectedImage(FlywheelError):
     """An upload that can never become an item (corrupt, too big, not an image)."""
 

@@ -2,6 +2,9 @@
 
 start_training packages the TrainingCodeLayer (/opt) on first use and publishes it as
 ``code/sourcedir-<sha256[:16]>.tar.gz``; infra/ reuses ``package_source_dir`` locally.
+The built layer also holds ``wheels/`` (training_jobs/Makefile) and a requirements.txt
+that installs only from them, so the tarball carries every dependency the container
+installs: jobs need no internet.
 
     python -c "from flywheel.packaging import package_source_dir as p; print(p('training_jobs')[1])"
 """
@@ -19,6 +22,8 @@ from pathlib import Path
 EXCLUDED_TOP_LEVEL = frozenset({"python", "extensions", "bin", "lib", "tests"})
 EXCLUDED_NAMES = frozenset({"__pycache__", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".tar.gz", ".pt", ".pth", ".ckpt")
+# Build files of the source tree (training_jobs/ packaged as is, e.g. by the local runtime).
+EXCLUDED_TOP_LEVEL_FILES = frozenset({"Makefile"})
 
 
 def _files(root: Path) -> list[Path]:
@@ -31,6 +36,8 @@ def _files(root: Path) -> list[Path]:
             if d not in EXCLUDED_NAMES and not (rel_dir == Path(".") and d in EXCLUDED_TOP_LEVEL)
         )
         for name in sorted(filenames):
+            if rel_dir == Path(".") and name in EXCLUDED_TOP_LEVEL_FILES:
+                continue
             if not name.endswith(EXCLUDED_SUFFIXES):
                 found.append(Path(dirpath, name).relative_to(root))
     return sorted(found, key=lambda p: p.as_posix())

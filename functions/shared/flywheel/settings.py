@@ -71,7 +71,10 @@ class StartTrainingSettings(_Settings):
     SAGEMAKER_ROLE_ARN: str
     JOB_PREFIX: str = "dfw"
     TRAINING_CODE_DIR: str = "/opt"
-    TRAINING_IMAGE_URI: str
+    # The TrainingImageUri override ("" = the CPU or GPU image for TRAINING_INSTANCE_TYPE).
+    TRAINING_IMAGE_URI: str = ""
+    TRAINING_CPU_IMAGE_URI: str
+    TRAINING_GPU_IMAGE_URI: str
     TRAINING_INSTANCE_TYPE: str = "ml.g5.xlarge"
     TRAINING_INSTANCE_COUNT: int = 1
     USE_SPOT: bool = True
@@ -99,7 +102,10 @@ class PromoteSettings(_Settings):
     JOB_PREFIX: str = "dfw"
     STACK_NAME: str
     SAGEMAKER_ROLE_ARN: str
-    INFERENCE_IMAGE_URI: str
+    # The InferenceImageUri override ("" = CPU for serverless, else by ENDPOINT_INSTANCE_TYPE).
+    INFERENCE_IMAGE_URI: str = ""
+    INFERENCE_CPU_IMAGE_URI: str
+    INFERENCE_GPU_IMAGE_URI: str
     MODEL_PACKAGE_GROUP: str
     ENDPOINT_NAME: str
     ENDPOINT_MODE: Literal["serverless", "instance"] = "serverless"

@@ -9,13 +9,15 @@ from typing import Any
 
 
 @cache
-def client(service: str) -> Any:
+def client(service: str, max_attempts: int = 5) -> Any:
     # boto3 is imported on first use: importing a handler stays fast (cold-start test).
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=70
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=5,
+        read_timeout=70,
     )
     return boto3.session.Session().client(service, config=config)
 

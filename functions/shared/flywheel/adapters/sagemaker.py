@@ -11,6 +11,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from flywheel.adapters.aws import client, error_code
+from flywheel.errors import QuotaExceeded
 
 
 def _already_exists(exc: ClientError) -> bool:
@@ -28,6 +29,8 @@ def _create(operation: str, request: dict) -> bool:
     except ClientError as exc:
         if _already_exists(exc):
             return False
+        if error_code(exc) == "ResourceLimitExceeded":
+            raise QuotaExceeded(str(exc)) from exc
         raise
     return True
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from flywheel.adapters import items, notifications, parameters, queues, sagemaker, storage
 from flywheel.domain import gate, names
 from flywheel.domain.champion import Champion
+from flywheel.domain.containers import container_image
 from flywheel.domain.deployment import (
     EndpointSettings,
     Step,
@@ -59,6 +60,14 @@ def _finished_training_job(kind: str, job_name: str) -> tuple[dict | None, str]:
     return job, ""
 
 
+def inference_image(s: PromoteSettings) -> str:
+    """Serverless inference has no GPUs; instance endpoints get the image of their type."""
+    instance_type = s.ENDPOINT_INSTANCE_TYPE if s.ENDPOINT_MODE == "instance" else None
+    return container_image(
+        instance_type, s.INFERENCE_CPU_IMAGE_URI, s.INFERENCE_GPU_IMAGE_URI, s.INFERENCE_IMAGE_URI
+    )
+
+
 def _register(
     s: PromoteSettings,
     job: dict,
@@ -77,7 +86,7 @@ def _register(
             "ModelPackageDescription": f"{metrics.model_version}: {decision.reason}"[:1000],
             "ModelApprovalStatus": status,
             "InferenceSpecification": {
-                "Containers": [{"Image": s.INFERENCE_IMAGE_URI, "ModelDataUrl": model_data}],
+                "Containers": [{"Image": inference_image(s), "ModelDataUrl": model_data}],
                 "SupportedContentTypes": [
                     "image/jpeg",
                     "image/png",
@@ -195,7 +204,7 @@ def promote_job(
         {
             "ModelName": model,
             "PrimaryContainer": {
-                "Image": s.INFERENCE_IMAGE_URI,
+                "Image": inference_image(s),
                 "ModelDataUrl": model_data,
                 "Environment": {
                     "SAGEMAKER_PROGRAM": "inference.py",

@@ -7,9 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from flywheel.adapters import aws, items, parameters, sagemaker, storage
+from flywheel.adapters import aws, items, parameters, quotas, sagemaker, storage
 from flywheel.domain import names
+from flywheel.domain.containers import container_image
 from flywheel.domain.items import State, now_iso
+from flywheel.domain.quotas import (
+    QuotaVerdict,
+    TrainingNeed,
+    check_training_quota,
+    unchecked,
+    wanted_quota_names,
+)
 from flywheel.domain.sampling import SELECTED, unit_hash
 from flywheel.domain.splits import (
     SPLITS,
@@ -24,7 +32,7 @@ from flywheel.domain.training import (
     training_job_request,
     tuning_job_request,
 )
-from flywheel.errors import ConfigurationError
+from flywheel.errors import ConfigurationError, QuotaExceeded
 from flywheel.packaging import package_source_dir, source_key
 from flywheel.settings import StartTrainingSettings
 
@@ -38,6 +46,8 @@ class StartResult:
     snapshot_id: str | None = None
     new_human_labels: int | None = None
     new_job: bool = False
+    # The quota preflight's verdict (QuotaVerdict.as_dict()) when it ran.
+    preflight: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +135,21 @@ def _labeled(table: str) -> list[tuple[str, str, str]]:
     ]
 
 
+def quota_preflight(s: StartTrainingSettings, tuning: bool) -> QuotaVerdict:
+    """Does the account's quota allow this job? Advisory: a check that cannot run says so."""
+    need = TrainingNeed(
+        s.TRAINING_INSTANCE_TYPE,
+        s.TRAINING_INSTANCE_COUNT,
+        s.USE_SPOT,
+        s.MAX_PARALLEL_TUNING_JOBS if tuning else 1,
+    )
+    try:
+        found = quotas.sagemaker_quotas(wanted_quota_names(need))
+    except Exception as exc:  # AccessDenied, no endpoint, an emulator without the API: go on
+        return unchecked(need, f"{type(exc).__name__}: {exc}")
+    return check_training_quota(found, need, aws.client("sagemaker").meta.region_name)
+
+
 def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -> StartResult:
     meta = items.get_training_meta(s.ITEMS_TABLE)
     new_labels = items.count_state(s.ITEMS_TABLE, State.HUMAN_LABELED, meta.get("started_at"))
@@ -160,6 +185,17 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
             new_labels,
             False,
         )
+    verdict = quota_preflight(s, use_tuning)
+    if verdict.blocks:
+        return StartResult(
+            False,
+            verdict.message,
+            name,
+            kind,
+            snapshot.snapshot_id,
+            new_labels,
+            preflight=verdict.as_dict(),
+        )
     search_space = load_search_space(s.TRAINING_CODE_DIR)
     if not storage.exists(s.DATA_BUCKET, f"{snapshot.prefix}/manifest.jsonl"):
         pool = unlabeled_pool(s.ITEMS_TABLE, s.MAX_UNLABELED_POOL)
@@ -175,7 +211,12 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
         bucket=s.DATA_BUCKET,
         stack_name=s.STACK_NAME,
         role_arn=s.SAGEMAKER_ROLE_ARN,
-        image_uri=s.TRAINING_IMAGE_URI,
+        image_uri=container_image(
+            s.TRAINING_INSTANCE_TYPE,
+            s.TRAINING_CPU_IMAGE_URI,
+            s.TRAINING_GPU_IMAGE_URI,
+            s.TRAINING_IMAGE_URI,
+        ),
         instance_type=s.TRAINING_INSTANCE_TYPE,
         instance_count=s.TRAINING_INSTANCE_COUNT,
         use_spot=s.USE_SPOT,
@@ -190,17 +231,28 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
     )
     model_data = champion.model_data if champion else None
     space_id = search_space_id(search_space)
-    if use_tuning:
-        parent = meta.get("tuning_job") if meta.get("search_space_id") == space_id else None
-        request = tuning_job_request(
-            job, name, snapshot, search_space, code_uri, model_data, parent, pool_uri
+    try:
+        if use_tuning:
+            parent = meta.get("tuning_job") if meta.get("search_space_id") == space_id else None
+            request = tuning_job_request(
+                job, name, snapshot, search_space, code_uri, model_data, parent, pool_uri
+            )
+            created = sagemaker.create_tuning_job(request)
+        else:
+            request = training_job_request(
+                job, name, snapshot, search_space, code_uri, model_data, pool_uri
+            )
+            created = sagemaker.create_training_job(request)
+    except QuotaExceeded as exc:  # the preflight could not see it (or the quota just changed)
+        return StartResult(
+            False,
+            f"SageMaker refused the job for a quota: {exc}; {verdict.message}",
+            name,
+            kind,
+            snapshot.snapshot_id,
+            new_labels,
+            preflight=verdict.as_dict(),
         )
-        created = sagemaker.create_tuning_job(request)
-    else:
-        request = training_job_request(
-            job, name, snapshot, search_space, code_uri, model_data, pool_uri
-        )
-        created = sagemaker.create_training_job(request)
     if created:
         record = {
             "started_at": now_iso(),
@@ -223,4 +275,5 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
         snapshot.snapshot_id,
         new_labels,
         created,
+        verdict.as_dict(),
     )
