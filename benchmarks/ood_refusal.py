@@ -1,7 +1,7 @@
 """Out-of-distribution refusal, measured: train.py trains small_cnn on digits (32x32 PNG
-ImageFolder channels, as SageMaker runs it), the detector (classifier/ood.py) is fitted on the
-artifact's train and validation features with models.embed, and the served model
-(inference.predict_fn) is shown held-out digits and inputs unlike them.
+ImageFolder channels, as SageMaker runs it) and fits its detector (classifier/ood.py) as every
+job does, and the served model (inference.predict_fn) is shown held-out digits and inputs
+unlike them.
 
     .venv/bin/python benchmarks/ood_refusal.py                       # ~1-2 min on 2 cores
     .venv/bin/python benchmarks/ood_refusal.py --seed 1 --quantile 0.95 -- --epochs 10
@@ -29,7 +29,7 @@ from sklearn.datasets import load_digits, load_sample_images
 
 TRAINING_JOBS = Path(__file__).resolve().parents[1] / "training_jobs"
 sys.path.insert(0, str(TRAINING_JOBS))
-from classifier import artifact, data, models, ood  # noqa: E402
+from classifier import artifact, data, models  # noqa: E402
 
 FONTS = [cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_DUPLEX,
          cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX]  # fmt: skip
@@ -129,7 +129,8 @@ def main() -> None:
         env = {**os.environ, **channels, "SM_MODEL_DIR": str(job / "model"),
                "SM_OUTPUT_DATA_DIR": str(job / "output" / "data")}  # fmt: skip
         start = time.time()
-        run = subprocess.run([sys.executable, str(TRAINING_JOBS / "train.py"), *args.train_args],
+        flags = ["--cross-fit-folds=0", f"--ood-quantile={args.quantile}", *args.train_args]
+        run = subprocess.run([sys.executable, str(TRAINING_JOBS / "train.py"), *flags],
                              env=env, capture_output=True, text=True)  # fmt: skip
         if run.returncode:
             sys.exit(run.stderr[-3000:])
@@ -137,22 +138,12 @@ def main() -> None:
                 if line.startswith(("data", "threshold", "test_accuracy"))], sep="\n")  # fmt: skip
         print(f"training took {time.time() - start:.0f} s")
 
-        # The detector, fitted as train.py would: features of train (class means, covariance)
-        # and of validation (threshold), from the best weights in the artifact.
-        model, config = artifact.load_model(job / "model")
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
-        train_images = [digit_image(digits.images[i]) for i in parts["train"]]
-        val_images = [digit_image(digits.images[i]) for i in parts["validation"]]
-        class_index = {name: k for k, name in enumerate(config["classes"])}
-        train_labels = np.array([class_index[str(digits.target[i])] for i in parts["train"]])
-        train_features = features_of(model, config, train_images)
-        val_features = features_of(model, config, val_images)
-        detector = ood.fit(train_features, train_labels, val_features, quantile=args.quantile)
-        artifact.write_json(job / "model" / artifact.OOD_FILE, detector, indent=None)
+        config = artifact.read_artifact(job / "model")[0]
+        detector = config["ood"]
         size = (job / "model" / artifact.OOD_FILE).stat().st_size
         print(f"detector: {len(detector['means'][0])}-d features, shrinkage "
               f"{detector['shrinkage']:.3f}, threshold {detector['threshold']:.1f} at quantile "
-              f"{args.quantile} of {detector['n_heldout']} validation images, "
+              f"{detector['quantile']} of {detector['n_heldout']} held-out images, "
               f"ood.json {size} bytes")  # fmt: skip
 
         sys.path.insert(0, str(job / "model" / "code"))
