@@ -15,8 +15,9 @@ Fn::Select, Fn::Split, Fn::Equals/Not/And/Or, with deterministic physical names
 (``<stack>-<LogicalId>``, lowercased for buckets) so nothing has to exist first.
 ``provision`` creates S3 buckets (encryption, versioning, public access block,
 policy, queue notifications), DynamoDB tables (GSIs, TTL), SQS queues (with
-redrive; DLQs first) and SNS topics. Lambda, IAM, EventBridge, alarms and custom
-resources are not created: the local runtime's event router reads them itself.
+redrive; DLQs first), SNS topics and Cognito user pools with their app clients.
+Lambda, IAM, EventBridge, alarms and custom resources are not created: the local
+runtime's event router reads them itself.
 """
 
 from __future__ import annotations
@@ -424,6 +425,8 @@ def provision(
             )
         physical[lid] = refs[lid]
 
+    _provision_user_pools(resolved, session, physical)
+
     s3 = session.client("s3", region_name=region)
     buckets = _of_type(resolved, "AWS::S3::Bucket")
     for lid, res in buckets:
@@ -470,6 +473,40 @@ def provision(
                 NotificationConfiguration=_notification(props["NotificationConfiguration"]),
             )
     return physical
+
+
+_USER_POOL_KEYS = ("Policies", "AdminCreateUserConfig", "UsernameConfiguration", "MfaConfiguration")
+_CLIENT_KEYS = (
+    "GenerateSecret",
+    "ExplicitAuthFlows",
+    "PreventUserExistenceErrors",
+    "AccessTokenValidity",
+    "IdTokenValidity",
+    "RefreshTokenValidity",
+    "TokenValidityUnits",
+)
+
+
+def _provision_user_pools(resolved: dict[str, Any], session: Any, physical: dict) -> None:
+    """Cognito user pools and their app clients (ids are the service's, not predictable)."""
+    pools = _of_type(resolved, "AWS::Cognito::UserPool")
+    if not pools:
+        return
+    idp = session.client("cognito-idp", region_name=resolved["Region"])
+    refs = resolved["Refs"]
+    for lid, res in pools:
+        props = res["Properties"]
+        kwargs = {k: props[k] for k in _USER_POOL_KEYS if k in props}
+        name = props.get("UserPoolName", refs[lid])
+        physical[lid] = idp.create_user_pool(PoolName=name, **kwargs)["UserPool"]["Id"]
+    pool_ids = {str(refs[lid]): physical[lid] for lid, _ in pools}
+    for lid, res in _of_type(resolved, "AWS::Cognito::UserPoolClient"):
+        props = res["Properties"]
+        kwargs = {k: props[k] for k in _CLIENT_KEYS if k in props}
+        pool_id = pool_ids[str(props["UserPoolId"])]
+        name = props.get("ClientName", refs[lid])
+        created = idp.create_user_pool_client(UserPoolId=pool_id, ClientName=name, **kwargs)
+        physical[lid] = created["UserPoolClient"]["ClientId"]
 
 
 def function_environment(

@@ -99,6 +99,7 @@ def cmd_up(args: argparse.Namespace) -> int:
   AWS APIs (moto)   {e["moto"]}
   SageMaker         {e["sagemaker"] or "off"}
   Lambda invoke     {e["lambda"]}
+  review API        {e.get("http_api") or "off"}   (Cognito JWT required)
   upload bucket     s3://{o["UploadBucketName"]}   (labeled/<class>/... = human label)
   data bucket       s3://{o["DataBucketName"]}     (review/ batches, labels/ answers)
   endpoint          {o["EndpointName"]}
@@ -106,6 +107,11 @@ def cmd_up(args: argparse.Namespace) -> int:
        flywheel predict img.png      (Ctrl-C stops; state stays in {info["data_dir"]})""",
         flush=True,
     )
+    reviewer = info.get("reviewer")
+    if reviewer:
+        password = json.loads(Path(reviewer["file"]).read_text())["password"]
+        who = f"{reviewer['username']} / {password}"
+        print(f"  reviewer login    {who}   (also in {reviewer['file']})", flush=True)
     c = StackClient(stack.data_dir)
     try:
         while not stop.wait(args.status_every):

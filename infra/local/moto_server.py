@@ -3,7 +3,7 @@
 moto keeps everything in memory, so a restart would lose every upload, item and
 queued message. This wrapper pickles the in-process backends of the services
 the stack uses (S3 objects, DynamoDB items, SQS messages with their receive
-counts and visibility, SNS, EventBridge, CloudWatch) into ``moto-state.pkl``
+counts and visibility, SNS, EventBridge, CloudWatch, Cognito user pools) into ``moto-state.pkl``
 periodically and on stop, and puts them back before the server starts.
 SSM's backend does not pickle (it holds lambdas), so its parameters go through
 the API instead. Snapshots are written to a temp file and renamed, so a crash
@@ -23,18 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from joserfc import jwk
 from moto.backends import get_backend
 from moto.server import ThreadedMotoServer
 
 log = logging.getLogger(__name__)
 
-PICKLED_SERVICES = ("s3", "sqs", "dynamodb", "sns", "events", "cloudwatch")
+PICKLED_SERVICES = ("s3", "sqs", "dynamodb", "sns", "events", "cloudwatch", "cognito-idp")
 API_SERVICES = ("ssm",)
 ALL_SERVICES = PICKLED_SERVICES + API_SERVICES
 
 # SQS queues hold locks; a restored queue gets fresh ones.
 copyreg.pickle(type(threading.RLock()), lambda _lock: (threading.RLock, ()))
 copyreg.pickle(_thread.LockType, lambda _lock: (threading.Lock, ()))
+# A user pool holds its signing key (cryptography objects do not pickle): keep the JWK.
+copyreg.pickle(jwk.RSAKey, lambda key: (jwk.RSAKey.import_key, (key.as_dict(private=True),)))
 
 REGION = "us-east-1"
 

@@ -8,7 +8,8 @@ local runtime needs:
   ``aws:SecureTransport`` deny would refuse every request to a plain-HTTP
   local endpoint;
 - idempotence across restarts: the restored moto state already holds the
-  resources, so creating one that exists is skipped, and a bucket's
+  resources, so creating one that exists is skipped (user pools and app clients are
+  found by name: their ids are moto's), and a bucket's
   notification is only put on a new bucket (S3 sends a test event to the
   queue each time one is put);
 - the template's CloudWatch alarms (the local SageMaker reads their state to
@@ -76,6 +77,21 @@ class _Idempotent:
             return self._inner.create_table(**kwargs)
         except self._inner.exceptions.ResourceInUseException:
             return {}
+
+    def create_user_pool(self, **kwargs: Any) -> Any:
+        # Pool ids are the service's: after a restart, find the restored pool by name.
+        pools = self._inner.list_user_pools(MaxResults=60)["UserPools"]
+        for pool in pools:
+            if pool["Name"] == kwargs["PoolName"]:
+                return {"UserPool": pool}
+        return self._inner.create_user_pool(**kwargs)
+
+    def create_user_pool_client(self, **kwargs: Any) -> Any:
+        clients = self._inner.list_user_pool_clients(UserPoolId=kwargs["UserPoolId"], MaxResults=60)
+        for found in clients["UserPoolClients"]:
+            if found["ClientName"] == kwargs["ClientName"]:
+                return {"UserPoolClient": found}
+        return self._inner.create_user_pool_client(**kwargs)
 
     def update_time_to_live(self, **kwargs: Any) -> Any:
         try:

@@ -5,6 +5,8 @@
     local SageMaker (training/tuning jobs as processes, endpoints over HTTP)
     the functions (one worker process each) + the event router
     a Lambda Invoke API (so ``boto3.client("lambda").invoke`` works)
+    the template's HttpApi routes, behind their Cognito JWT authorizer (moto's
+      cognito-idp issues the tokens); a local reviewer in ``<data_dir>/reviewer.json``
 
 The endpoints go to ``<data_dir>/endpoints.json``; the CLI and any script
 read them from there (``infra.local.stack.endpoints(data_dir)``).
@@ -12,9 +14,11 @@ read them from there (``infra.local.stack.endpoints(data_dir)``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Any
 
 from infra.local import provision as prov
 from infra.local.functions import FunctionPool
+from infra.local.http_api import HttpApiServer, routes_from_template
 from infra.local.lambda_api import LambdaApi
 from infra.local.moto_server import REGION, MotoProcess, client
 from infra.local.router import Router
@@ -46,7 +51,10 @@ MOTO_SERVICE_IDS = (
     "CLOUDWATCH_LOGS",
     "STS",
     "IAM",
+    "COGNITO_IDENTITY_PROVIDER",
 )
+REVIEWER_FILE = "reviewer.json"
+REVIEWER = "reviewer"
 
 
 class StackError(Exception):
@@ -107,6 +115,7 @@ class LocalStack:
         self.pool: FunctionPool | None = None
         self.router: Router | None = None
         self.api: LambdaApi | None = None
+        self.http_api: HttpApiServer | None = None
         self.physical: dict[str, str] = {}
         self.resolved: dict[str, Any] = {}
         self.sagemaker_events: list[dict[str, Any]] = []
@@ -162,9 +171,16 @@ class LocalStack:
         env = self.client_environment(moto_url, sagemaker_url, self.api.url)
         for worker in self.pool.workers.values():
             worker.base_env = {**env, **self._function_runtime_env()}
+        self.http_api = HttpApiServer(
+            routes_from_template(self.resolved, specs, self.physical, moto_url),
+            self.pool,
+            port=port(3),
+        )
         self.api.start()
         self.pool.start()
         self.router.start()
+        self.http_api.start()
+        reviewer = self._ensure_reviewer(moto_url)
 
         self.info = {
             "pid": os.getpid(),
@@ -172,7 +188,12 @@ class LocalStack:
             "region": REGION,
             "data_dir": str(self.data_dir),
             "started_at": time.time(),
-            "endpoints": {"moto": moto_url, "sagemaker": sagemaker_url, "lambda": self.api.url},
+            "endpoints": {
+                "moto": moto_url,
+                "sagemaker": sagemaker_url,
+                "lambda": self.api.url,
+                "http_api": self.http_api.url,
+            },
             "environment": env,
             "resources": self.physical,
             "outputs": {
@@ -181,6 +202,7 @@ class LocalStack:
             },
             "parameters": self.resolved.get("Parameters", {}),
             "functions": {s.logical_id: s.name for s in specs},
+            "reviewer": reviewer,
         }
         tmp = self.data_dir / (ENDPOINTS_FILE + ".tmp")
         tmp.write_text(json.dumps(self.info, indent=2, default=str))
@@ -189,7 +211,10 @@ class LocalStack:
 
     def _concurrency(self, spec: Any) -> int:
         """Sandboxes per function: SQS-triggered ones scale out (capped by the event
-        source's ScalingConfig.MaximumConcurrency and by this machine), others run one."""
+        source's ScalingConfig.MaximumConcurrency and by this machine), so do HTTP APIs
+        (one request per sandbox), others run one."""
+        if any(e.get("Type") == "HttpApi" for e in spec.events.values()):
+            return self.max_concurrency
         caps = [
             int(
                 (e.get("Properties") or {}).get("ScalingConfig", {}).get("MaximumConcurrency", 1000)
@@ -203,7 +228,66 @@ class LocalStack:
         refs = {
             str(v): self.physical[k] for k, v in self.resolved["Refs"].items() if k in self.physical
         }
+        if self.http_api is not None:  # an HttpApi's URL is the local server's
+            for lid, res in self.resolved["Resources"].items():
+                if res["Type"] == "AWS::Serverless::HttpApi":
+                    ref = self.resolved["Refs"][lid]
+                    url = f"https://{ref}.execute-api.{REGION}.amazonaws.com"
+                    if str(value) == url:
+                        return self.http_api.url
         return refs.get(str(value), value)
+
+    def _ensure_reviewer(self, moto_url: str) -> dict[str, Any] | None:
+        """A local reviewer in the stack's user pool; its password in reviewer.json (0600).
+
+        Kept across restarts (the pool is restored; the password is set again).
+        """
+        pools = [
+            lid
+            for lid, r in self.resolved["Resources"].items()
+            if r["Type"] == "AWS::Cognito::UserPool"
+        ]
+        clients = [
+            lid
+            for lid, r in self.resolved["Resources"].items()
+            if r["Type"] == "AWS::Cognito::UserPoolClient"
+        ]
+        if not pools or not clients:
+            return None
+        path = self.data_dir / REVIEWER_FILE
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        # Meets the template's password policy (upper, lower, digit, >= 12 characters).
+        password = saved.get("password") or f"Rv{secrets.token_urlsafe(12)}7a"
+        pool_id, client_id = self.physical[pools[0]], self.physical[clients[0]]
+        idp = client("cognito-idp", moto_url)
+        with contextlib.suppress(idp.exceptions.UsernameExistsException):
+            idp.admin_create_user(
+                UserPoolId=pool_id,
+                Username=REVIEWER,
+                TemporaryPassword=password,
+                MessageAction="SUPPRESS",
+            )
+        idp.admin_set_user_password(
+            UserPoolId=pool_id, Username=REVIEWER, Password=password, Permanent=True
+        )
+        doc = {
+            "username": REVIEWER,
+            "password": password,
+            "user_pool_id": pool_id,
+            "client_id": client_id,
+            "api_url": self.http_api.url if self.http_api else None,
+            "cognito_endpoint": moto_url,
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+        return {
+            "username": REVIEWER,
+            "file": str(path),
+            "user_pool_id": pool_id,
+            "client_id": client_id,
+        }
 
     def _start_sagemaker(self, moto_url: str) -> str:
         if not self.with_sagemaker:
@@ -258,7 +342,7 @@ class LocalStack:
         }
 
     def stop(self) -> None:
-        for part in (self.router, self.api, self.pool):
+        for part in (self.http_api, self.router, self.api, self.pool):
             if part is not None:
                 try:
                     part.stop()

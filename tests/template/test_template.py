@@ -99,6 +99,9 @@ def test_every_function_has_a_dlq_or_on_failure_destination(raw_template, transl
         if r["Type"] == "AWS::Lambda::EventInvokeConfig"
     }
     for lid, fn in functions(raw_template).items():
+        events = (fn["Properties"].get("Events") or {}).values()
+        if events and all(e["Type"] == "HttpApi" for e in events):
+            continue  # synchronous: the caller gets the error; there is nothing to redeliver
         sqs_sources = [
             e for e in (fn["Properties"].get("Events") or {}).values() if e["Type"] == "SQS"
         ]
@@ -133,6 +136,39 @@ def test_eventbridge_targets_have_dead_letter_queues_and_the_rules_filter_termin
     assert training["detail"]["TrainingJobStatus"] == ["Completed", "Failed", "Stopped"]
     assert training["detail"]["TuningJobArn"] == [{"exists": False}]
     assert "prefix" in training["detail"]["TrainingJobName"][0]
+
+
+def test_every_http_api_route_needs_a_cognito_jwt(raw_template, translated):
+    # No anonymous route: no event opts out, and every route of every HttpApi carries a
+    # JWT authorizer whose issuer is the stack's user pool and audience its app client.
+    routes = 0
+    for lid, fn in functions(raw_template).items():
+        for name, event in (fn["Properties"].get("Events") or {}).items():
+            if event["Type"] == "HttpApi":
+                auth = event["Properties"].get("Auth") or {}
+                assert auth.get("Authorizer") != "NONE", (lid, name)
+                assert "ApiId" in event["Properties"], (lid, name)  # never the implicit API
+    for lid, res in translated["Resources"].items():
+        if res["Type"] != "AWS::ApiGatewayV2::Api":
+            continue
+        body = res["Properties"]["Body"]
+        schemes = body["components"]["securitySchemes"]
+        for path, methods in body["paths"].items():
+            for method, operation in methods.items():
+                routes += 1
+                (requirement,) = operation["security"]
+                (scheme,) = requirement
+                authorizer = schemes[scheme]["x-amazon-apigateway-authorizer"]
+                assert authorizer["type"] == "jwt", (lid, method, path)
+                config = authorizer["jwtConfiguration"]
+                assert config["issuer"] == {
+                    "Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${ReviewUserPool}"
+                }
+                assert config["audience"] == [{"Ref": "ReviewUserPoolClient"}]
+    assert routes >= 4
+    client = raw_template["Resources"]["ReviewUserPoolClient"]["Properties"]
+    assert client["GenerateSecret"] is False
+    assert {"ALLOW_USER_PASSWORD_AUTH", "ALLOW_USER_SRP_AUTH"} <= set(client["ExplicitAuthFlows"])
 
 
 def test_sqs_functions_report_partial_batch_failures(translated):
@@ -193,6 +229,7 @@ HANDLERS = {
     "autolabel": "autolabel",
     "human_labels": "human_labels",
     "review_export": "review_export",
+    "review_api": "review_api",
     "start_training": "start_training",
     "promote": "promote",
     "teardown": "teardown",

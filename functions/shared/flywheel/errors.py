@@ -42,3 +42,40 @@ class JobNotFinished(RetryableError):
 
 class InvalidArtifact(FlywheelError):
     """model.tar.gz or metrics.json does not follow the contract."""
+
+
+# -- the review API's client errors (one status each; the handler maps them in one place)
+
+
+class ClientError(FlywheelError):
+    """A request the API refuses; ``status`` is its HTTP status code."""
+
+    status = 400
+
+    def __init__(self, message: str, code: str = "bad_request"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class BadRequest(ClientError):
+    """Malformed input: not an item id, an unknown action, an invalid label (400)."""
+
+    status = 400
+
+
+class NotFound(ClientError):
+    """No such item, or nothing to undo (404)."""
+
+    status = 404
+
+
+class Conflict(ClientError):
+    """Someone else holds the item's lease, or the item changed since (409)."""
+
+    status = 409
+
+
+def http_status(exc: Exception) -> int:
+    """The error -> status mapping of the review API: client errors say theirs, else 500."""
+    return exc.status if isinstance(exc, ClientError) else 500

@@ -64,6 +64,21 @@ class ReviewExportSettings(_Settings):
     REVIEW_BATCH_SIZE: int = 500
 
 
+class ReviewApiSettings(_Settings):
+    DATA_BUCKET: str
+    ITEMS_TABLE: str
+    ANSWERS_TABLE: str
+    CHAMPION_PARAMETER: str
+    CLASS_NAMES: tuple[str, ...] = ()
+    # How long a reviewer holds the items handed out (answer, skip or let it expire).
+    LEASE_SECONDS: int = Field(default=120, ge=10, le=3600)
+    # Presigned image GETs live this long (the page prefetches a few items ahead).
+    IMAGE_URL_SECONDS: int = Field(default=300, ge=30, le=3600)
+    MIN_NEW_HUMAN_LABELS: int = 50
+
+    _classes = field_validator("CLASS_NAMES", mode="before")(_split)
+
+
 class StartTrainingSettings(_Settings):
     DATA_BUCKET: str
     ITEMS_TABLE: str
@@ -134,6 +149,7 @@ FUNCTION_SETTINGS: dict[str, type[_Settings]] = {
     "AutoLabelFunction": AutoLabelSettings,
     "HumanLabelsFunction": HumanLabelsSettings,
     "ReviewExportFunction": ReviewExportSettings,
+    "ReviewApiFunction": ReviewApiSettings,
     "StartTrainingFunction": StartTrainingSettings,
     "PromoteFunction": PromoteSettings,
     "TeardownFunction": TeardownSettings,

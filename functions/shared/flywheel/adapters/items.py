@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +12,7 @@ from botocore.exceptions import ClientError
 from flywheel.adapters.aws import client, error_code
 from flywheel.domain.items import TRAINING_META_ID, State, now_iso
 from flywheel.domain.sampling import AUDIT, answer_provenance
-from flywheel.errors import FlywheelError
+from flywheel.errors import Conflict, FlywheelError
 
 STATE_INDEX = "state-index"
 
@@ -144,54 +145,255 @@ def set_model_label(
     return True
 
 
+class _ConditionFailed(Exception):
+    """The conditional write found the item changed (or the lease taken) since the read."""
+
+
+def _write(update: dict, log: dict | None = None) -> None:
+    """One conditional item update; with ``log`` (a TransactWriteItems entry, e.g. the
+    answer record) both are written in one transaction, or neither."""
+    try:
+        if log is None:
+            client("dynamodb").update_item(**update)
+        else:
+            client("dynamodb").transact_write_items(TransactItems=[{"Update": update}, log])
+    except ClientError as exc:
+        code = error_code(exc)
+        if code == "ConditionalCheckFailedException":
+            raise _ConditionFailed from exc
+        if code == "TransactionCanceledException":
+            reasons = exc.response.get("CancellationReasons") or []  # type: ignore[attr-defined]
+            if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+                raise _ConditionFailed from exc
+        raise
+
+
+LEASE_FREE = "(attribute_not_exists(lease_owner) OR lease_owner = :me OR lease_expires <= :t)"
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a human answer did: 'applied', 'unchanged' or 'unknown'; on 'applied' the item
+    as it was before (``previous``) and its new ``updated_at``."""
+
+    outcome: str
+    previous: dict | None = None
+    updated_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Answerer:
+    """Who answers through the review app: their lease is checked, the answer recorded."""
+
+    reviewer: str
+    now_epoch: float
+    # item as read -> attributes SET on it with the answer (who, when, the suggestion)
+    attributes: Callable[[dict], dict] | None = None
+    log: Callable[[dict, str], dict] | None = None  # (previous item, updated_at) -> log entry
+
+
+def _lease_clause(by: Answerer | None, values: dict) -> str:
+    if by is None:
+        return ""
+    values[":me"] = {"S": by.reviewer}
+    values[":t"] = _to_ddb(by.now_epoch)
+    return f" AND {LEASE_FREE}"
+
+
+def _check_lease(current: dict, by: Answerer | None) -> None:
+    owner, expires = current.get("lease_owner"), float(current.get("lease_expires") or 0)
+    if by is not None and owner and owner != by.reviewer and expires > by.now_epoch:
+        raise Conflict("another reviewer holds this item", "leased_by_other")
+
+
+def _answer_sets(by: Answerer | None, current: dict, values: dict) -> str:
+    if by is None or by.attributes is None:
+        return ""
+    parts = []
+    for n, (name, value) in enumerate(sorted(by.attributes(current).items())):
+        if value is None:
+            continue
+        values[f":a{n}"] = _to_ddb(value)
+        parts.append(f"{name} = :a{n}")
+    return "".join(f", {p}" for p in parts)
+
+
 def set_human_label(table: str, item_id: str, label: str) -> str:
-    """'applied', 'unchanged' (same human label already) or 'unknown' (no such usable item).
+    """'applied', 'unchanged' (same human label already) or 'unknown' (no such usable item)."""
+    return apply_human_label(table, item_id, label).outcome
+
+
+def apply_human_label(table: str, item_id: str, label: str, by: Answerer | None = None) -> Written:
+    """Record a person's label: THE write of human labels (labels files and the review app).
 
     Records how the label was obtained (``label_sampling``, ``label_origin``) from the
     state the person answered: read, decide, then write only if that state still holds.
+    The item's lease is released. With ``by`` (the review app) another reviewer's live
+    lease is a Conflict, and the answer's attributes and log record go in the same write.
     """
     for _ in range(5):
         current = get(table, item_id)
         if current is None or current.get("state") == State.REJECTED:
-            return "unknown"
+            return Written("unknown")
         if current.get("state") == State.HUMAN_LABELED and current.get("label") == label:
-            return "unchanged"
+            return Written("unchanged")
+        _check_lease(current, by)
         sampling, origin = answer_provenance(current)
+        now = now_iso()
         names = {"#s": "state", "#l": "label"}
         values = {
             ":h": {"S": State.HUMAN_LABELED.value},
             ":l": {"S": label},
             ":src": {"S": "human"},
-            ":now": {"S": now_iso()},
+            ":now": {"S": now},
             ":prev": {"S": str(current.get("state"))},
             ":smp": {"S": sampling},
             ":org": {"S": origin},
         }
-        condition = "#s = :prev"
-        if current.get("review_reason") is None:
-            condition += " AND attribute_not_exists(review_reason)"
-        else:
-            condition += " AND review_reason = :why"
-            values[":why"] = {"S": str(current["review_reason"])}
+        condition = "#s = :prev" + _state_guard(current, values) + _lease_clause(by, values)
+        update = {
+            "TableName": table,
+            "Key": {"item_id": {"S": item_id}},
+            "UpdateExpression": (
+                "SET #s = :h, #l = :l, label_source = :src, updated_at = :now, "
+                "label_sampling = :smp, label_origin = :org"
+                + _answer_sets(by, current, values)
+                + " REMOVE confidence, model_version, margin, top_k, ood, lease_owner, "
+                "lease_expires"
+            ),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
         try:
-            client("dynamodb").update_item(
-                TableName=table,
-                Key={"item_id": {"S": item_id}},
-                UpdateExpression=(
-                    "SET #s = :h, #l = :l, label_source = :src, updated_at = :now, "
-                    "label_sampling = :smp, label_origin = :org "
-                    "REMOVE confidence, model_version, margin, top_k, ood"
-                ),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
+            _write(update, by.log(current, now) if by and by.log else None)
+        except _ConditionFailed:
             continue  # the item changed between the read and the write: decide again
-        return "applied"
+        return Written("applied", current, now)
     raise FlywheelError(f"item {item_id} kept changing while a human label was applied")
+
+
+def _state_guard(current: dict, values: dict) -> str:
+    """The read's review reason must still hold (an audit draw must stay an audit answer)."""
+    if current.get("review_reason") is None:
+        return " AND attribute_not_exists(review_reason)"
+    values[":why"] = {"S": str(current["review_reason"])}
+    return " AND review_reason = :why"
+
+
+def reject(table: str, item_id: str, reason: str, by: Answerer) -> Written:
+    """A person says the image is not usable: state ``rejected`` with the reason."""
+    for _ in range(5):
+        current = get(table, item_id)
+        if current is None:
+            return Written("unknown")
+        if current.get("state") == State.REJECTED:
+            return Written("unchanged")
+        _check_lease(current, by)
+        now = now_iso()
+        values = {
+            ":r": {"S": State.REJECTED.value},
+            ":why_rejected": {"S": reason},
+            ":now": {"S": now},
+            ":prev": {"S": str(current.get("state"))},
+        }
+        update = {
+            "TableName": table,
+            "Key": {"item_id": {"S": item_id}},
+            "UpdateExpression": (
+                "SET #s = :r, reason = :why_rejected, updated_at = :now"
+                + _answer_sets(by, current, values)
+                + " REMOVE lease_owner, lease_expires"
+            ),
+            "ConditionExpression": "#s = :prev" + _lease_clause(by, values),
+            "ExpressionAttributeNames": {"#s": "state"},
+            "ExpressionAttributeValues": values,
+        }
+        try:
+            _write(update, by.log(current, now) if by.log else None)
+        except _ConditionFailed:
+            continue
+        return Written("applied", current, now)
+    raise FlywheelError(f"item {item_id} kept changing while it was rejected")
+
+
+# -- leases ---------------------------------------------------------------------------
+
+
+def take_lease(
+    table: str, item_id: str, owner: str, now_epoch: float, until: float, states: tuple[State, ...]
+) -> bool:
+    """Lease the item to ``owner`` until ``until`` if it is in ``states`` and its lease is
+    free, expired or already the owner's. False when someone else holds it (or it moved on).
+    """
+    values: dict[str, Any] = {
+        ":me": {"S": owner},
+        ":t": _to_ddb(now_epoch),
+        ":until": _to_ddb(until),
+    }
+    placeholders = []
+    for n, state in enumerate(states):
+        values[f":s{n}"] = {"S": state.value}
+        placeholders.append(f":s{n}")
+    try:
+        _write(
+            {
+                "TableName": table,
+                "Key": {"item_id": {"S": item_id}},
+                "UpdateExpression": "SET lease_owner = :me, lease_expires = :until",
+                "ConditionExpression": (
+                    f"attribute_exists(item_id) AND #s IN ({', '.join(placeholders)}) "
+                    f"AND {LEASE_FREE}"
+                ),
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": values,
+            }
+        )
+    except _ConditionFailed:
+        return False
+    return True
+
+
+def release_lease(table: str, item_id: str, owner: str, log: dict | None = None) -> bool:
+    """Give the item back (a skip); False when ``owner`` did not hold it."""
+    try:
+        _write(
+            {
+                "TableName": table,
+                "Key": {"item_id": {"S": item_id}},
+                "UpdateExpression": "REMOVE lease_owner, lease_expires",
+                "ConditionExpression": "lease_owner = :me",
+                "ExpressionAttributeValues": {":me": {"S": owner}},
+            },
+            log,
+        )
+    except _ConditionFailed:
+        return False
+    return True
+
+
+def restore(table: str, previous: dict, changed_at: str, lease: dict, log: dict) -> bool:
+    """Undo: put the item back as ``previous`` (plus ``lease``) if it still is as the answer
+    left it (``updated_at == changed_at``); ``log`` (deleting the answer) goes with it."""
+    item = {**previous, **lease}
+    if isinstance(item.get("source_keys"), list):  # a string set, read back as a list
+        item["source_keys"] = set(item["source_keys"]) or None
+    put = {
+        "TableName": table,
+        "Item": {k: _to_ddb(v) for k, v in item.items() if v is not None},
+        "ConditionExpression": "updated_at = :after",
+        "ExpressionAttributeValues": {":after": {"S": changed_at}},
+    }
+    try:
+        client("dynamodb").transact_write_items(TransactItems=[{"Put": put}, log])
+    except ClientError as exc:
+        reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+        if error_code(exc) == "TransactionCanceledException" and any(
+            r.get("Code") == "ConditionalCheckFailed" for r in reasons
+        ):
+            return False
+        raise
+    return True
 
 
 def query_state(

@@ -83,3 +83,12 @@ def read_tar_member(uri: str, member: str) -> bytes:
                 if handle is not None:
                     return handle.read()
     raise InvalidArtifact(f"{member} not found in {uri}")
+
+
+def presigned_get(bucket: str, key: str, expires_s: int) -> str:
+    """A short-lived GET URL for one object (signed locally; no request is made)."""
+    return str(
+        client("s3").generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+        )
+    )

@@ -1,11 +1,13 @@
-"""Apply a human labels file; write ``<file>.result.json`` next to it."""
+"""Human labels: one answer (``apply_label``, the only write path) and labels files
+(``apply_labels_file``, which writes ``<file>.result.json`` next to the file)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 from flywheel.adapters import items, storage
-from flywheel.domain.labels import check_rows, parse_label_file, result_key
+from flywheel.domain.labels import check_rows, parse_label_file, result_key, validate_label
 from flywheel.settings import HumanLabelsSettings
 
 
@@ -30,6 +32,25 @@ class LabelsReport:
         }
 
 
+def apply_label(
+    table: str,
+    class_names: Iterable[str],
+    item_id: str,
+    label: str,
+    by: items.Answerer | None = None,
+) -> items.Written:
+    """One human answer, from any source (labels files, the review app, imports).
+
+    The label must pass ``validate_label`` (grammar, ClassNames; raises ``InvalidLabel``);
+    the item then becomes human_labeled with its provenance (``label_sampling``,
+    ``label_origin``) from the state the person answered. 'unchanged' when it already had
+    this human label, 'unknown' when there is no usable item. ``by`` is the review app's
+    reviewer: their lease is checked and who, when and the model's suggestion recorded.
+    """
+    validate_label(label, tuple(class_names))
+    return items.apply_human_label(table, item_id, label, by)
+
+
 def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsReport | None:
     """Good lines apply even when others fail; every failed line is reported with its reason.
 
@@ -48,7 +69,7 @@ def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsRe
     rows = check_rows(parsed, s.CLASS_NAMES)
     report = LabelsReport(file=key, skipped_empty=parsed.skipped, errors=parsed.errors)
     for row in rows:
-        outcome = items.set_human_label(s.ITEMS_TABLE, row.item_id, row.label)
+        outcome = apply_label(s.ITEMS_TABLE, s.CLASS_NAMES, row.item_id, row.label).outcome
         if outcome == "unknown":
             report.errors.append(
                 {

@@ -1,0 +1,128 @@
+"""The local stack serves the template's HttpApi routes behind the Cognito JWT authorizer.
+
+Tokens come from moto's cognito-idp (the stack's user pool, the reviewer ``flywheel up``
+creates); no token, an expired one, another pool's or another app's -> 401.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+
+import pytest
+import requests
+from joserfc import jwk, jwt
+from moto.utilities.utils import load_resource
+
+from infra.local.moto_server import client
+from infra.local.stack import LocalStack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    data = tmp_path_factory.mktemp("review-stack")
+    s = LocalStack(data, sagemaker=False, schedules=False, snapshot_every_s=0)
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def reviewer(stack) -> dict:
+    return json.loads((stack.data_dir / "reviewer.json").read_text())
+
+
+def login(moto_url: str, client_id: str, username: str, password: str) -> dict:
+    got = client("cognito-idp", moto_url).initiate_auth(
+        ClientId=client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": username, "PASSWORD": password},
+    )
+    return got["AuthenticationResult"]
+
+
+def stats(stack, token: str | None, scheme: str = "Bearer ") -> requests.Response:
+    headers = {"Authorization": f"{scheme}{token}"} if token is not None else {}
+    return requests.get(f"{stack.http_api.url}/review/stats", headers=headers, timeout=60)
+
+
+def test_up_creates_a_reviewer_who_can_sign_in_and_call_the_api(stack, reviewer):
+    # Given the reviewer file flywheel up wrote (owner-only) and the stack's outputs
+    path = stack.data_dir / "reviewer.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stack.info["outputs"]["ReviewApiUrl"] == stack.http_api.url
+    assert stack.info["outputs"]["ReviewUserPoolClientId"] == reviewer["client_id"]
+
+    # When the reviewer signs in with USER_PASSWORD_AUTH
+    tokens = login(stack.moto.url, reviewer["client_id"], "reviewer", reviewer["password"])
+
+    # Then the ID token and the access token both pass the authorizer
+    for token in (tokens["IdToken"], tokens["AccessToken"]):
+        got = stats(stack, token)
+        assert got.status_code == 200, got.text
+        assert got.json()["reviewer"] == "reviewer"
+    assert stats(stack, tokens["IdToken"], scheme="").status_code == 200  # no Bearer prefix
+    body = requests.get(
+        f"{stack.http_api.url}/review/next",
+        params={"count": "1;drop"},
+        headers={"Authorization": f"Bearer {tokens['IdToken']}"},
+        timeout=60,
+    )
+    assert body.status_code == 400  # the function's own answer, through the gateway
+
+
+def test_missing_garbage_expired_and_foreign_tokens_are_401(stack, reviewer):
+    moto = stack.moto.url
+    issuer = f"https://cognito-idp.us-east-1.amazonaws.com/{reviewer['user_pool_id']}"
+    # an expired token with a valid signature (moto signs every pool with this key)
+    key = jwk.RSAKey.import_key(
+        load_resource("moto.cognitoidp.models", "resources/jwks-private.json")
+    )
+    now = int(time.time())
+    claims = {"iss": issuer, "aud": reviewer["client_id"], "sub": "x", "token_use": "id"}
+    expired = jwt.encode(
+        {"kid": "dummy", "alg": "RS256"}, {**claims, "iat": now - 7200, "exp": now - 3600}, key
+    )
+    fresh = jwt.encode({"kid": "dummy", "alg": "RS256"}, {**claims, "exp": now + 600}, key)
+    assert stats(stack, fresh).status_code == 200  # the same token, not expired: accepted
+    # a token of another user pool, and one of another app client of the same pool
+    idp = client("cognito-idp", moto)
+    other = idp.create_user_pool(PoolName="someone-elses")["UserPool"]["Id"]
+    other_client = idp.create_user_pool_client(
+        UserPoolId=other, ClientName="x", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"]
+    )["UserPoolClient"]["ClientId"]
+    idp.admin_create_user(UserPoolId=other, Username="mallory", MessageAction="SUPPRESS")
+    idp.admin_set_user_password(
+        UserPoolId=other, Username="mallory", Password="Passw0rd!Passw0rd", Permanent=True
+    )
+    foreign = login(moto, other_client, "mallory", "Passw0rd!Passw0rd")["IdToken"]
+    app = idp.create_user_pool_client(
+        UserPoolId=reviewer["user_pool_id"],
+        ClientName="another-app",
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"],
+    )["UserPoolClient"]["ClientId"]
+    other_app = login(moto, app, "reviewer", reviewer["password"])["IdToken"]
+    tampered = fresh[:-4] + ("AAAA" if not fresh.endswith("AAAA") else "BBBB")
+
+    for token in (None, "", "not-a-jwt", expired, foreign, other_app, tampered):
+        got = stats(stack, token)
+        assert (got.status_code, got.json()) == (401, {"message": "Unauthorized"}), token
+    assert requests.get(f"{stack.http_api.url}/nope", timeout=10).status_code == 404
+
+
+def test_the_user_pool_and_the_reviewer_survive_a_restart(tmp_path):
+    # Given a stack that was up once and stopped (state saved)
+    with LocalStack(tmp_path, sagemaker=False, schedules=False, snapshot_every_s=0):
+        first = json.loads((tmp_path / "reviewer.json").read_text())
+
+    # When it starts again on the same data directory
+    with LocalStack(tmp_path, sagemaker=False, schedules=False, snapshot_every_s=0) as again:
+        second = json.loads((tmp_path / "reviewer.json").read_text())
+        tokens = login(again.moto.url, second["client_id"], "reviewer", second["password"])
+
+        # Then it is the same pool, app client and password, and the login works
+        assert {k: first[k] for k in ("user_pool_id", "client_id", "password")} == {
+            k: second[k] for k in ("user_pool_id", "client_id", "password")
+        }
+        assert stats(again, tokens["IdToken"]).status_code == 200
