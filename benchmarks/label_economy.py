@@ -310,9 +310,9 @@ def main() -> None:
             for procedure in args.procedures:
                 rows += simulate(procedure, args.dataset, pngs, truth, args.rounds, seed, args,
                                  Path(tmp), log)  # fmt: skip
+                if args.json:  # after every run: a long benchmark stopped early keeps its rows
+                    Path(args.json).write_text(json.dumps(rows, indent=1))
     summary(rows, target)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

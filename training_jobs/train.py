@@ -65,7 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     # semi-supervised: self-training on the unlabeled channel, kept only when validation gains
     p.add_argument("--pseudo-label", type=str2bool, default=True, help="self-training (true)")
     p.add_argument("--pseudo-threshold", type=float, default=0.95, help="teacher confidence (0.95)")
-    p.add_argument("--pseudo-epochs", type=int, default=4, help="student epochs (4)")
+    p.add_argument("--pseudo-epochs", type=int, default=8, help="student epochs (8)")
     p.add_argument("--max-pseudo-labels", type=int, default=4000, help="per model (4000)")
     # model
     p.add_argument("--arch", default="small_cnn", help="small_cnn or torchvision: resnet18, ...")
