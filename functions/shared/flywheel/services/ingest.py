@@ -93,10 +93,10 @@ def ingest_object(
         sampling, origin = seed_provenance(metadata) if human else (None, None)
         # The audit stream goes to people blind and is never auto-labeled (it certifies).
         audit = not human and is_audit_draw(item_id, s.AUDIT_FRACTION)
-        state = State.HUMAN_LABELED if human else State.NEEDS_REVIEW if audit else State.UNLABELED
+        initial = State.HUMAN_LABELED if human else State.NEEDS_REVIEW if audit else State.UNLABELED
         item: dict[str, Any] = {
             "item_id": item_id,
-            "state": state.value,
+            "state": initial.value,
             "source_key": key,
             "source_keys": {key},
             "image_key": image_key(item_id),
