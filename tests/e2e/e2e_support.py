@@ -86,6 +86,19 @@ class RunningStack:
         self.proc = None
 
 
+def job_status(c, job: str, timeout: float = 600) -> str:
+    """Wait for a training job to end; its final status."""
+    sm = c.client("sagemaker")
+    return wait_for(
+        lambda: (s := sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
+        in ("Completed", "Failed", "Stopped")
+        and s,
+        timeout,
+        f"training job {job}",
+        every=2,
+    )
+
+
 def wait_for(predicate, timeout: float, what: str, every: float = 1.0):
     try:
         return wait_until(predicate, timeout, what, every)

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from e2e_support import E2E_PARAMETERS, REPO, RunningStack, wait_for  # noqa: I001
+from e2e_support import E2E_PARAMETERS, REPO, RunningStack, job_status, wait_for  # noqa: I001
 
 from infra.demo import digits
 
@@ -42,16 +42,7 @@ def run_job(c) -> str:
     result = c.invoke("StartTrainingFunction", {"reason": "manual", "tuning": False})
     assert result["started"] and result["new_job"], result
     job = result["job_name"]
-    sm = c.client("sagemaker")
-    status = wait_for(
-        lambda: (s := sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
-        in ("Completed", "Failed", "Stopped")
-        and s,
-        600,
-        f"training job {job}",
-        every=2,
-    )
-    assert status == "Completed"
+    assert job_status(c, job) == "Completed"
     return job
 
 

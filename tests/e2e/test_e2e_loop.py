@@ -11,7 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from e2e_support import wait_for  # noqa: I001
+from e2e_support import job_status, wait_for  # noqa: I001
 
 from infra.demo import digits
 
@@ -89,15 +89,7 @@ def test_a_training_job_runs_and_promote_updates_the_endpoint(running_stack):
     result = c.invoke("StartTrainingFunction", {"reason": "manual", "tuning": False})
     job = result["job_name"]
     sm = c.client("sagemaker")
-    status = wait_for(
-        lambda: (s := sm.describe_training_job(TrainingJobName=job)["TrainingJobStatus"])
-        in ("Completed", "Failed", "Stopped")
-        and s,
-        400,
-        f"training job {job}",
-        every=2,
-    )
-    assert status == "Completed"
+    assert job_status(c, job) == "Completed"
     # Then promote records it as champion and the endpoint serves its config
     champion = wait_for(
         lambda: (ch := c.champion()) and ch["training_job"] == job and ch, 300, "promotion"
