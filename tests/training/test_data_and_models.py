@@ -8,7 +8,7 @@ import urllib.error
 import pytest
 import torch
 import train
-from classifier import data, models
+from classifier import data, engine, models
 from conftest import run_training
 
 
@@ -191,12 +191,12 @@ def test_the_bf16_path_trains_and_predicts(digits_folder):
     args = train.parse_args(["--batch-size", "32", "--workers", "0"])
     index = {str(i): i for i in range(10)}
     cpu, mean, std = torch.device("cpu"), models.IMAGENET_MEAN, models.IMAGENET_STD
-    loader = train.make_loader(data.ImageDataset(samples, index, 32, 0.5), args, cpu, shuffle=True)
+    dataset = data.ImageDataset(samples, index, 32, 0.5)
+    loader = engine.make_loader(dataset, args, cpu, shuffle=True)
     model = models.build_model("small_cnn", 10).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters())
-    loss, step = train.train_one_epoch(
-        model, loader, optimizer, 0, args, 8, 1, cpu, True, mean, std
-    )
-    logits, labels = train.predict(model, loader, cpu, True, mean, std)
+    schedule = (args.lr, 8, 1)  # peak lr, total steps, warmup steps
+    loss, step = engine.train_one_epoch(model, loader, optimizer, 0, schedule, cpu, True, mean, std)
+    logits, labels = engine.predict(model, loader, cpu, True, mean, std)
     assert step == 4 and 0 < loss < 10
     assert logits.dtype == "float32" and logits.shape == (128, 10) and len(labels) == 128

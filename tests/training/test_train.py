@@ -16,7 +16,7 @@ from conftest import REPO, TRAIN_PY, hyperparameter_flags, run_training, sagemak
 
 SEARCH_SPACE = json.loads((REPO / "training_jobs" / "search_space.json").read_text())
 FAST = {
-    "epochs": "2",
+    "epochs": "3",  # two epochs land anywhere between 50% and 80% on held-out digits
     "batch-size": "64",
     "warmup-epochs": "0.2",
     "workers": "1",
@@ -27,7 +27,7 @@ FAST = {
 
 @pytest.fixture(scope="module")
 def smoke_job(tmp_path_factory, digits_folder):
-    """Two epochs on one train channel (validation and test split off it)."""
+    """Three epochs on one train channel (validation and test split off it)."""
     job = tmp_path_factory.mktemp("smoke")
     result = run_training(job, {"train": digits_folder}, FAST)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -54,7 +54,7 @@ def test_two_epoch_run_writes_a_servable_artifact(smoke_job):
         "topk",
     }
     metrics = json.loads((model / "metrics.json").read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2, 3]
     assert metrics["test"]["n"] > 200 and re.fullmatch("[0-9a-f]{64}", metrics["test_set_id"])
     assert metrics["champion_test"] is None
     assert metrics["threshold"]["threshold"] == config["threshold"]
@@ -69,10 +69,10 @@ def test_metric_regexes_parse_every_epoch_line(smoke_job):
         d["Name"]: [float(m.group(1)) for line in lines if (m := re.search(d["Regex"], line))]
         for d in SEARCH_SPACE["metric_definitions"]
     }
-    assert len(found["val_accuracy"]) == len(found["train_loss"]) == len(found["val_loss"]) == 2
+    assert len(found["val_accuracy"]) == len(found["train_loss"]) == len(found["val_loss"]) == 3
     assert len(found["test_accuracy"]) == 1 and 0 <= found["test_accuracy"][0] <= 1
     assert re.search(
-        r"^epoch=2 train_loss=\d\.\d{4} val_loss=\d\.\d{4} val_accuracy=\d\.\d{4}$", stdout, re.M
+        r"^epoch=3 train_loss=\d\.\d{4} val_loss=\d\.\d{4} val_accuracy=\d\.\d{4}$", stdout, re.M
     )
     assert SEARCH_SPACE["objective"]["MetricName"] in found
 
@@ -138,7 +138,7 @@ def test_served_artifact_labels_held_out_digits(smoke_job, held_out):
     accuracy = sum(
         p["label"] == label for p, (_, label) in zip(predictions, held_out, strict=True)
     ) / len(held_out)
-    assert accuracy > 0.6  # chance is 0.1; two epochs
+    assert accuracy > 0.6  # chance is 0.1; three epochs
 
 
 def test_bad_hyperparameter_writes_the_failure_file(tmp_path, digits_folder):
