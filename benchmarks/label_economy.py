@@ -298,9 +298,13 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40, help="train.py --epochs")
     p.add_argument("--log", default="label_economy.log", help="train.py output goes here")
     p.add_argument("--json", default="", help="write every row here")
+    p.add_argument("--summarize", nargs="+", default=[], help="only summarise saved --json files")
     p.add_argument("train_flags", nargs="*", help="more train.py flags, after --")
     args = p.parse_args()
     target = TARGETS[args.dataset]
+    if args.summarize:
+        summary([row for f in args.summarize for row in json.loads(Path(f).read_text())], target)
+        return
     pngs, truth = load(args.dataset)
     print(f"{args.dataset}: {len(pngs)} images, target accuracy {target}, rounds {args.rounds}, "
           f"procedures {args.procedures}", flush=True)  # fmt: skip

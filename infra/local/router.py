@@ -253,7 +253,7 @@ class Router:
                         "spec": spec,
                         "event": event_name,
                     }
-                elif kind:
+                elif kind and kind != "HttpApi":  # HttpApi routes: infra/local/http_api.py
                     log.warning("event type %s of %s is not delivered locally", kind, key)
         if self.schedules:
             self._spawn(self._schedule_loop)
