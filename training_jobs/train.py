@@ -230,12 +230,14 @@ def main(args: argparse.Namespace) -> dict:
         kept = set(held)
         fold_train, fold_val = split_validation([s for s in train if s not in kept])
         resumed = Path(args.checkpoint_dir, f"fold-{k + 1}", "scores.npz")
-        if args.checkpoint_dir and resumed.is_file():
-            with np.load(resumed) as scores:
-                oof.append((scores["confidence"], scores["correct"]))
+        if run.broadcast(bool(args.checkpoint_dir) and resumed.is_file()):  # rank 0 decides
+            if master:
+                with np.load(resumed) as scores:
+                    oof.append((scores["confidence"], scores["correct"]))
             log(f"{stage}: scores from the checkpoint")
             continue
         fold_dir = str(Path(args.checkpoint_dir, f"fold-{k + 1}")) if args.checkpoint_dir else ""
+        # Never from the champion: it may have trained on this fold's labels in an earlier round
         result = fit(run, stage, fold_train, fold_val, pool + test_paths + [p for p, _ in held],
                      None, fold_dir)  # fmt: skip
         if not master:
