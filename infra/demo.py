@@ -12,9 +12,9 @@ What it does, only through the stack's AWS APIs (as a user's script would):
    template's schedule instead of waiting a day), a training job runs, promote
    gates and deploys it, the relabel sweep auto-labels what the model is sure
    of and sends the rest to review;
-4. the review-export schedule fires; the demo answers the most uncertain rows of
+4. the review-export schedule fires; the demo answers the rows of
    the batch from the true labels, as a person with a labeling budget would
-   (20% of the dataset in all, seed included), and uploads the labels file;
+   (15% of the dataset in all, seed included; audit items come first), and uploads the labels file;
 5. round 2: retrain, promote, relabel again;
 6. writes ``report.md``, ``report.json`` and plots to ``--out``.
 """
@@ -40,7 +40,7 @@ from infra.local.client import wait_until
 
 IMAGE_SIZE = 32
 SEED_FRACTION = 0.10
-HUMAN_BUDGET = 0.20
+HUMAN_BUDGET = 0.15  # a 10% random seed, then 5% more: the random audit first, then review
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -139,6 +139,9 @@ class Demo:
             "PromotionMargin": "-0.0001",
             "MinTestAccuracy": "0.5" if self.quick else "0.8",
             "ClassNames": ",".join(str(i) for i in range(10)),
+            # ~50 of the 1,618 unlabeled uploads go to people at random (they certify); the rest
+            # of the 5% review budget goes to the most informative items
+            "AuditFraction": "0.03",
         }
 
     def run(self) -> dict[str, Any]:
@@ -392,10 +395,11 @@ class Demo:
         }
         targets.update(
             {
-                "coverage_met": targets["coverage"] >= 0.85,
+                # before certification on random labels: 88.6% at 99.30% with 20% human labels
+                "coverage_met": targets["coverage"] >= 0.90,
                 "accuracy_met": targets["accuracy"] >= 0.97,
-                "human_met": targets["human_share"] <= 0.20,
-                "runtime_met": runtime < 600,
+                "human_met": targets["human_share"] <= HUMAN_BUDGET,
+                "runtime_met": runtime < 900,
             }
         )
         curves, points, training = {}, {}, {}
@@ -482,11 +486,12 @@ def summary(report: dict[str, Any], out_dir: Path) -> str:
             "",
             f"flywheel demo: {report['dataset']['images']} digits, {len(report['rounds'])} rounds, "
             f"{report['runtime_s'] / 60:.1f} min",
-            f"  auto-labeled   {t['coverage']:.1%} of the unlabeled uploads   (target >= 85%)  "
+            f"  auto-labeled   {t['coverage']:.1%} of the unlabeled uploads   (target >= 90%)  "
             f"{ok(t['coverage_met'])}",
             f"  accuracy       {t['accuracy']:.2%} against the true labels     (target >= 97%)  "
             f"{ok(t['accuracy_met'])}",
-            f"  human labels   {t['human_share']:.1%} of the dataset            (target <= 20%)  "
+            f"  human labels   {t['human_share']:.1%} of the dataset            "
+            f"(target <= {HUMAN_BUDGET:.0%})  "
             f"{ok(t['human_met'])}",
             f"  report         {out_dir / 'report.md'} "
             "(+ report.json, coverage.png, confusion.png, training.png)",
