@@ -172,7 +172,7 @@ class Demo:
             items = self.train_round(1)
             rounds.append(self.metrics(1, items, truth, len(unlabeled)))
             answered = self.review(truth, budget)
-            self.note(f"review: answered {answered} of the batch's most uncertain rows")
+            self.note(f"review: answered the batch's first {answered} rows (audit items first)")
             items = self.train_round(2)
             rounds.append(self.metrics(2, items, truth, len(unlabeled)))
             return self.finish(data, truth, items, rounds)
@@ -340,7 +340,8 @@ class Demo:
         rows = list(csv.reader(io.StringIO(text)))
         header, body = rows[0], rows[1:]
         self.note(
-            f"review batch s3://{self.c.data_bucket}/{key}: {len(body)} items, most uncertain first"
+            f"review batch s3://{self.c.data_bucket}/{key}: {len(body)} items "
+            "(audit items first, then the most informative)"
         )
         ref, lab = header.index("image_id_or_key"), header.index("label")
         answered = 0
