@@ -41,6 +41,9 @@ from infra.local.client import wait_until
 IMAGE_SIZE = 32
 SEED_FRACTION = 0.10
 HUMAN_BUDGET = 0.15  # a 10% random seed, then 5% more: the random audit first, then review
+# What the full demo must show. Before labels were certified on random draws only, the demo
+# reached 88.6% at 99.30% with 20% human labels.
+TARGETS = {"coverage": 0.90, "accuracy": 0.97, "human_share": HUMAN_BUDGET, "runtime_s": 900}
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
@@ -396,11 +399,11 @@ class Demo:
         }
         targets.update(
             {
-                # before certification on random labels: 88.6% at 99.30% with 20% human labels
-                "coverage_met": targets["coverage"] >= 0.90,
-                "accuracy_met": targets["accuracy"] >= 0.97,
-                "human_met": targets["human_share"] <= HUMAN_BUDGET,
-                "runtime_met": runtime < 900,
+                "coverage_met": targets["coverage"] >= TARGETS["coverage"],
+                "accuracy_met": targets["accuracy"] >= TARGETS["accuracy"],
+                "human_met": targets["human_share"] <= TARGETS["human_share"],
+                "runtime_met": runtime < TARGETS["runtime_s"],
+                "goals": TARGETS,
             }
         )
         curves, points, training = {}, {}, {}
@@ -487,12 +490,14 @@ def summary(report: dict[str, Any], out_dir: Path) -> str:
             "",
             f"flywheel demo: {report['dataset']['images']} digits, {len(report['rounds'])} rounds, "
             f"{report['runtime_s'] / 60:.1f} min",
-            f"  auto-labeled   {t['coverage']:.1%} of the unlabeled uploads   (target >= 90%)  "
+            f"  auto-labeled   {t['coverage']:.1%} of the unlabeled uploads   "
+            f"(target >= {TARGETS['coverage']:.0%})  "
             f"{ok(t['coverage_met'])}",
-            f"  accuracy       {t['accuracy']:.2%} against the true labels     (target >= 97%)  "
+            f"  accuracy       {t['accuracy']:.2%} against the true labels     "
+            f"(target >= {TARGETS['accuracy']:.0%})  "
             f"{ok(t['accuracy_met'])}",
             f"  human labels   {t['human_share']:.1%} of the dataset            "
-            f"(target <= {HUMAN_BUDGET:.0%})  "
+            f"(target <= {TARGETS['human_share']:.0%})  "
             f"{ok(t['human_met'])}",
             f"  report         {out_dir / 'report.md'} "
             "(+ report.json, coverage.png, confusion.png, training.png)",
