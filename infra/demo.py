@@ -131,7 +131,7 @@ class Demo:
     def parameters(self) -> dict[str, str]:
         return {
             "EnableTuning": "false",  # one training job per round on 2 cores
-            "TrainingEpochs": "30",
+            "TrainingEpochs": "15" if self.quick else "30",  # --quick checks mechanics
             # Every random label certifies (cross-fitting: each fold's labels scored by a model
             # that never saw them); 4 folds keep a round to ~5 models on 2 cores.
             "CrossFitFolds": "2" if self.quick else "4",
