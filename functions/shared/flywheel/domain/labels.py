@@ -129,12 +129,7 @@ def parse_csv(text: str, bad_lines: set[int] | frozenset[int] = frozenset()) -> 
     every row after it (what a whole-file csv.reader does).
     """
     out = ParsedLabels()
-    for n, raw in enumerate(_lines(text), start=1):
-        if not raw.strip():
-            continue
-        if n in bad_lines:
-            out.reject(n, "encoding", "not valid UTF-8 text")
-            continue
+    for n, raw in _readable_lines(text, bad_lines, out):
         try:
             (row,) = csv.reader([raw], strict=True)
         except csv.Error as exc:
@@ -159,6 +154,17 @@ def parse_csv(text: str, bad_lines: set[int] | frozenset[int] = frozenset()) -> 
     return out
 
 
+def _readable_lines(text: str, bad_lines: set[int] | frozenset[int], out: ParsedLabels):
+    """(line number, line) of each non-blank line; lines that were not UTF-8 are reported."""
+    for n, raw in enumerate(_lines(text), start=1):
+        if not raw.strip():
+            continue
+        if n in bad_lines:
+            out.reject(n, "encoding", "not valid UTF-8 text")
+            continue
+        yield n, raw
+
+
 def _label_attribute(record: dict) -> str | None:
     for key, value in record.items():
         if (
@@ -177,12 +183,7 @@ def parse_manifest(text: str, bad_lines: set[int] | frozenset[int] = frozenset()
     Lines with ``"label": ""``-style empty answers are skipped.
     """
     out = ParsedLabels()
-    for n, raw in enumerate(_lines(text), start=1):
-        if not raw.strip():
-            continue
-        if n in bad_lines:
-            out.reject(n, "encoding", "not valid UTF-8 text")
-            continue
+    for n, raw in _readable_lines(text, bad_lines, out):
         try:
             record = json.loads(raw)
             ref = record.get("source-ref") or record.get("item_id") or ""
