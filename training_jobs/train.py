@@ -3,8 +3,11 @@
     python training_jobs/train.py --train path/to/imagefolder --epochs 5      # local, CPU
     torchrun --nproc_per_node=2 training_jobs/train.py --train ...            # several processes
 
-In the AWS PyTorch training container the hyperparameters arrive as these flags and the paths
-from SM_* variables; see docs/training.md. One metric line per epoch:
+One job trains the served model on every label, self-training on the `unlabeled` channel, then
+one model per cross-fitting fold so that every random label certifies the auto-label threshold
+(docs/certification.md). In the AWS PyTorch training container the hyperparameters arrive as
+these flags and the paths from SM_* variables; see docs/training.md. One metric line per epoch
+of the served model:
     epoch=3 train_loss=0.4100 val_loss=0.3800 val_accuracy=0.9120
 """
 
@@ -272,13 +275,15 @@ def main(args: argparse.Namespace) -> dict:
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)  # the evidence, for audits
     np.savez(Path(args.output_data_dir) / "certification.npz", confidence=conf, correct=correct)
     projection = calibration.labels_needed(conf, correct, args.target_accuracy, args.confidence)
+    need = calibration.min_samples_for(
+        args.target_accuracy, args.confidence, len(calibration.START_MULTIPLES)
+    )
     log(f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} "
         f"ece_after={ece_after:.4f}")  # fmt: skip
     if choice.reached:
         log(f"threshold={choice.threshold:.4f} coverage={choice.coverage:.3f} "
             f"lower_bound={choice.lower_bound:.4f} n={choice.n}")  # fmt: skip
     else:
-        need = calibration.min_samples_for(args.target_accuracy, args.confidence)
         log(f"threshold: no confidence certifies {args.target_accuracy} with {choice.n} random "
             f"labels (needs >= {need} all correct): auto-label nothing "
             f"(threshold={choice.threshold})")  # fmt: skip
@@ -330,6 +335,7 @@ def main(args: argparse.Namespace) -> dict:
             **choice.as_dict(),
             "data": f"cross-fit {folds} folds + test" if folds else "test",
             "labels_needed": projection,
+            "min_all_correct": need,
         },
         "data": {
             "train": len(final_train),

@@ -144,3 +144,13 @@ def test_labels_needed_projects_how_many_random_labels_unlock_coverage():
     # everything cannot be reached by more labels at all (the model is below the target there)
     assert rows[0.8]["labels"] > 200
     assert rows[0.95]["labels"] is None and rows[0.95]["observed_accuracy"] < 0.98
+
+
+def test_min_samples_for_is_what_the_procedure_needs_with_no_error():
+    # Given all-correct samples at one confidence: the count certify_threshold needs at least
+    need = calibration.min_samples_for(0.98, 0.95, len(calibration.START_MULTIPLES))
+    assert need == 217
+    assert calibration.certify_threshold(np.full(need, 0.99), np.ones(need, bool), 0.98).reached
+    assert not calibration.certify_threshold(
+        np.full(need - 1, 0.99), np.ones(need - 1, bool), 0.98
+    ).reached

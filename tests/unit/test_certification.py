@@ -34,3 +34,11 @@ def test_nothing_certified_says_why_and_how_many_labels_would_change_it():
 
 def test_min_all_correct_matches_the_clopper_pearson_rule():
     assert min_all_correct(0.95, 0.95) == 59 and min_all_correct(0.98, 0.95) == 149
+
+
+def test_the_models_own_minimum_is_quoted_when_metrics_carry_it():
+    block = {
+        "reached": False, "threshold": 1.01, "coverage": 0.0, "n": 100,
+        "target_accuracy": 0.98, "confidence": 0.95, "min_all_correct": 217,
+    }  # fmt: skip
+    assert "(at least 217 all correct are needed)" in explain(block)

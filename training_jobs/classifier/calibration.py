@@ -80,9 +80,10 @@ def lower_confidence_bound(k: int, n: int, confidence: float = 0.95) -> float:
     return float(beta.ppf(1 - confidence, k, n - k + 1))
 
 
-def min_samples_for(target_accuracy: float, confidence: float = 0.95) -> int:
-    """Fewest all-correct samples whose lower bound reaches the target: n = log(1-c)/log(t)."""
-    return int(np.ceil(np.log(1 - confidence) / np.log(target_accuracy)))
+def min_samples_for(target_accuracy: float, confidence: float = 0.95, sequences: int = 1) -> int:
+    """Fewest all-correct samples whose lower bound, at level 1 - (1 - c) / sequences, reaches
+    the target: n = log(alpha) / log(t). certify_threshold runs len(START_MULTIPLES) sequences."""
+    return int(np.ceil(np.log((1 - confidence) / sequences) / np.log(target_accuracy)))
 
 
 # Where the fixed sequences start: at the highest threshold that selects START_MULTIPLES times

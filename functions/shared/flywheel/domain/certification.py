@@ -2,8 +2,9 @@
 
 Reads the `threshold` block of metrics.json (training_jobs/classifier/calibration.py writes it):
 `reached`, `threshold`, `coverage`, `n` (random labels that certified), `target_accuracy`,
-`confidence`, and `labels_needed` (rows of coverage -> random labels in all that would certify
-it if the model's accuracy stays what it is).
+`confidence`, `min_all_correct` (the fewest all-correct labels that can certify anything under
+the model's procedure), and `labels_needed` (rows of coverage -> random labels in all that
+would certify it if the model's accuracy stays what it is).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import math
 
 
 def min_all_correct(target: float, confidence: float) -> int:
-    """Fewest random labels, all correct, that can certify `target` at all."""
+    """Fewest random labels, all correct, that can certify `target` at all, for models whose
+    metrics.json predates `min_all_correct` (one Clopper-Pearson sequence)."""
     return math.ceil(math.log(1 - confidence) / math.log(target))
 
 
@@ -28,7 +30,8 @@ def explain(threshold: dict) -> str:
     else:
         text = (
             f"auto-labels nothing: {n} random labels cannot certify {promise} "
-            f"(at least {min_all_correct(target, confidence)} all correct are needed)"
+            f"(at least {threshold.get('min_all_correct') or min_all_correct(target, confidence)} "
+            "all correct are needed)"
         )
     better = [
         row
