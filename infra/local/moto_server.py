@@ -3,7 +3,8 @@
 moto keeps everything in memory, so a restart would lose every upload, item and
 queued message. This wrapper pickles the in-process backends of the services
 the stack uses (S3 objects, DynamoDB items, SQS messages with their receive
-counts and visibility, SNS, EventBridge, CloudWatch, Cognito user pools) into ``moto-state.pkl``
+counts and visibility, SNS, EventBridge, CloudWatch, Cognito user pools, the registered
+CloudFormation stack) into ``moto-state.pkl``
 periodically and on stop, and puts them back before the server starts.
 SSM's backend does not pickle (it holds lambdas), so its parameters go through
 the API instead. Snapshots are written to a temp file and renamed, so a crash
@@ -29,7 +30,16 @@ from moto.server import ThreadedMotoServer
 
 log = logging.getLogger(__name__)
 
-PICKLED_SERVICES = ("s3", "sqs", "dynamodb", "sns", "events", "cloudwatch", "cognito-idp")
+PICKLED_SERVICES = (
+    "s3",
+    "sqs",
+    "dynamodb",
+    "sns",
+    "events",
+    "cloudwatch",
+    "cognito-idp",
+    "cloudformation",
+)
 API_SERVICES = ("ssm",)
 ALL_SERVICES = PICKLED_SERVICES + API_SERVICES
 
