@@ -215,7 +215,7 @@ def describe_with(cfn: Any, name: str, where: str, region: str) -> StackRef:
         )
     return StackRef(
         name=stack["StackName"],
-        stack_id=stack["StackId"],
+        stack_id=stack.get("StackId", ""),
         status=status,
         region=region,
         where=where,

@@ -187,9 +187,8 @@ def registered_template(resolved: dict[str, Any], outputs: dict[str, Any]) -> di
     }
 
 
-def register_stack(resolved: dict[str, Any], outputs: dict[str, Any], moto_url: str) -> str:
-    """Create or update the stack in moto's CloudFormation; returns its StackId."""
-    cfn_client = client("cloudformation", moto_url)
+def register_stack(resolved: dict[str, Any], outputs: dict[str, Any], cfn_client: Any) -> str:
+    """Create or update the stack in (moto's) CloudFormation; returns its StackId."""
     name = resolved["StackName"]
     body = json.dumps(registered_template(resolved, outputs))
     params = [

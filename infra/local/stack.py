@@ -202,7 +202,7 @@ class LocalStack:
             for k, v in prov.stack_outputs(self.resolved, self.physical).items()
         }
         outputs[prov.NOTIFICATIONS_TAP_OUTPUT] = self.physical["_NotificationsTap"]
-        prov.register_stack(self.resolved, outputs, moto_url)
+        prov.register_stack(self.resolved, outputs, client("cloudformation", moto_url))
 
         self.info = {
             "pid": os.getpid(),
