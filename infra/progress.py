@@ -53,7 +53,6 @@ class EpochLog:
     def __init__(self, logs: Any, job: str, definitions: list[dict[str, str]]) -> None:
         self.logs, self.job, self.definitions = logs, job, definitions
         self.tokens: dict[str, str | None] = {}
-        self.epochs = 0
 
     def new_lines(self) -> list[str]:
         try:
@@ -68,11 +67,10 @@ class EpochLog:
                 metrics = parse_metrics(message, self.definitions)
                 if not metrics:
                     continue
-                self.epochs += 1
                 m = EPOCH_RE.search(message)
-                epoch = m.group(1) if m else str(self.epochs)
+                step = f"epoch {m.group(1):>3}" if m else "metrics  "  # e.g. the final test
                 values = "  ".join(f"{k}={v:.4f}" for k, v in metrics)
-                out.append(f"  {self.job}  epoch {epoch:>3}  {values}")
+                out.append(f"  {self.job}  {step}  {values}")
         return out
 
     def _read(self, stream: str) -> list[str]:
