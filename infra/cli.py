@@ -307,8 +307,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     name = (result or {}).get("job_name") if isinstance(result, dict) else None
-    if not name:
-        raise CliError("no job was started, nothing to wait for")
+    if not name or result.get("started") is False:
+        why = result.get("reason") if isinstance(result, dict) else None
+        raise CliError(f"no job was started{f' ({why})' if why else ''}, nothing to wait for")
     return _wait_for_decision(c, result.get("kind", "training"), name, args.timeout)
 
 
@@ -679,7 +680,7 @@ def _add_global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     after the command is kept and one given before it is not overwritten."""
     group = parser.add_argument_group("stack options (before or after the command)")
     for flags, kwargs in GLOBAL_OPTIONS:
-        extra = {} if top else {"default": argparse.SUPPRESS}
+        extra: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
         group.add_argument(*flags, **kwargs, **extra)
 
 

@@ -296,7 +296,7 @@ class StackClient:
                 "one); subscribe to its NotificationsTopicArn output instead"
             )
         sqs, url = self.client("sqs"), self.outputs[NOTIFICATIONS_TAP_OUTPUT]
-        out = []
+        out: list[dict[str, Any]] = []
         while True:
             msgs = sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_s

@@ -32,9 +32,7 @@ def test_every_function_the_cli_invokes_or_schedules_has_a_name_output(raw_templ
 
 
 def test_every_queue_has_a_url_output(raw_template):
-    queues = [
-        lid for lid, r in raw_template["Resources"].items() if r["Type"] == "AWS::SQS::Queue"
-    ]
+    queues = [lid for lid, r in raw_template["Resources"].items() if r["Type"] == "AWS::SQS::Queue"]
     assert len(queues) >= 7
     for lid in queues:
         assert raw_template["Outputs"][f"{lid}Url"]["Value"] == {"Ref": lid}
