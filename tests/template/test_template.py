@@ -234,7 +234,7 @@ def test_no_sam_bucket_wide_s3_policy_on_the_data_bucket(raw_template):
     for lid, fn in functions(raw_template).items():
         for policy in fn["Properties"].get("Policies", []):
             if isinstance(policy, dict) and any(k.startswith("S3") for k in policy):
-                (name, arg), = policy.items()
+                ((name, arg),) = policy.items()
                 assert arg["BucketName"] == {"Ref": "UploadBucket"}, (lid, name)
 
 
