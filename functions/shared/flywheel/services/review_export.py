@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from flywheel.adapters import items, parameters, storage
-from flywheel.domain.answers import parse_item_id
+from flywheel.domain.answers import ITEM_ID, parse_item_id
 from flywheel.domain.items import State, image_key
 from flywheel.domain.review import (
     ImageLink,
@@ -33,6 +34,11 @@ from flywheel.domain.review import (
 from flywheel.settings import ReviewExportSettings
 
 ImageUrls = Literal["presigned", "s3"]
+
+
+def _with_item_ids(rows: Iterable[dict]) -> list[dict]:
+    """Rows with a content-hash id (a row written by hand could name any key: never exported)."""
+    return [i for i in rows if ITEM_ID.fullmatch(str(i.get("item_id")))]
 
 
 def image_links(
@@ -73,11 +79,11 @@ def _classes(s: ReviewExportSettings, chosen: list[dict], champion_classes: list
 def export_review_batch(
     s: ReviewExportSettings, limit: int | None = None, image_urls: ImageUrls = "presigned"
 ) -> dict:
-    pending = list(items.query_state(s.ITEMS_TABLE, State.NEEDS_REVIEW))
+    pending = _with_item_ids(items.query_state(s.ITEMS_TABLE, State.NEEDS_REVIEW))
     cold_start = []
     champion = parameters.get_champion(s.CHAMPION_PARAMETER)
     if champion is None:
-        cold_start = list(items.query_state(s.ITEMS_TABLE, State.UNLABELED))
+        cold_start = _with_item_ids(items.query_state(s.ITEMS_TABLE, State.UNLABELED))
     chosen = order_for_review(pending, limit or s.REVIEW_BATCH_SIZE, cold_start)
     if not chosen:
         return {"batch_id": None, "items": 0, "pending": 0}
