@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
 
 from flywheel.domain.labels import LABEL_STUDIO_CONTROL, LABEL_STUDIO_OBJECT
 from flywheel.domain.sampling import AUDIT, OUT_OF_DISTRIBUTION, unit_hash
@@ -211,7 +211,7 @@ def label_studio_config(classes: Iterable[str]) -> str:
     """The labeling config to paste into the Label Studio project (Settings > Labeling
     Interface > Code): one image, one required single choice per task."""
     names = sorted(set(classes))
-    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in names) or (
+    choices = "\n".join(f'    <Choice value="{html.escape(c, quote=True)}"/>' for c in names) or (
         "    <!-- no class is known yet: set the stack's ClassNames, or add one"
         ' <Choice value="..."/> per class -->'
     )
