@@ -139,6 +139,7 @@ def test_the_gateway_serves_the_template_routes_each_behind_the_authorizer(stack
     [
         ("GET", "/review/next", {"count": "../../etc/passwd"}, None, "bad_count"),
         ("GET", "/review/next", {"count": "5&count=6"}, None, "bad_count"),
+        ("GET", "/review/next", [("count", "1"), ("count", "2")], None, "bad_count"),  # "1,2"
         (
             "POST",
             "/review/answers",
