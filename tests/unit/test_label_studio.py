@@ -88,6 +88,7 @@ def test_a_json_min_export_gives_the_same_labels():
         (b'[{"data": {"item_id": "x"', "malformed"),
         (b'{"tasks": 1}', "malformed"),
         (b"[1]", "malformed"),
+        (b'[{"data": {"item_id": "' + b"a" * 64 + b'"}, "annotations": [7]}]', "malformed"),
         (b'[{"data": {"text": "no image"}, "annotations": []}]', "malformed"),
         (b"\xff[]", "encoding"),
         (

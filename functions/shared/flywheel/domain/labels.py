@@ -268,11 +268,10 @@ def _label_studio_task(n: int, task: dict, out: ParsedLabels) -> None:
     if not isinstance(annotations, list):
         out.reject(n, "malformed", "annotations is not a list", ref, **where)
         return
-    live = [
-        a
-        for a in annotations
-        if isinstance(a, dict) and not (a.get("was_cancelled") or a.get("skipped"))
-    ]
+    if not all(isinstance(a, dict) for a in annotations):
+        out.reject(n, "malformed", "an annotation is not a JSON object", ref, **where)
+        return
+    live = [a for a in annotations if not (a.get("was_cancelled") or a.get("skipped"))]
     if not live:
         out.reject(
             n,
