@@ -75,6 +75,8 @@ class ReviewApiSettings(_Settings):
     # Presigned image GETs live this long (the page prefetches a few items ahead).
     IMAGE_URL_SECONDS: int = Field(default=300, ge=30, le=3600)
     MIN_NEW_HUMAN_LABELS: int = 50
+    # Level of the audited-accuracy interval on the dashboard (the stack's certificate level).
+    CERTIFICATION_CONFIDENCE: float = Field(default=0.95, gt=0.0, lt=1.0)
 
     _classes = field_validator("CLASS_NAMES", mode="before")(_split)
 

@@ -18,6 +18,8 @@ STATE_INDEX = "state-index"
 
 
 def _to_ddb(value: Any) -> dict:
+    if value is None:
+        return {"NULL": True}
     if isinstance(value, bool):
         return {"BOOL": value}
     if isinstance(value, (int, float, Decimal)):
@@ -46,6 +48,8 @@ def _from_ddb(attr: dict) -> Any:
         return [_from_ddb(v) for v in value]
     if kind == "BOOL":
         return value
+    if kind == "NULL":
+        return None
     if kind == "SS":
         return sorted(value)
     return value
