@@ -9,8 +9,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+# The module, not its names: items imports this module for ``tally_entry``.
+from flywheel.adapters import items
 from flywheel.adapters.aws import client, error_code
-from flywheel.adapters.items import _item, _to_ddb, get
 from flywheel.domain.audit import Observation, tally_id
 from flywheel.domain.items import now_iso
 
@@ -38,7 +39,7 @@ def tally_entry(table: str, o: Observation) -> dict:
 
 
 def tally(table: str, model_version: str) -> dict | None:
-    return get(table, tally_id(model_version))
+    return items.get(table, tally_id(model_version))
 
 
 def tallies(table: str, model_versions: list[str]) -> dict[str, dict]:
@@ -53,7 +54,7 @@ def tallies(table: str, model_versions: list[str]) -> dict[str, dict]:
         while request:
             got = client("dynamodb").batch_get_item(RequestItems=request)
             for raw in got.get("Responses", {}).get(table, []):
-                record = _item(raw)
+                record = items._item(raw)
                 out[str(record.get("model_version"))] = record
             request = got.get("UnprocessedKeys") or {}
     return out
@@ -71,7 +72,7 @@ def suspend(table: str, model_version: str, reason: str, figures: dict) -> bool:
             ExpressionAttributeValues={
                 ":now": {"S": now_iso()},
                 ":why": {"S": reason},
-                ":f": _to_ddb(figures),
+                ":f": items._to_ddb(figures),
                 ":v": {"S": model_version},
             },
         )
@@ -96,24 +97,24 @@ def put_round(table: str, record: dict) -> None:
         Key={"item_id": {"S": ROUNDS_ID}},
         UpdateExpression="SET #r.#v = :round",
         ExpressionAttributeNames={"#r": "rounds", "#v": str(record["model_version"])},
-        ExpressionAttributeValues={":round": _to_ddb(record)},
+        ExpressionAttributeValues={":round": items._to_ddb(record)},
     )
 
 
 def rounds(table: str) -> list[dict]:
-    record = get(table, ROUNDS_ID) or {}
+    record = items.get(table, ROUNDS_ID) or {}
     return list((record.get("rounds") or {}).values())
 
 
 def put_gate(table: str, record: dict) -> None:
     item = {"item_id": GATE_ID, **record}
     client("dynamodb").put_item(
-        TableName=table, Item={k: _to_ddb(v) for k, v in item.items() if v is not None}
+        TableName=table, Item={k: items._to_ddb(v) for k, v in item.items() if v is not None}
     )
 
 
 def last_gate(table: str) -> dict | None:
-    record = get(table, GATE_ID)
+    record = items.get(table, GATE_ID)
     if record:
         record.pop("item_id", None)
     return record

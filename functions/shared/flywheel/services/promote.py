@@ -7,7 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from flywheel.adapters import items, ledger, notifications, parameters, queues, sagemaker, storage
+from flywheel.adapters import (
+    alarms,
+    items,
+    ledger,
+    notifications,
+    parameters,
+    queues,
+    sagemaker,
+    storage,
+)
 from flywheel.domain import gate, names
 from flywheel.domain.champion import Champion
 from flywheel.domain.containers import container_image
@@ -289,6 +298,9 @@ def promote_job(
     promoted_at = now_iso()
     _record_gate(s, metrics, champion, decision, "promoted", decision.reason)
     _record_round(s, job, metrics, promoted_at)
+    # A new model_version has no spot checks and no suspension: the alarm a suspended
+    # predecessor raised is over.
+    alarms.clear_alarm(s.THRESHOLD_ALARM_NAME, s.STACK_NAME, f"new champion {version}")
     # Only now, with the active config confirmed to be ours, is it the champion.
     parameters.put_champion(
         s.CHAMPION_PARAMETER,
