@@ -50,6 +50,7 @@ def _audit(
         "confidence": confidence,
         "target": m.target,
         "suspended": bool((tally or {}).get("suspended_at")),
+        "suspended_at": (tally or {}).get("suspended_at"),
     }
 
 
@@ -57,7 +58,6 @@ def why_not(
     champion: Mapping[str, Any] | None,
     certificate: Mapping[str, Any] | None,
     audit: Mapping[str, Any] | None,
-    tally: Mapping[str, Any] | None,
     last_gate: Mapping[str, Any] | None,
 ) -> str | None:
     """Why nothing is auto-labeled now, in words; None when the champion auto-labels."""
@@ -69,12 +69,12 @@ def why_not(
             )
         return "no champion yet"
     if audit and audit["suspended"]:
-        recorded = (tally or {}).get("suspended_reason")
+        # today's figures (the record keeps those of the moment it was suspended)
         low, high = audit["ci_low"], audit["ci_high"]
-        return "suspended: " + (
-            recorded
-            or f"audited accuracy {audit['accuracy']:.2f} ({audit['confidence']:.0%} CI "
-            f"{low:.2f}-{high:.2f}) below {audit['target']:.2f}"
+        return (
+            f"suspended: audited accuracy {audit['accuracy'] or 0.0:.2f} "
+            f"({audit['confidence']:.0%} CI {low:.2f}-{high:.2f}, "
+            f"{audit['correct']}/{audit['answered']}) below {audit['target']:.2f}"
         )
     if float(champion["threshold"]) <= 1.0:
         return None
@@ -133,7 +133,7 @@ def figures(
 ) -> dict:
     """The dashboard dict (keys fixed: the review app renders them)."""
     audit = _audit(champion, tally, confidence)
-    reason = why_not(champion, certificate, audit, tally, last_gate)
+    reason = why_not(champion, certificate, audit, last_gate)
     return {
         "items_by_state": {s: int(items_by_state.get(s, 0)) for s in STATES},
         "champion": _champion(champion),
