@@ -110,7 +110,8 @@ def test_a_champion_that_certified_nothing_says_how_many_labels_would(stack, end
     assert "about 292 more random labels" in why, why
     (round_,) = body["rounds"]
     assert round_["model_version"] == JOB and round_["human_labels"] == 40
-    assert round_["coverage"] == 0.0 and round_["audited_accuracy"] is None
+    assert round_["certified_coverage"] == 0.0 and round_["audited_accuracy"] is None
+    assert round_["coverage"] is None and round_["labeled"] == 0  # it labeled nothing yet
     assert body["last_gate"]["decision"] == "promoted"
     assert body["audit"]["answered"] == 0 and body["audit"]["target"] == 0.95
 

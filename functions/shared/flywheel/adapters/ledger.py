@@ -38,6 +38,21 @@ def tally_entry(table: str, o: Observation) -> dict:
     }
 
 
+def count_decisions(table: str, model_version: str, decided: int, auto_labeled: int) -> None:
+    """How many items the champion labeled, and how many of those it auto-labeled (its
+    realised coverage; a skipped re-delivery is not written, so it is not counted again)."""
+    client("dynamodb").update_item(
+        TableName=table,
+        Key={"item_id": {"S": tally_id(model_version)}},
+        UpdateExpression="SET model_version = :v ADD decided :d, auto_labeled :a",
+        ExpressionAttributeValues={
+            ":v": {"S": model_version},
+            ":d": {"N": str(decided)},
+            ":a": {"N": str(auto_labeled)},
+        },
+    )
+
+
 def tally(table: str, model_version: str) -> dict | None:
     return items.get(table, tally_id(model_version))
 

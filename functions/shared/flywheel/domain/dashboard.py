@@ -89,11 +89,16 @@ def why_not(
 def _round(r: Mapping[str, Any], tallies: Mapping[str, Mapping[str, Any]]) -> dict:
     tally = tallies.get(str(r["model_version"])) or {}
     answered = int(tally.get("answered") or 0)
+    decided = int(tally.get("decided") or 0)
     return {
         "model_version": r["model_version"],
         "trained_at": r.get("trained_at"),
         "human_labels": r.get("human_labels"),
-        "coverage": r.get("coverage"),
+        # what it really auto-labeled of what it labeled (None before its first label)
+        "coverage": (round(int(tally.get("auto_labeled") or 0) / decided, 4) if decided else None),
+        "labeled": decided,
+        # what its certificate said it would auto-label (share of random labels above it)
+        "certified_coverage": r.get("coverage"),
         "audited_accuracy": (
             round(int(tally.get("correct") or 0) / answered, 4) if answered else None
         ),
@@ -194,6 +199,7 @@ def lines(d: Mapping[str, Any]) -> list[str]:
         out.append(
             f"round      {r['model_version']}  trained {r.get('trained_at') or '?'}"
             f"  human_labels={r.get('human_labels')}  coverage={_pct(r.get('coverage'))}"
+            f" (certified {_pct(r.get('certified_coverage'))})"
             f"  audited={_pct(r.get('audited_accuracy'))}"
         )
     return out

@@ -121,4 +121,11 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
                 result.needs_review += 1
                 result.spot_checks += decision.review_reason == SPOT_CHECK
                 result.withheld += decision.review_reason == SUSPENDED
+    if result.labeled or result.needs_review:
+        ledger.count_decisions(
+            s.ITEMS_TABLE,
+            champion.model_version,
+            result.labeled + result.needs_review,
+            result.labeled,
+        )
     return result

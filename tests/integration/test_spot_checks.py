@@ -248,3 +248,9 @@ def test_wrong_answers_suspend_the_champion_alarm_once_and_a_new_champion_resume
     assert tally(env)[0] == 7 and alarm(env)["StateValue"] == "OK"
     assert [o["outcome"] for o in outcomes(env)] == ["promoted"]
     assert items.count_state(env.table, items.State.AUTO_LABELED) == 1
+    # and the dashboard's round shows what it really auto-labeled
+    env.use("ReviewApiFunction", CLASS_NAMES="cat,dog")
+    _, body = call(context, "GET", "/review/dashboard")
+    (round_,) = body["rounds"]
+    assert (round_["model_version"], round_["labeled"], round_["coverage"]) == (job, 1, 1.0)
+    assert body["audit"]["model_version"] == job and body["audit"]["answered"] == 0
