@@ -170,7 +170,11 @@ def _write(update: dict, log: dict | list[dict] | None = None) -> None:
             raise _ConditionFailed from exc
         if code == "TransactionCanceledException":
             reasons = exc.response.get("CancellationReasons") or []  # type: ignore[attr-defined]
-            if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+            # TransactionConflict: another transaction held one of the records (a hot
+            # spot-check tally); nothing was written, so read and decide again.
+            if any(
+                r.get("Code") in ("ConditionalCheckFailed", "TransactionConflict") for r in reasons
+            ):
                 raise _ConditionFailed from exc
         raise
 
