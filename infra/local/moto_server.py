@@ -688,7 +688,7 @@ class MotoServer:
             "replay_s": round(replay_done - restored, 3),
             "start_s": round(time.monotonic() - started, 3),
         }
-        log.info("moto state restored", extra=self.recovery)
+        log.info("moto state restored: %s", json.dumps(self.recovery))
         self._server = make_server(
             self.host, self.port, JournaledApp(self.app, self.journal), threaded=True
         )

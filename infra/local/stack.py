@@ -342,7 +342,12 @@ class LocalStack:
         }
 
     def stop(self) -> None:
-        for part in (self.http_api, self.router, self.api, self.pool):
+        # Within seconds: the router stops taking work, the sandboxes are killed (what
+        # they were doing stays on its queue and is redelivered at the next start),
+        # then the servers stop. moto stops last, so the router's last calls reach it.
+        if self.router is not None:
+            self.router.stopping()
+        for part in (self.pool, self.http_api, self.router, self.api):
             if part is not None:
                 try:
                     part.stop()
