@@ -109,6 +109,7 @@ class Journal:
         self._error: BaseException | None = None
         self._closing = False
         self.bytes_written = 0  # since this object was created
+        self.records = 0  # queued since this object was created
         self.syncs = 0
         self._flusher = threading.Thread(target=self._flush_loop, name="journal", daemon=True)
         self._flusher.start()
@@ -123,6 +124,7 @@ class Journal:
                 raise JournalError(f"the journal cannot be written: {self._error!r}")
             self._pending.append(data)
             self._appended += 1
+            self.records += 1
             self._cond.notify_all()
             return self._appended
 

@@ -20,10 +20,11 @@ write-ahead journal in front of moto's WSGI app:
 - On start: load the last snapshot (``moto-state.pkl``: the pickled backends),
   replay the journal segments after it, make every SQS message visible, write a
   fresh snapshot and drop the replayed segments, then serve. Snapshots are also
-  taken on a clean stop and when the journal has grown by ``snapshot_bytes``
-  (writes wait while the state is pickled; reads go on); they are written to a
-  temp file and renamed, and a snapshot names the first segment it does not
-  cover, so a crash at any point leaves a snapshot and the journal after it.
+  taken on a clean stop, and in a forked child (writes wait for the fork only)
+  when the journal has grown by ``snapshot_records`` or ``snapshot_bytes``; they
+  are written to a temp file, synced and renamed, and a snapshot names the first
+  segment it does not cover, so a crash at any point leaves a snapshot and the
+  journal after it.
 
 SSM's backend does not pickle (it holds lambdas): snapshots keep its
 parameters' current values, restored through the API before the replay.
@@ -76,7 +77,10 @@ copyreg.pickle(jwk.RSAKey, lambda key: (jwk.RSAKey.import_key, (key.as_dict(priv
 REGION = "us-east-1"
 SNAPSHOT_VERSION = 2
 SNAPSHOT_MAGIC = b"flywheel-moto-snapshot-2\n"  # then the first segment not covered (8 bytes)
-DEFAULT_SNAPSHOT_BYTES = 256 * 1024 * 1024
+# A background snapshot when the journal has grown by either (a replay after a crash
+# then has at most this much to redo: about 2 ms a record on a quiet core).
+DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
+DEFAULT_SNAPSHOT_RECORDS = 5000
 
 # Every state change in the moto backends happens under this lock (requests that
 # change state, and each pass of ReceiveMessage), so the journal's order is the
@@ -370,8 +374,41 @@ def _patch_moto_sqs() -> None:
     )
 
 
+def _patch_moto_routing() -> None:
+    """moto's server lists its own package directory (~130 stat calls) twice per request
+    to route it; the list never changes while it runs: list it once."""
+    import moto.backends as backends
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+
+_patch_moto_routing()
 _patch_moto_ids()
 _patch_moto_sqs()
+
+
+def _lockless_s3_values() -> None:
+    """In a forked snapshot child only: read S3 values without the per-object lock (a
+    thread of the parent may have held one at the fork; the child has no other thread)
+    and without moving a shared file offset (pread, for values spooled to disk)."""
+    from moto.s3.models import FakeKey
+
+    def getstate(self: Any) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        buf = state.pop("_value_buffer")
+        state.pop("lock", None)
+        try:
+            if getattr(buf, "_rolled", False):
+                fd = buf.fileno()
+                state["value"] = os.pread(fd, os.fstat(fd).st_size, 0)
+            else:
+                state["value"] = buf._file.getvalue()
+        except ValueError:  # closed: a deleted key (as moto's own __getstate__)
+            state["value"] = ""
+        return state
+
+    FakeKey.__getstate__ = getstate  # type: ignore[method-assign]
 
 
 def _sqs_queue(account: str, region: str, name: str) -> Any:
@@ -639,9 +676,11 @@ class MotoServer:
         port: int = 0,
         host: str = "127.0.0.1",
         snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
+        snapshot_records: int = DEFAULT_SNAPSHOT_RECORDS,
         fsync: bool = True,
     ) -> None:
         self.state_dir = Path(state_dir)
+        self.snapshot_records = snapshot_records
         self.state_file = self.state_dir / "moto-state.pkl"
         self.journal_dir = self.state_dir / "journal"
         self.host, self.port = host, port
@@ -654,7 +693,7 @@ class MotoServer:
         self._watch_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._snapshot_lock = threading.Lock()
-        self._journal_at_snapshot = 0
+        self._journal_at_snapshot = (0, 0)  # journal bytes and records at the last snapshot
         self.recovery: dict[str, Any] = {}
         self.url = ""
 
@@ -698,7 +737,7 @@ class MotoServer:
         self._serve_thread.start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
-        if self.snapshot_bytes > 0:
+        if self.snapshot_bytes > 0 or self.snapshot_records > 0:
             self._watch_thread = threading.Thread(
                 target=self._watch_journal, name="moto-snapshot", daemon=True
             )
@@ -725,29 +764,89 @@ class MotoServer:
 
     def snapshot(self) -> None:
         """Pickle the state (writes wait meanwhile), start a new journal segment, write
-        the snapshot atomically, then drop the segments it covers."""
+        the snapshot atomically, then drop the segments it covers (a clean stop)."""
         if self.journal is None:
             return
         with self._snapshot_lock:
             with MUTATIONS:
                 data = self._pickle_state()
                 segment = self.journal.rotate()
-                self._journal_at_snapshot = self.journal.bytes_written
+                self._mark_snapshot()
             self._write_snapshot(data, segment)
             self.journal.drop_segments_before(segment)
 
+    def snapshot_in_background(self, timeout_s: float = 600) -> bool:
+        """The same snapshot, pickled by a forked child from a copy-on-write image of the
+        state: writes wait only for the fork, not for the pickle. True when it was written.
+
+        The child is single-threaded and must not wait on a lock another thread held at
+        the fork: it reads S3 values without their lock and only pickles, writes and
+        exits. Should it fail or hang (it is killed after ``timeout_s``), nothing is
+        lost: the journal still holds everything since the previous snapshot.
+        """
+        if self.journal is None:
+            return False
+        with self._snapshot_lock:
+            tmp = self.state_file.with_suffix(".fork.tmp")
+            with MUTATIONS:
+                ssm = self._dump_ssm()  # through the app: not in the child (Flask's locks)
+                segment = self.journal.rotate()
+                pid = os.fork()
+                if pid == 0:  # the child
+                    status = 1
+                    try:
+                        _lockless_s3_values()
+                        data = self._pickle_state(ssm)
+                        _fsync_file(tmp, SNAPSHOT_MAGIC + segment.to_bytes(8, "little") + data)
+                        status = 0
+                    finally:
+                        os._exit(status)
+                self._mark_snapshot()
+            deadline = time.monotonic() + timeout_s
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    status = -1
+                    break
+                time.sleep(0.05)
+            if status != 0:
+                tmp.unlink(missing_ok=True)
+                log.error("background snapshot failed (status %s); the journal is kept", status)
+                return False
+            os.replace(tmp, self.state_file)
+            jr._fsync_dir(self.state_dir)
+            self.journal.drop_segments_before(segment)
+            return True
+
+    def _mark_snapshot(self) -> None:
+        assert self.journal is not None
+        self._journal_at_snapshot = (self.journal.bytes_written, self.journal.records)
+
+    def _journal_grown(self) -> bool:
+        journal = self.journal
+        if journal is None:
+            return False
+        size, records = self._journal_at_snapshot
+        return (
+            journal.bytes_written - size > self.snapshot_bytes
+            or journal.records - records > self.snapshot_records
+        )
+
     def _watch_journal(self) -> None:
-        while not self._stop.wait(2):
-            journal = self.journal
-            if journal and journal.bytes_written - self._journal_at_snapshot > self.snapshot_bytes:
+        while not self._stop.wait(1):
+            if self._journal_grown():
                 try:
-                    self.snapshot()
+                    self.snapshot_in_background()
                 except Exception:  # the journal still holds everything: keep serving
                     log.exception("moto snapshot failed")
 
-    def _pickle_state(self) -> bytes:
+    def _pickle_state(self, ssm: list[dict[str, Any]] | None = None) -> bytes:
         state: dict[str, Any] = {"version": SNAPSHOT_VERSION, "services": {}}
-        state["ssm"] = self._dump_ssm()
+        state["ssm"] = self._dump_ssm() if ssm is None else ssm
         for service in PICKLED_SERVICES:
             backend_dict = get_backend(service)
             state["services"][service] = {
