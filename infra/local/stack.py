@@ -203,6 +203,7 @@ class LocalStack:
             "parameters": self.resolved.get("Parameters", {}),
             "functions": {s.logical_id: s.name for s in specs},
             "reviewer": reviewer,
+            "moto_recovery": self.moto.recovery,  # what the start replayed, and how long
         }
         tmp = self.data_dir / (ENDPOINTS_FILE + ".tmp")
         tmp.write_text(json.dumps(self.info, indent=2, default=str))

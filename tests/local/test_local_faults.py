@@ -126,7 +126,6 @@ def test_kill_9_mid_upload_loses_no_acknowledged_upload_and_ingests_each_once(tm
                 f"not settled in {SETTLE_S} s: {len(want - set(items))} of {len(want)} "
                 f"acknowledged uploads missing, ingest backlog {ingest_backlog(c)}"
             )
-            print(time.monotonic() - restarted, len(want - set(items)), ingest_backlog(c))
             time.sleep(1)
         settled_s = time.monotonic() - restarted
         # ... exactly one (items are keyed by content), none of them rejected, and nothing
@@ -139,12 +138,13 @@ def test_kill_9_mid_upload_loses_no_acknowledged_upload_and_ingests_each_once(tm
         log = up.data_dir / "logs" / "IngestFunction.log"
         assert ingested_metric_total(log) <= len(items)
         print(
-            f"\nacknowledged {len(acked)}, items {len(items)}, restart {started_s:.1f} s, "
-            f"settled {settled_s:.1f} s after the restart"
+            f"\nacknowledged {len(acked)}, items {len(items)}, restart {started_s:.1f} s "
+            f"(moto: {c.info['moto_recovery']}), settled {settled_s:.1f} s after the restart"
         )
 
         # And Ctrl-C stops the whole stack within a few seconds
         stop_s = up.interrupt()
+        print(f"Ctrl-C: the whole tree exited in {stop_s:.1f} s")
         assert stop_s < 15, f"Ctrl-C took {stop_s:.1f} s"
     finally:
         up.stop()
