@@ -169,7 +169,7 @@ class FunctionWorker:
                 if self._conn is not None:
                     try:
                         self._conn.send({"shutdown": True})
-                        self._proc.wait(timeout=2)  # type: ignore[union-attr]
+                        self._proc.wait(timeout=0.5)  # type: ignore[union-attr]
                     except Exception:
                         pass
                 self._kill()
@@ -337,7 +337,7 @@ class FunctionPool:
             log.warning("function %s did not start: %s", function.spec.logical_id, exc)
 
     def stop(self) -> None:
-        """Kill every sandbox at once (in parallel: an idle one gets 2 s to exit cleanly)."""
+        """Kill every sandbox at once (in parallel: an idle one gets 0.5 s to exit cleanly)."""
         for f in self.workers.values():
             f.stopping = True
         threads = [threading.Thread(target=f.stop, daemon=True) for f in self.workers.values()]
