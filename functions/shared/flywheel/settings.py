@@ -46,7 +46,9 @@ class AutoLabelSettings(_Settings):
     ITEMS_TABLE: str
     CHAMPION_PARAMETER: str
     ENDPOINT_NAME: str
-    INFERENCE_BATCH_SIZE: int = 8
+    # Images per InvokeEndpoint: up to inference.py's MAX_BATCH (64); batches_by_size also
+    # keeps each request under the 4 MB serverless payload limit.
+    INFERENCE_BATCH_SIZE: int = Field(default=64, ge=1, le=64)
 
 
 class HumanLabelsSettings(_Settings):
