@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,19 @@ _EXPLICIT_NAME = {
 }
 
 
+def _check_constraints(name: str, spec: dict[str, Any], value: str) -> None:
+    """What CloudFormation checks before it creates anything: the same refusal locally."""
+    allowed = spec.get("AllowedValues")
+    pattern = spec.get("AllowedPattern")
+    if (allowed is not None and value not in [str(v) for v in allowed]) or (
+        pattern is not None and not re.fullmatch(pattern, value)
+    ):
+        why = spec.get("ConstraintDescription") or (
+            f"one of {allowed}" if allowed is not None else f"matching {pattern}"
+        )
+        raise ValueError(f"parameter {name}={value!r} is not allowed: {why}")
+
+
 class _Resolver:
     def __init__(self, template: dict, stack_name: str, params: dict, region: str, account: str):
         self.t = template
@@ -137,6 +151,7 @@ class _Resolver:
                 )
             else:
                 value = str(value)
+                _check_constraints(name, spec, value)
             values[name] = value
         return values
 
