@@ -17,7 +17,7 @@ Per N, on a fresh `flywheel up` (a child process, as the end-to-end tests start 
    unlabeled item; the rate is N over the time until none is unlabeled and the label queue is
    empty.
 5. The limits, in this process after the stack is stopped: the OpenCV work of ingest
-   (`inspect_header`, `check_complete`, `image_codec.normalise_png`) on the same images on one
+   (`contracts.images.check_image`, `image_codec.normalise_png`) on the same images on one
    core, and the champion's `inference.py` (`model_fn`, then `input_fn` + `predict_fn` +
    `output_fn` on JSON batches of the autolabel function's INFERENCE_BATCH_SIZE) on one core.
 
@@ -388,14 +388,13 @@ def _download_model(stack: Stack, uri: str, into: Path) -> None:
 def opencv_limit(pngs: list[bytes], max_side: int = 1024) -> float:
     """Images per second of ingest's decode check and normalisation on one core."""
     import cv2
-    from flywheel.domain.images import check_complete, inspect_header
+    from flywheel.contracts.images import check_image
     from image_codec import normalise_png
 
     cv2.setNumThreads(1)
     t0 = time.perf_counter()
     for png in pngs:
-        header = inspect_header(png, max_bytes=10_000_000)
-        check_complete(png, header.content_type)
+        check_image(png, max_bytes=25 * 1024 * 1024)
         normalise_png(png, max_side)
     return round(len(pngs) / (time.perf_counter() - t0), 1)
 
