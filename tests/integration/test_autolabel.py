@@ -252,7 +252,7 @@ def test_a_message_whose_item_cannot_be_read_fails_alone(env, endpoint, context)
     env.s3.delete_object(Bucket=env.data_bucket, Key=f"images/{gone}.png")
     respond(endpoint, predictions(("cat", 0.97)), [b"png-1"])
     # When both arrive in one batch, with a garbled third message
-    event = sqs_event([message(good), message(gone), {"no": "item id"}])
+    event = sqs_event([message(good), message(gone), {"item_id": ""}])
     response = autolabel.handler(event, context)
     # Then only the unreadable ones are retried and the good one is labeled
     assert response == {

@@ -47,10 +47,10 @@ def _fetch(
     for message_id, raw in messages:
         try:
             body = json.loads(raw)
-            bodies[message_id] = {
-                "item_id": str(body["item_id"]),
-                "image_key": body.get("image_key"),
-            }
+            if not isinstance(body.get("item_id"), str) or not body["item_id"]:
+                # one malformed key would fail the whole BatchGetItem call
+                raise FlywheelError(f"label message without an item id: {raw[:200]!r}")
+            bodies[message_id] = {"item_id": body["item_id"], "image_key": body.get("image_key")}
         except Exception as exc:  # noqa: BLE001 - one bad message must not fail the others
             result.errors[message_id] = exc
     try:
