@@ -135,3 +135,25 @@ def test_counts_are_count_queries_on_the_state_index_across_pages(stack):
         if k["ExpressionAttributeValues"][":state"]["S"] == "unlabeled"
     ]
     assert len(unlabeled_pages) >= 2
+
+
+def test_the_demo_counts_the_review_items_a_sweep_has_yet_to_reach(stack):
+    from infra.demo import STALE_REVIEW
+
+    # Given needs_review items: labeled by the old model, by the new one, audit draws, and
+    # one with no model label yet
+    for n, extra in enumerate(
+        [
+            {"model_version": "old", "review_reason": "uncertain"},
+            {"model_version": "old"},
+            {"model_version": "new", "review_reason": "uncertain"},
+            {"review_reason": "audit"},
+            {"model_version": "old", "review_reason": "audit"},
+            {},
+        ]
+    ):
+        items.put_new(stack.table, {"item_id": f"{n:064x}", "state": "needs_review", **extra})
+    c = StackClient.__new__(StackClient)
+    c.outputs, c._clients = {"ItemsTableName": stack.table}, {"dynamodb": stack.ddb}
+    # Then the old model's two non-audit items and the unlabeled one are still to do
+    assert c.count("needs_review", STALE_REVIEW, version="new", audit="audit") == 3
