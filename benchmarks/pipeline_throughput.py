@@ -134,6 +134,9 @@ class Stack:
                 self.c = StackClient(self.data_dir)
                 if self.c.info["pid"] == self.proc.pid:
                     os.environ.update(self.c.env)  # for the flywheel adapters used below
+                    from flywheel.adapters import aws
+
+                    aws.reset_all()  # clients cached for an earlier stack's endpoints
                     return
             except StackError:
                 pass
