@@ -98,6 +98,7 @@ class LocalStack:
         retry_delay_s: int = 2,
         snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
         max_concurrency: int = 2,
+        model_server_workers: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.template = Path(template)
@@ -108,6 +109,7 @@ class LocalStack:
         self.schedules = schedules
         self.retry_delay_s = retry_delay_s
         self.max_concurrency = max_concurrency
+        self.model_server_workers = model_server_workers
         self.moto = MotoProcess(
             self.data_dir / "moto", port=port_base, snapshot_bytes=snapshot_bytes
         )
@@ -307,6 +309,7 @@ class LocalStack:
             events_endpoint=moto_url,
             on_event=self._on_sagemaker_event,
             cloudwatch_endpoint=moto_url,
+            model_server_workers=self.model_server_workers,
         )
         self.sagemaker.start()
         return str(self.sagemaker.url)
