@@ -15,9 +15,10 @@ Fn::Select, Fn::Split, Fn::Equals/Not/And/Or, with deterministic physical names
 (``<stack>-<LogicalId>``, lowercased for buckets) so nothing has to exist first.
 ``provision`` creates S3 buckets (encryption, versioning, public access block,
 policy, queue notifications), DynamoDB tables (GSIs, TTL), SQS queues (with
-redrive; DLQs first), SNS topics and Cognito user pools with their app clients.
-Lambda, IAM, EventBridge, alarms and custom resources are not created: the local
-runtime's event router reads them itself.
+redrive; DLQs first), SNS topics, Cognito user pools with their app clients, and
+CloudWatch alarms (moto records them and their state; it never evaluates them).
+Lambda, IAM, EventBridge and custom resources are not created: the local runtime's
+event router reads them itself.
 """
 
 from __future__ import annotations
@@ -487,7 +488,45 @@ def provision(
                 Bucket=refs[lid],
                 NotificationConfiguration=_notification(props["NotificationConfiguration"]),
             )
+    _provision_alarms(resolved, session, physical)
     return physical
+
+
+_ALARM_KEYS = (
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Period",
+    "EvaluationPeriods",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "AlarmActions",
+    "OKActions",
+    "DatapointsToAlarm",
+)
+
+
+def _provision_alarms(resolved: dict[str, Any], session: Any, physical: dict) -> None:
+    """The template's CloudWatch alarms (PutMetricAlarm overwrites: safe to repeat)."""
+    alarms = _of_type(resolved, "AWS::CloudWatch::Alarm")
+    if not alarms:
+        return
+    cw = session.client("cloudwatch", region_name=resolved["Region"])
+    for lid, res in alarms:
+        props = res["Properties"]
+        kwargs = {k: props[k] for k in _ALARM_KEYS if k in props}
+        for k in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if k in kwargs:
+                kwargs[k] = int(kwargs[k])
+        if "Threshold" in kwargs:
+            kwargs["Threshold"] = float(kwargs["Threshold"])
+        name = resolved["Refs"][lid]
+        cw.put_metric_alarm(AlarmName=name, **kwargs)
+        physical[lid] = name
 
 
 _USER_POOL_KEYS = ("Policies", "AdminCreateUserConfig", "UsernameConfiguration", "MfaConfiguration")

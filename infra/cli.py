@@ -100,6 +100,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         port_base=args.port_base,
         parameters=_parameters(args.parameter),
         schedules=not args.no_schedules,
+        model_server_workers=args.model_server_workers,
     )
     print(f"starting the local stack in {stack.data_dir} ...", flush=True)
     info = stack.start()
@@ -248,24 +249,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- status / train ------------------------------------------------------------------
 
 
+def _dashboard(c: Any) -> dict:
+    """The dashboard's figures through the same service as ``GET /review/dashboard``, run
+    here against the stack's endpoints (no token needed: the CLI has the stack's access)."""
+    from flywheel.adapters import aws
+    from flywheel.services import dashboard
+
+    os.environ.update(c.env)
+    aws.reset()
+    parameters = c.info.get("parameters") or {}
+    confidence = float(parameters.get("CertificationConfidence") or 0.95)
+    return dashboard.gather(c.items_table, c.champion_parameter, confidence)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from flywheel.domain.dashboard import lines
+
     c = _client(args)
     s = c.status()
+    figures = _dashboard(c)
     if args.json:
-        print(json.dumps(s, default=str, indent=2))
+        print(json.dumps({**s, "dashboard": figures}, default=str, indent=2))
         return 0
-    items = s["items"]
     print(f"stack {c.stack_name} ({c.where})")
-    print("items      " + "  ".join(f"{k}={v}" for k, v in items.items()))
-    champ = s["champion"]
-    if champ:
-        print(
-            f"champion   {champ['model_version']}"
-            f"  test_accuracy={float(champ['test_accuracy']):.4f}"
-            f"  threshold={float(champ['threshold']):.3f}  promoted {champ.get('promoted_at', '?')}"
-        )
-    else:
-        print("champion   none yet")
+    for line in lines(figures):
+        print(line)
     jobs = s["training_jobs"]
     latest = s["latest_job"]
     print(
@@ -275,6 +283,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for t in s["tuning_jobs"][:3]:
         print(f"tuning     {t['name']} {t['status']}")
+    items = figures["items_by_state"]
     print(
         f"review     backlog={items['needs_review']}  batches={len(s['review_batches'])}"
         + (
@@ -749,6 +758,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="SECONDS",
         help="print a status line this often (default 10)",
+    )
+    up.add_argument(
+        "--model-server-workers",
+        type=int,
+        metavar="N",
+        help="model server processes per endpoint variant (default: FLYWHEEL_MODEL_SERVER_WORKERS "
+        "or one per core up to 2; a model's SAGEMAKER_MODEL_SERVER_WORKERS wins)",
     )
     up.set_defaults(fn=cmd_up)
 

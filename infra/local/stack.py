@@ -31,7 +31,7 @@ from infra.local import provision as prov
 from infra.local.functions import FunctionPool
 from infra.local.http_api import HttpApiServer, routes_from_template
 from infra.local.lambda_api import LambdaApi
-from infra.local.moto_server import REGION, MotoProcess, client
+from infra.local.moto_server import DEFAULT_SNAPSHOT_BYTES, REGION, MotoProcess, client
 from infra.local.router import Router
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,9 @@ class LocalStack:
         sagemaker: bool = True,
         schedules: bool = True,
         retry_delay_s: int = 2,
-        snapshot_every_s: float = 10.0,
+        snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
         max_concurrency: int = 2,
+        model_server_workers: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.template = Path(template)
@@ -124,8 +125,9 @@ class LocalStack:
         self.schedules = schedules
         self.retry_delay_s = retry_delay_s
         self.max_concurrency = max_concurrency
+        self.model_server_workers = model_server_workers
         self.moto = MotoProcess(
-            self.data_dir / "moto", port=port_base, snapshot_every_s=snapshot_every_s
+            self.data_dir / "moto", port=port_base, snapshot_bytes=snapshot_bytes
         )
         self.sagemaker: Any = None
         self.pool: FunctionPool | None = None
@@ -222,6 +224,7 @@ class LocalStack:
             "parameters": self.resolved.get("Parameters", {}),
             "functions": {s.logical_id: s.name for s in specs},
             "reviewer": reviewer,
+            "moto_recovery": self.moto.recovery,  # what the start replayed, and how long
         }
         # Where the endpoints listen, and nothing else: names come from DescribeStacks.
         connection = {k: self.info[k] for k in ENDPOINTS_KEYS}
@@ -324,6 +327,7 @@ class LocalStack:
             events_endpoint=moto_url,
             on_event=self._on_sagemaker_event,
             cloudwatch_endpoint=moto_url,
+            model_server_workers=self.model_server_workers,
         )
         self.sagemaker.start()
         return str(self.sagemaker.url)
@@ -360,7 +364,12 @@ class LocalStack:
         }
 
     def stop(self) -> None:
-        for part in (self.http_api, self.router, self.api, self.pool):
+        # Within seconds: the router stops taking work, the sandboxes are killed (what
+        # they were doing stays on its queue and is redelivered at the next start),
+        # then the servers stop. moto stops last, so the router's last calls reach it.
+        if self.router is not None:
+            self.router.stopping()
+        for part in (self.pool, self.http_api, self.router, self.api):
             if part is not None:
                 try:
                     part.stop()
