@@ -29,7 +29,6 @@ def stack(tmp_path_factory):
         data,
         sagemaker=False,
         schedules=False,
-        snapshot_every_s=0,
         parameters={"AuditFraction": "1"},
     )
     s.start()
@@ -145,13 +144,13 @@ def test_a_wrong_stack_name_or_a_stopped_stack_is_one_clear_line(stack, tmp_path
 
 
 def test_the_registered_stack_survives_a_restart(tmp_path):
-    server = MotoServer(tmp_path, snapshot_every_s=0)
+    server = MotoServer(tmp_path)
     server.start()
     resolved = {"StackName": "kept", "Parameters": {"JobPrefix": "dfw"}, "Outputs": {}}
     register_stack(resolved, {"UploadBucketName": "kept-up"}, client("cloudformation", server.url))
     server.stop()
 
-    server = MotoServer(tmp_path, snapshot_every_s=0)
+    server = MotoServer(tmp_path)
     server.start()
     try:
         (described,) = client("cloudformation", server.url).describe_stacks(StackName="kept")[
