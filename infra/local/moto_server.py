@@ -27,6 +27,8 @@ from joserfc import jwk
 from moto.backends import get_backend
 from moto.server import ThreadedMotoServer
 
+from infra.local.moto_stepfunctions import install_for_server
+
 log = logging.getLogger(__name__)
 
 PICKLED_SERVICES = ("s3", "sqs", "dynamodb", "sns", "events", "cloudwatch", "cognito-idp")
@@ -183,6 +185,7 @@ class MotoServer:
         for service in ALL_SERVICES:  # the backends are process-global
             get_backend(service).reset()
         ssm_params = self._restore_pickled()
+        install_for_server(self.state_dir)  # Step Functions executions (moto_stepfunctions.py)
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
