@@ -37,14 +37,18 @@ def handler(event: dict, context: LambdaContext) -> dict:
         )
     elif action == "record":
         outcome = Outcome(event.get("outcome"))
+        recorded: list[bool] = []
+
+        def record() -> dict:
+            recorded.append(True)
+            return rollout.record(settings, state, outcome)
+
         # Once per execution: a retried record neither re-registers nor re-notifies.
         result = run_once(
-            settings.IDEMPOTENCY_TABLE,
-            context,
-            {"execution": execution, "action": action},
-            lambda: rollout.record(settings, state, outcome),
+            settings.IDEMPOTENCY_TABLE, context, {"execution": execution, "action": action}, record
         )
-        metrics.add_metric(name=METRIC[str(outcome)], unit=MetricUnit.Count, value=1)
+        if recorded:  # counted once too (a retry gets the stored result)
+            metrics.add_metric(name=METRIC[str(outcome)], unit=MetricUnit.Count, value=1)
     elif action == "check":
         result = rollout.check(settings, state)
     elif action == "check_rollback":
