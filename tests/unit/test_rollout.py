@@ -1,4 +1,4 @@
-"""The rollout's decisions (flywheel.domain.rollout): pure, one DescribeEndpoint or alarm read in."""
+"""The rollout's decisions (flywheel.domain.rollout): pure, one endpoint or alarm read in."""
 
 from __future__ import annotations
 
