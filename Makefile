@@ -8,10 +8,13 @@ VENV   := .venv
 # aws-sam-cli pins its own boto3 and click, so it lives in a venv of its own.
 SAMVENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
+# label-studio-sdk (the Label Studio format checks of the tests) pins its own dependencies too.
+LSVENV := .venv-labelstudio
+LABEL_STUDIO_SDK_VERSION := 2.1.2
 
 .PHONY: setup demo test lint clean
 
-setup: $(VENV)/.installed $(SAMVENV)/.installed
+setup: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +28,16 @@ $(SAMVENV)/.installed:
 	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $@
 
+$(LSVENV)/.installed:
+	$(PYTHON) -m venv $(LSVENV)
+	$(LSVENV)/bin/pip install --quiet --upgrade pip
+	$(LSVENV)/bin/pip install --quiet label-studio-sdk==$(LABEL_STUDIO_SDK_VERSION)
+	touch $@
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/flywheel demo
 
-test: $(VENV)/.installed $(SAMVENV)/.installed
+test: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.installed
@@ -37,4 +46,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 
 clean:
-	rm -rf $(VENV) $(SAMVENV) .aws-sam .flywheel .flywheel-demo
+	rm -rf $(VENV) $(SAMVENV) $(LSVENV) .aws-sam .flywheel .flywheel-demo
