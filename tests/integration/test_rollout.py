@@ -47,6 +47,7 @@ class FakeEndpoints(sm_adapter.Endpoints):
         self.creates: list[str] = []
         self.updates: list[dict] = []
         self.blue_green_rolls_back = False
+        self.creation_fails = False
         self.on_switch: Callable[[str], None] = lambda config: None
         self._lock = threading.Lock()
 
@@ -72,7 +73,9 @@ class FakeEndpoints(sm_adapter.Endpoints):
     def _finish(self, rec: dict) -> None:
         pending = rec.pop("PendingDeploymentSummary", None)
         rec["EndpointStatus"] = "InService"
-        if pending is None:  # created
+        if pending is None and self.creation_fails:
+            rec.update(EndpointStatus="Failed", FailureReason="model server did not pass /ping")
+        elif pending is None:  # created
             self.on_switch(rec["EndpointConfigName"])
         elif self.blue_green_rolls_back and rec.pop("_blue_green"):
             rec["FailureReason"] = "Update rolled back: CloudWatch alarm(s) in ALARM state"
@@ -356,6 +359,24 @@ def test_instance_deploy_step_answering_late_is_retried_and_asks_sagemaker_once(
     (update,) = endpoints.updates
     assert env.champion()["endpoint_config"] == update["EndpointConfigName"]
     assert [n["outcome"] for n in outcomes(env)] == ["promoted"]
+
+
+def test_an_endpoint_that_fails_is_recorded_failed_and_no_champion(env, endpoints, context):
+    # Given a first model whose endpoint will fail to come up
+    endpoints.creation_fails = True
+    finished_job(env, JOB, metrics_doc(JOB, 0.93))
+
+    # When the rollout runs
+    done = promote_and_wait(env, context)
+
+    # Then it ends DeploymentFailed, the failure recorded once with SageMaker's reason
+    assert done["status"] == "FAILED" and done["error"] == "DeploymentFailed", done
+    (note,) = outcomes(env)
+    assert note["outcome"] == "failed" and "did not pass /ping" in note["reason"]
+    (package,) = packages(env)
+    assert package["ModelApprovalStatus"] == "Rejected"
+    assert env.champion() is None
+    assert "bake" not in env.fn.actions()
 
 
 def test_a_finished_rollout_is_not_started_again(env, endpoints, context):
