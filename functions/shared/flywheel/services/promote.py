@@ -28,7 +28,6 @@ class PromoteResult:
     job_name: str
     model_version: str | None = None
     reason: str = ""
-    relabel_messages: int = 0
     execution_arn: str = ""
 
     def as_dict(self) -> dict:
