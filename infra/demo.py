@@ -166,9 +166,7 @@ class Demo:
 
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
-        stack = LocalStack(
-            self.data_dir, parameters=self.parameters(), schedules=False, snapshot_every_s=30
-        )
+        stack = LocalStack(self.data_dir, parameters=self.parameters(), schedules=False)
         stack.start()
         try:
             self.c = StackClient(self.data_dir)
