@@ -356,6 +356,24 @@ class StackClient:
         """Run a function's template schedule now: invoke it with what the schedule sends."""
         return {"result": self.invoke(function_logical_id, schedule_event(function_logical_id))}
 
+    def inject_fault(
+        self, function: str, delay_s: float, match: dict[str, Any] | None = None, times: int = 1
+    ) -> dict[str, Any]:
+        """Local test hook: the next ``times`` synchronous invokes of ``function`` whose event
+        has ``match``'s keys answer ``delay_s`` late (the function itself runs at once)."""
+        import urllib.request
+
+        if not self.local:
+            raise StackRefError("fault injection is the local stack's test hook")
+        body = {"function": function, "delay_s": delay_s, "times": times, "match": match or {}}
+        req = urllib.request.Request(
+            f"{self.local['endpoints']['lambda']}/_flywheel/faults",
+            method="POST",
+            data=json.dumps(body).encode(),
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
     def invoke(self, logical_id: str, event: Any) -> Any:
         """Invoke a function synchronously; raise RuntimeError with its message if it fails."""
         resp = self.client("lambda").invoke(
