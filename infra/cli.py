@@ -1,20 +1,24 @@
-"""``flywheel``: run the data flywheel on this machine and talk to it.
+"""``flywheel``: run the data flywheel on this machine, and operate it here or in AWS.
 
     flywheel up                      # serve the local stack (Ctrl-C stops; state is kept)
     flywheel demo [--quick]          # the whole loop on scikit-learn's digits, with a report
     flywheel upload DIR_OR_FILES... [--label CLASS | --labels-from-dirs]
     flywheel predict IMAGE...
     flywheel status
-    flywheel train [--tuning | --no-tuning] [--wait]
+    flywheel train [--tuning | --no-tuning] [--wait]   # --wait: trials, epochs, the decision
+    flywheel wait [--timeout S]                  # until queues are drained and jobs decided
     flywheel schedule StartTrainingFunction      # run a template schedule now
     flywheel review export [-o DIR] [--format csv|label-studio]  /  flywheel review import FILE
     flywheel export --format {manifest,csv,imagefolder} -o OUT
-    flywheel preflight [--stack NAME] [--region R] [--profile P] [--parameter K=V]
+    flywheel preflight [--parameter K=V]          # the account's SageMaker quotas
 
-Every command but ``up``, ``demo`` and ``preflight`` talks to a running stack through
-boto3 and the endpoints in ``<data-dir>/endpoints.json`` (``--data-dir``, default
-``.flywheel``; or ``FLYWHEEL_DATA_DIR``). ``preflight`` reads the real account with your
-AWS credentials (before or after ``sam deploy``).
+Every command but ``up``, ``demo`` and ``preflight`` reaches a stack through
+CloudFormation (``DescribeStacks``: the template's Outputs name every resource):
+``--stack NAME [--region R] [--profile P]`` a deployed stack, with your normal AWS
+credential chain; otherwise the local stack that ``flywheel up`` serves and registered
+in its own CloudFormation, found through ``<data-dir>/endpoints.json`` (``--data-dir``,
+default ``.flywheel`` or ``FLYWHEEL_DATA_DIR``). Global options go before or after the
+command. ``preflight`` reads the real account (before or after ``sam deploy``).
 """
 
 from __future__ import annotations
@@ -44,10 +48,19 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("FLYWHEEL_DATA_DIR") or ".flywheel")
 
 
+def _local_data_dir(args: argparse.Namespace) -> Path | None:
+    """The local stack's folder, or None for a deployed stack (--stack without --data-dir)."""
+    if args.stack and not args.data_dir:
+        return None
+    return _data_dir(args)
+
+
 def _client(args: argparse.Namespace) -> Any:
     from infra.local.client import StackClient
 
-    return StackClient(_data_dir(args))
+    return StackClient(
+        _local_data_dir(args), stack=args.stack, region=args.region, profile=args.profile
+    )
 
 
 def _parameters(pairs: list[str] | None) -> dict[str, str]:
@@ -77,11 +90,13 @@ def _status_line(c: Any) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from infra.local.client import StackClient
-    from infra.local.stack import LocalStack
+    from infra.local.stack import DEFAULT_STACK, LocalStack
 
+    if args.region or args.profile:
+        raise CliError("flywheel up serves the stack on this machine: no --region/--profile")
     stack = LocalStack(
         _data_dir(args),
-        stack_name=args.stack_name,
+        stack_name=args.stack or DEFAULT_STACK,
         port_base=args.port_base,
         parameters=_parameters(args.parameter),
         schedules=not args.no_schedules,
@@ -256,7 +271,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**s, "dashboard": figures}, default=str, indent=2))
         return 0
-    print(f"stack {c.info['stack_name']} ({c.info['data_dir']})")
+    print(f"stack {c.stack_name} ({c.where})")
     for line in lines(figures):
         print(line)
     jobs = s["training_jobs"]
@@ -294,28 +309,77 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Exit 0: started (or, with --wait, promoted); 2: the gate rejected it; 1: job failed."""
     c = _client(args)
     result = c.invoke("StartTrainingFunction", {"reason": "manual", "tuning": args.tuning})
     print(json.dumps(result, default=str) if not isinstance(result, str) else result)
-    if args.wait:
-        name = (result or {}).get("job_name") if isinstance(result, dict) else None
-        if not name:
-            raise CliError("no job was started, nothing to wait for")
-        sm = c.client("sagemaker")
-        kind = (result or {}).get("kind", "training")
+    if not args.wait:
+        return 0
+    name = (result or {}).get("job_name") if isinstance(result, dict) else None
+    if not name or result.get("started") is False:
+        why = result.get("reason") if isinstance(result, dict) else None
+        raise CliError(f"no job was started{f' ({why})' if why else ''}, nothing to wait for")
+    return _wait_for_decision(c, result.get("kind", "training"), name, args.timeout)
 
-        def done() -> str | None:
-            if kind == "tuning":
-                st = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
-                    "HyperParameterTuningJobStatus"
-                ]
-            else:
-                st = sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"]
-            return st if st in ("Completed", "Failed", "Stopped") else None
 
-        status = c.wait(done, timeout=args.timeout, what=f"job {name}")
-        print(f"{name}: {status}")
-        return 0 if status == "Completed" else 1
+def _wait_for_decision(c: Any, kind: str, name: str, timeout: float) -> int:
+    from infra.progress import JobProgress, follow
+
+    deadline = time.monotonic() + timeout
+    job = JobProgress(c.client("sagemaker"), c.client("logs"), kind, name)
+    follow(
+        lambda: (job.poll(), job.status in ("Completed", "Failed", "Stopped")),
+        lambda line: print(line, flush=True),
+        timeout,
+        f"{kind} job {name}",
+    )
+    if job.status != "Completed":
+        print(f"{name}: {job.status}; no model to promote")
+        return 1
+    version = c.judged_version(kind, name)
+    if not version:
+        print(f"{name}: Completed without a best training job; no model to promote")
+        return 1
+    print(f"waiting for promote to judge {version} ...", flush=True)
+    decided = c.wait(
+        lambda: c.decision(version),
+        timeout=max(deadline - time.monotonic(), 1),
+        what=f"the promotion decision on {version}",
+    )
+    scores = f"test_accuracy={decided['test_accuracy']}" + (
+        f" vs champion {decided['champion_test_accuracy']}"
+        if decided.get("champion_test_accuracy") not in (None, "none")
+        else " (no champion before)"
+    )
+    print(f"{decided['outcome']}: {version}  {scores}  {decided['reason']}")
+    return 0 if decided["outcome"] == "promoted" else 2
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Until the stack is idle: work queues drained, no job running, every model judged."""
+    c = _client(args)
+    state: dict[str, Any] = {"last": None, "quiet": 0}
+
+    def poll() -> tuple[list[str], bool]:
+        busy = c.activity()
+        lines = []
+        if busy != state["last"]:
+            stamp = time.strftime("%H:%M:%S")
+            lines.append(f"[{stamp}] " + ("idle" if not busy else "busy: " + "  ".join(busy)))
+        state["last"] = busy
+        # Idle twice in a row: a message between two queues is briefly in neither.
+        state["quiet"] = state["quiet"] + 1 if not busy else 0
+        return lines, state["quiet"] >= 2
+
+    from infra.progress import follow
+
+    follow(
+        poll,
+        lambda line: print(line, flush=True),
+        args.timeout,
+        "the stack to be idle",
+        every=args.every,
+    )
     return 0
 
 
@@ -552,8 +616,12 @@ def preflight_parameters(args: argparse.Namespace, session: Any) -> dict[str, st
     params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
     params.update(_samconfig_overrides(ROOT / "samconfig.toml"))
     if args.stack:
-        (stack,) = session.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
-        params.update({p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]})
+        from infra.stack_ref import describe_with
+
+        region = session.region_name
+        cfn = session.client("cloudformation")
+        ref = describe_with(cfn, args.stack, f"region {region}", region)
+        params.update(ref.parameters)
     params.update(_parameters(args.parameter))
     return params
 
@@ -567,6 +635,8 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     from infra.cfn import load_template
 
+    if args.data_dir:
+        raise CliError("preflight checks an AWS account: --stack NAME names a deployed stack")
     session = _aws_session(args)
     region = session.region_name
     if not region:
@@ -612,18 +682,61 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------
 
 
+GLOBAL_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (
+        ("--stack",),
+        {
+            "metavar": "NAME",
+            "help": "the stack's name: a deployed stack (AWS, your credential chain) unless "
+            "--data-dir is given; for up, the local stack's name (default flywheel)",
+        },
+    ),
+    (("--region",), {"help": "AWS region of the deployed stack (default: your AWS config's)"}),
+    (("--profile",), {"help": "AWS named profile (default: your credential chain)"}),
+    (
+        ("--data-dir",),
+        {
+            "metavar": "DIR",
+            "help": "the local stack's folder (default .flywheel, or FLYWHEEL_DATA_DIR); "
+            "its endpoints.json says where the local endpoints listen",
+        },
+    ),
+    (("-v", "--verbose"), {"action": "store_true", "help": "log what the runtime does"}),
+]
+
+
+def _add_global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """On the top parser with defaults; on every command with none, so a value given
+    after the command is kept and one given before it is not overwritten."""
+    group = parser.add_argument_group("stack options (before or after the command)")
+    for flags, kwargs in GLOBAL_OPTIONS:
+        extra: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+        group.add_argument(*flags, **kwargs, **extra)
+
+
+class _Parser(argparse.ArgumentParser):
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("parser_class", _CommandParser)
+        return super().add_subparsers(**kwargs)
+
+
+class _CommandParser(_Parser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _add_global_options(self, top=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="flywheel",
         description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--data-dir", help="the stack's data directory (default .flywheel)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what the runtime does")
+    _add_global_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="serve the local stack in the foreground")
-    up.add_argument("--stack-name", default="flywheel")
     up.add_argument(
         "--port-base",
         type=int,
@@ -639,7 +752,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-schedules", action="store_true", help="do not run the template's schedules"
     )
-    up.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS")
+    up.add_argument(
+        "--status-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="print a status line this often (default 10)",
+    )
     up.add_argument(
         "--model-server-workers",
         type=int,
@@ -654,13 +773,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--fraction", type=float, default=1.0, help="use this fraction of the dataset"
     )
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the data split and sampling")
     demo.add_argument("--out", default="flywheel-demo-report", help="report directory")
     demo.add_argument("--keep", action="store_true", help="keep the demo's stack data directory")
     demo.set_defaults(fn=cmd_demo)
 
     up_ = sub.add_parser("upload", help="upload images to the upload bucket")
-    up_.add_argument("paths", nargs="+", metavar="PATH")
+    up_.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     g = up_.add_mutually_exclusive_group()
     g.add_argument("--label", help="human label for all of them (key labeled/<label>/...)")
     g.add_argument(
@@ -678,24 +797,56 @@ def build_parser() -> argparse.ArgumentParser:
     up_.set_defaults(fn=cmd_upload)
 
     pr = sub.add_parser("predict", help="classify images with the endpoint")
-    pr.add_argument("images", nargs="+", metavar="IMAGE")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    pr.add_argument("--json", action="store_true", help="one JSON response per line")
     pr.set_defaults(fn=cmd_predict)
 
     st = sub.add_parser("status", help="items by state, jobs, champion, review backlog")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="the status as JSON")
     st.set_defaults(fn=cmd_status)
 
-    tr = sub.add_parser("train", help="start a training (or tuning) run now")
+    tr = sub.add_parser(
+        "train",
+        help="start a training (or tuning) run now",
+        description="Invokes StartTrainingFunction. With --wait: each trial's and job's status "
+        "and per-epoch metrics as they are logged, then promote's decision. Exit 0 started or "
+        "promoted, 2 the gate rejected the model, 1 the job failed.",
+    )
     g = tr.add_mutually_exclusive_group()
-    g.add_argument("--tuning", dest="tuning", action="store_true", default=None)
-    g.add_argument("--no-tuning", dest="tuning", action="store_false")
-    tr.add_argument("--wait", action="store_true", help="wait for the job to finish")
-    tr.add_argument("--timeout", type=float, default=1800)
+    g.add_argument(
+        "--tuning",
+        dest="tuning",
+        action="store_true",
+        default=None,
+        help="a hyperparameter tuning job (default: the stack's EnableTuning)",
+    )
+    g.add_argument("--no-tuning", dest="tuning", action="store_false", help="one training job")
+    tr.add_argument(
+        "--wait", action="store_true", help="follow trials and epochs, then promote's decision"
+    )
+    tr.add_argument(
+        "--timeout", type=float, default=1800, help="seconds to wait in all (default 1800)"
+    )
     tr.set_defaults(fn=cmd_train)
 
+    wt = sub.add_parser(
+        "wait",
+        help="wait until the stack is idle (queues drained, no job running, models judged)",
+        description="Returns when no message waits in a work queue, no training or tuning job "
+        "runs, the endpoint is not updating and promote has judged the latest model. Exit 1 "
+        "on timeout.",
+    )
+    wt.add_argument(
+        "--timeout", type=float, default=1800, help="seconds to wait at most (default 1800)"
+    )
+    wt.add_argument("--every", type=float, default=2.0, help="seconds between checks (default 2)")
+    wt.set_defaults(fn=cmd_wait)
+
     sc = sub.add_parser("schedule", help="run a function's template schedule now")
-    sc.add_argument("function", help="logical id, e.g. StartTrainingFunction")
+    sc.add_argument(
+        "function",
+        help="logical id, e.g. StartTrainingFunction (invoked with its schedule's Input)",
+    )
     sc.set_defaults(fn=cmd_schedule)
 
     rv = sub.add_parser("review", help="export a review batch / import answers")
@@ -723,13 +874,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="upload a labels file (.csv/.manifest/.jsonl, or a Label Studio JSON export) "
         "and wait for its result",
     )
-    ri.add_argument("file")
-    ri.add_argument("--timeout", type=float, default=300)
+    ri.add_argument("file", help="the filled-in labels file")
+    ri.add_argument(
+        "--timeout", type=float, default=300, help="seconds to wait for its result (default 300)"
+    )
     ri.set_defaults(fn=cmd_review_import)
 
     ex = sub.add_parser("export", help="export the labeled dataset")
-    ex.add_argument("--format", choices=("manifest", "csv", "imagefolder"), default="manifest")
-    ex.add_argument("-o", "--output", required=True)
+    ex.add_argument(
+        "--format",
+        choices=("manifest", "csv", "imagefolder"),
+        default="manifest",
+        help="Ground Truth augmented manifest, CSV, or an ImageFolder tree (default manifest)",
+    )
+    ex.add_argument("-o", "--output", required=True, help="the file (or folder) to write")
     ex.add_argument(
         "--states",
         default="human_labeled,auto_labeled",
@@ -746,9 +904,6 @@ def build_parser() -> argparse.ArgumentParser:
         "parameter_overrides, then the deployed stack's (--stack), then --parameter. "
         "Exit 0 ok, 1 quota too low, 2 could not check.",
     )
-    pf.add_argument("--stack", help="a deployed stack whose parameters to check")
-    pf.add_argument("--region", help="AWS region (default: your AWS configuration's)")
-    pf.add_argument("--profile", help="AWS named profile (default: your credential chain)")
     pf.add_argument(
         "--parameter",
         action="append",
@@ -768,12 +923,13 @@ def main(argv: list[str] | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
     from infra.local.stack import StackError
+    from infra.stack_ref import StackRefError
 
     try:
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (CliError, StackError, TimeoutError, RuntimeError, OSError) as exc:
+    except (CliError, StackError, StackRefError, TimeoutError, RuntimeError, OSError) as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 1
     except (ClientError, BotoCoreError) as exc:

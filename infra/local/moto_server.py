@@ -27,7 +27,9 @@ write-ahead journal in front of moto's WSGI app:
   journal after it.
 
 SSM's backend does not pickle (it holds lambdas): snapshots keep its
-parameters' current values, restored through the API before the replay.
+parameters' current values, restored through the API before the replay. The
+stack's registration in CloudFormation is in the snapshots too (and is written
+again by every ``flywheel up``).
 moto's SQS is also patched for speed: O(1) DeleteMessage and
 ChangeMessageVisibility (messages indexed by id and receipt handle), and lazy
 queue attributes (see ``_patch_moto_sqs``).
@@ -65,7 +67,16 @@ from infra.local.moto_stepfunctions import install_for_server
 
 log = logging.getLogger(__name__)
 
-PICKLED_SERVICES = ("s3", "sqs", "dynamodb", "sns", "events", "cloudwatch", "cognito-idp")
+PICKLED_SERVICES = (
+    "s3",
+    "sqs",
+    "dynamodb",
+    "sns",
+    "events",
+    "cloudwatch",
+    "cognito-idp",
+    "cloudformation",
+)
 API_SERVICES = ("ssm",)
 ALL_SERVICES = PICKLED_SERVICES + API_SERVICES
 

@@ -14,6 +14,11 @@ local runtime needs:
   queue each time one is put);
 - a "tap" SQS queue subscribed to every SNS topic, so ``flywheel status`` and
   tests read what a subscriber would receive;
+- the stack itself in moto's CloudFormation (``register_stack``): its name, parameters
+  and the template's Outputs resolved to the local names, so tools reach the local
+  stack through ``DescribeStacks`` as they reach a deployed one. moto would try to
+  create the SAM template's resources itself, so the registered template holds the
+  Parameters and Outputs and one resource that creates nothing;
 - ``FunctionSpec``s: Globals merged, layers mapped to local folders (a layer
   that sam build puts under ``python/`` is importable, as ``/opt/python`` is in
   Lambda; any other layer is what ``/opt`` holds, so environment values under
@@ -22,6 +27,7 @@ local runtime needs:
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,10 @@ from infra.local.moto_server import REGION, client
 log = logging.getLogger(__name__)
 
 NOTIFICATIONS_TAP = "notifications-tap"
+# The registered stack's extra output (the local stack only): the tap queue's URL.
+NOTIFICATIONS_TAP_OUTPUT = "NotificationsTapUrl"
+# A resource type moto's CloudFormation accepts and creates nothing for.
+PLACEHOLDER_TYPE = "AWS::CloudFormation::WaitConditionHandle"
 
 
 class _Session:
@@ -128,6 +138,51 @@ def provision(resolved: dict[str, Any], moto_url: str) -> dict[str, str]:
             sns.subscribe(TopicArn=physical[lid], Protocol="sqs", Endpoint=tap_arn)
 
     return physical
+
+
+def stack_outputs(resolved: dict[str, Any], physical: dict[str, str]) -> dict[str, Any]:
+    """The template's Outputs with each predicted name swapped for the provisioned one."""
+    refs = {str(v): physical[k] for k, v in resolved["Refs"].items() if k in physical}
+    return {
+        k: refs.get(str(v["Value"]), v["Value"]) for k, v in resolved.get("Outputs", {}).items()
+    }
+
+
+def registered_template(resolved: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """The template registered for the local stack: Parameters, resolved Outputs, no resources."""
+    described = {k: v.get("Description") for k, v in resolved.get("Outputs", {}).items()}
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": f"{resolved['StackName']}: the local runtime of template.yaml (flywheel up)",
+        "Parameters": {k: {"Type": "String"} for k in resolved.get("Parameters", {})},
+        "Resources": {"LocalRuntime": {"Type": PLACEHOLDER_TYPE}},
+        "Outputs": {
+            k: {"Value": str(v), **({"Description": described[k]} if described.get(k) else {})}
+            for k, v in outputs.items()
+        },
+    }
+
+
+def register_stack(resolved: dict[str, Any], outputs: dict[str, Any], cfn_client: Any) -> str:
+    """Create or update the stack in (moto's) CloudFormation; returns its StackId."""
+    name = resolved["StackName"]
+    body = json.dumps(registered_template(resolved, outputs))
+    params = [
+        {
+            "ParameterKey": k,
+            "ParameterValue": ",".join(map(str, v)) if isinstance(v, list) else str(v),
+        }
+        for k, v in resolved.get("Parameters", {}).items()
+    ]
+    try:
+        cfn_client.describe_stacks(StackName=name)
+    except cfn_client.exceptions.ClientError:
+        return str(
+            cfn_client.create_stack(StackName=name, TemplateBody=body, Parameters=params)["StackId"]
+        )
+    return str(
+        cfn_client.update_stack(StackName=name, TemplateBody=body, Parameters=params)["StackId"]
+    )
 
 
 def _importable_layer(layer: dict[str, Any], content: Path) -> bool:

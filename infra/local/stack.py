@@ -9,8 +9,11 @@
     the template's HttpApi routes, behind their Cognito JWT authorizer (moto's
       cognito-idp issues the tokens); a local reviewer in ``<data_dir>/reviewer.json``
 
-The endpoints go to ``<data_dir>/endpoints.json``; the CLI and any script
-read them from there (``infra.local.stack.endpoints(data_dir)``).
+The stack is registered in moto's CloudFormation under its name, with the template's
+Outputs resolved to the local names (``provision.register_stack``), so tools find its
+resources through ``DescribeStacks`` as they do for a deployed stack. Where the local
+endpoints listen goes to ``<data_dir>/endpoints.json`` (``endpoints(data_dir)``);
+names and URLs of resources are never read from there.
 """
 
 from __future__ import annotations
@@ -40,6 +43,15 @@ DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_DATA_DIR = Path(".flywheel")
 DEFAULT_STACK = "flywheel"
 ENDPOINTS_FILE = "endpoints.json"
+ENDPOINTS_KEYS = (
+    "pid",
+    "stack_name",
+    "region",
+    "data_dir",
+    "started_at",
+    "endpoints",
+    "environment",
+)
 
 # Services whose AWS_ENDPOINT_URL_<ID> points at moto (botocore service ids).
 MOTO_SERVICE_IDS = (
@@ -53,6 +65,7 @@ MOTO_SERVICE_IDS = (
     "CLOUDWATCH_LOGS",
     "STS",
     "IAM",
+    "CLOUDFORMATION",
     "COGNITO_IDENTITY_PROVIDER",
     "SFN",
 )
@@ -75,10 +88,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def endpoints(data_dir: Path | str = DEFAULT_DATA_DIR) -> dict[str, Any]:
-    """The running stack's endpoints and names, or StackError when none is running."""
+    """Where the running local stack listens (``ENDPOINTS_KEYS``); StackError when none runs."""
     path = Path(data_dir) / ENDPOINTS_FILE
     if not path.exists():
-        raise StackError(f"no local stack is running on {data_dir} (start one: flywheel up)")
+        raise StackError(
+            f"no local stack is running on {data_dir} (start one: flywheel up; "
+            "or pass --stack NAME to reach a deployed stack)"
+        )
     info = json.loads(path.read_text())
     if not _pid_alive(int(info.get("pid", 0))):
         raise StackError(
@@ -188,6 +204,12 @@ class LocalStack:
         self.router.start()
         self.http_api.start()
         reviewer = self._ensure_reviewer(moto_url)
+        outputs = {
+            k: self._physical_value(v)
+            for k, v in prov.stack_outputs(self.resolved, self.physical).items()
+        }
+        outputs[prov.NOTIFICATIONS_TAP_OUTPUT] = self.physical["_NotificationsTap"]
+        prov.register_stack(self.resolved, outputs, client("cloudformation", moto_url))
 
         self.info = {
             "pid": os.getpid(),
@@ -203,17 +225,16 @@ class LocalStack:
             },
             "environment": env,
             "resources": self.physical,
-            "outputs": {
-                k: self._physical_value(v["Value"])
-                for k, v in self.resolved.get("Outputs", {}).items()
-            },
+            "outputs": outputs,
             "parameters": self.resolved.get("Parameters", {}),
             "functions": {s.logical_id: s.name for s in specs},
             "reviewer": reviewer,
             "moto_recovery": self.moto.recovery,  # what the start replayed, and how long
         }
+        # Where the endpoints listen, and nothing else: names come from DescribeStacks.
+        connection = {k: self.info[k] for k in ENDPOINTS_KEYS}
         tmp = self.data_dir / (ENDPOINTS_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.info, indent=2, default=str))
+        tmp.write_text(json.dumps(connection, indent=2, default=str))
         os.replace(tmp, self.data_dir / ENDPOINTS_FILE)
         return self.info
 
@@ -233,9 +254,6 @@ class LocalStack:
         return min([self.max_concurrency, *caps]) if caps else 1
 
     def _physical_value(self, value: Any) -> Any:
-        refs = {
-            str(v): self.physical[k] for k, v in self.resolved["Refs"].items() if k in self.physical
-        }
         if self.http_api is not None:  # an HttpApi's URL is the local server's
             for lid, res in self.resolved["Resources"].items():
                 if res["Type"] == "AWS::Serverless::HttpApi":
@@ -243,7 +261,7 @@ class LocalStack:
                     url = f"https://{ref}.execute-api.{REGION}.amazonaws.com"
                     if str(value) == url:
                         return self.http_api.url
-        return refs.get(str(value), value)
+        return value
 
     def _ensure_reviewer(self, moto_url: str) -> dict[str, Any] | None:
         """A local reviewer in the stack's user pool; its password in reviewer.json (0600).

@@ -1,9 +1,11 @@
 """The boto3 side of the service: S3 transfers (channels, code, artifacts, checkpoints),
-CloudWatch alarm reads, and the EventBridge events SageMaker emits.
+CloudWatch alarm reads, training logs in CloudWatch Logs, and the EventBridge events
+SageMaker emits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -61,6 +63,7 @@ class Aws:
             "s3": s3_endpoint,
             "events": events_endpoint,
             "cloudwatch": cloudwatch_endpoint,
+            "logs": cloudwatch_endpoint,  # the local stack serves both from moto
         }
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -179,6 +182,50 @@ class Aws:
             return []
         resp = self.client("cloudwatch").describe_alarms(AlarmNames=names)
         return [a["AlarmName"] for a in resp.get("MetricAlarms", []) if a["StateValue"] == "ALARM"]
+
+
+class LogStream:
+    """A training job's log in CloudWatch Logs, where SageMaker puts it
+    (``/aws/sagemaker/TrainingJobs``, stream ``<job>/algo-1-<start time>``).
+
+    Lines are sent in batches: when asked to (a metric line), or every second or 100
+    lines. Best effort, like the file log next to it: a failed send never fails a job.
+    """
+
+    GROUP = "/aws/sagemaker/TrainingJobs"
+
+    def __init__(self, aws: Aws, job: str) -> None:
+        self.aws, self.stream = aws, f"{job}/algo-1-{int(datetime.now(UTC).timestamp())}"
+        self.enabled = aws.configured("logs")
+        self._buffer: list[dict[str, Any]] = []
+        self._sent_at = 0.0
+        self._created = False
+
+    def add(self, line: str, flush: bool = False) -> None:
+        if not self.enabled:
+            return
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        self._buffer.append({"timestamp": now_ms, "message": line.rstrip("\n")})
+        if flush or len(self._buffer) >= 100 or now_ms / 1000 - self._sent_at >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        events, self._buffer = self._buffer, []
+        self._sent_at = events[-1]["timestamp"] / 1000
+        try:
+            logs = self.aws.client("logs")
+            if not self._created:
+                with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+                    logs.create_log_group(logGroupName=self.GROUP)
+                logs.create_log_stream(logGroupName=self.GROUP, logStreamName=self.stream)
+                self._created = True
+            logs.put_log_events(
+                logGroupName=self.GROUP, logStreamName=self.stream, logEvents=events
+            )
+        except Exception:
+            log.debug("could not send %d log lines of %s", len(events), self.stream, exc_info=True)
 
 
 class Events:

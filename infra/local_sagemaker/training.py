@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .aws import LogStream
 from .protocol import AwsError, arn, in_use, now, page, public, sort_filter, validation
 
 if TYPE_CHECKING:
@@ -649,10 +650,13 @@ class JobRunner(threading.Thread):
     def _read(self, proc: subprocess.Popen[str], logf: Any, rec: dict[str, Any]) -> None:
         definitions = (rec.get("AlgorithmSpecification") or {}).get("MetricDefinitions") or []
         assert proc.stdout is not None
+        cloudwatch = LogStream(self.t.svc.aws, self.name_)
         for line in proc.stdout:
             logf.write(line)
             logf.flush()
-            for metric, value in parse_metrics(line, definitions):
+            metrics = parse_metrics(line, definitions)
+            cloudwatch.add(line, flush=bool(metrics))
+            for metric, value in metrics:
                 with self._series_lock:
                     series = self._series.setdefault(metric, [])
                     series.append(value)
@@ -664,6 +668,7 @@ class JobRunner(threading.Thread):
                         fn(metric, value, index)
                     except Exception:
                         log.exception("metric listener failed")
+        cloudwatch.flush()
 
     def _sync_checkpoints(
         self, uri: str, folder: Path, synced: dict[str, tuple[int, int]]

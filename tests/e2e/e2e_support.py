@@ -11,6 +11,7 @@ from pathlib import Path
 
 from infra.local.client import StackClient, wait_until
 from infra.local.stack import StackError
+from infra.stack_ref import StackRefError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +74,7 @@ class RunningStack:
                 self.client = StackClient(self.data_dir)
                 if self.client.info["pid"] == self.proc.pid:
                     return self.client
-            except StackError:
+            except (StackError, StackRefError):
                 pass
             time.sleep(0.5)
         raise RuntimeError("flywheel up did not come up in time")

@@ -16,6 +16,7 @@ import sys
 import pytest
 from e2e_support import E2E_PARAMETERS, REPO, RunningStack, job_status, wait_for  # noqa: I001
 
+from infra import cli
 from infra.demo import digits
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +74,7 @@ def labels_file(c, key: str, rows: list[tuple[str, str]]) -> dict:
     )  # fmt: skip
 
 
-def test_a_rejected_first_model_is_followed_by_a_promoted_retrain(stack):
+def test_a_rejected_first_model_is_followed_by_a_promoted_retrain(stack, capsys):
     c = stack.client
     s3 = c.client("s3")
     # Given a random seed labeled carelessly (labels shuffled) and unlabeled uploads
@@ -87,8 +88,14 @@ def test_a_rejected_first_model_is_followed_by_a_promoted_retrain(stack):
         s3.put_object(Bucket=c.upload_bucket, Key=f"new/{d['index']}.png", Body=d["png"])
     wait_for(lambda: sum(c.counts().values()) >= len(SEED) + len(POOL), 240, "ingest")
 
-    # When the first model trains, Then the gate rejects it and there is no champion
-    first = run_job(c)
+    # When the first model trains (`flywheel train --wait`), Then the gate rejects it
+    code = cli.main(
+        ["train", "--no-tuning", "--wait", "--timeout", "900", "--data-dir", str(stack.data_dir)]
+    )
+    out = capsys.readouterr().out
+    first = json.loads(out.splitlines()[0])["job_name"]
+    assert code == 2, out  # rejected
+    assert f"rejected: {first}  test_accuracy=" in out and "below the floor" in out, out
     note = outcome(c, first)
     assert "rejected" in note and "below the floor" in note, note
     assert c.champion() is None

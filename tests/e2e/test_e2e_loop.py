@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from e2e_support import job_status, wait_for  # noqa: I001
 
+from infra import cli
 from infra.demo import digits
 
 pytestmark = pytest.mark.e2e
@@ -83,17 +84,27 @@ def test_uploads_are_ingested_and_a_corrupt_one_is_rejected(running_stack):
     assert head["ContentLength"] > 0
 
 
-def test_a_training_job_runs_and_promote_updates_the_endpoint(running_stack):
+def test_a_training_job_runs_and_promote_updates_the_endpoint(running_stack, capsys):
     c = running_stack.client
-    # When a person starts training (the `flywheel train` call)
-    result = c.invoke("StartTrainingFunction", {"reason": "manual", "tuning": False})
-    job = result["job_name"]
-    sm = c.client("sagemaker")
-    assert job_status(c, job) == "Completed"
-    # Then promote records it as champion and the endpoint serves its config
-    champion = wait_for(
-        lambda: (ch := c.champion()) and ch["training_job"] == job and ch, 300, "promotion"
+    # When a person starts training and waits: `flywheel train --no-tuning --wait`
+    code = cli.main(
+        ["--data-dir", str(running_stack.data_dir), "train", "--no-tuning", "--wait"]
+        + ["--timeout", "900"]
     )
+    out = capsys.readouterr().out
+    job = json.loads(out.splitlines()[0])["job_name"]
+    sm = c.client("sagemaker")
+    # Then it showed the job's epochs as they were logged and returned after promote decided
+    assert code == 0, out
+    assert f"training job {job} started" in out
+    epochs = [line for line in out.splitlines() if line.startswith(f"  {job}  epoch ")]
+    assert len(epochs) >= 2 and all("val_accuracy=" in line for line in epochs), out
+    assert f"training job {job} Completed" in out
+    assert f"promoted: {job}  test_accuracy=" in out and "(no champion before)" in out
+    assert job_status(c, job) == "Completed"
+    # And promote had recorded it as champion
+    champion = c.champion()
+    assert champion["training_job"] == job
     endpoint = wait_for(
         lambda: (e := sm.describe_endpoint(EndpointName=c.endpoint_name))["EndpointStatus"]
         == "InService"
@@ -211,8 +222,8 @@ def test_a_failed_training_job_notifies_and_changes_no_champion(running_stack):
 def test_a_message_that_keeps_failing_ends_in_the_dlq(running_stack):
     c = running_stack.client
     sqs = c.client("sqs")
-    sqs.send_message(QueueUrl=c.resources["IngestQueue"], MessageBody='{"Records": "not a list"}')
-    dlq = c.resources["IngestQueueDLQ"]
+    sqs.send_message(QueueUrl=c.outputs["IngestQueueUrl"], MessageBody='{"Records": "not a list"}')
+    dlq = c.outputs["IngestQueueDLQUrl"]
     msgs = wait_for(
         lambda: sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
             "Messages"

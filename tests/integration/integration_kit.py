@@ -80,6 +80,15 @@ class Stack:
         aws.reset_all()
         return env
 
+    def register(self) -> list[str]:
+        """Register this stack in (moto's) CloudFormation with the template's Outputs, as
+        a deployment would; returns the CLI's arguments that reach it."""
+        from infra.local.provision import register_stack, stack_outputs
+
+        outputs = stack_outputs(self.resolved, self.physical)
+        register_stack(self.resolved, outputs, self.session.client("cloudformation"))
+        return ["--stack", STACK, "--region", "us-east-1"]
+
     # ---- observations ------------------------------------------------------------
     def item(self, item_id: str) -> dict | None:
         from flywheel.adapters import items

@@ -8,7 +8,6 @@ import pytest
 from flywheel.adapters import items
 
 from infra import cli
-from infra.local.client import StackClient
 
 HOSTILE_LABELS = [
     "../x",
@@ -20,19 +19,6 @@ HOSTILE_LABELS = [
     "../../../../../outside/x",
     "x" * 300,
 ]
-
-
-class MotoStackClient(StackClient):
-    """The CLI's stack client, reading the test stack under moto's mock_aws."""
-
-    def __init__(self, stack) -> None:
-        self.info = {"environment": {"AWS_ENDPOINT_URL": None}, "region": "us-east-1"}
-        self.env, self.resources, self._clients = self.info["environment"], {}, {}
-        self.outputs = {
-            "DataBucketName": stack.data_bucket,
-            "ItemsTableName": stack.table,
-            "UploadBucketName": stack.upload_bucket,
-        }
 
 
 def seed(stack, n: int, label: str) -> str:
@@ -52,8 +38,8 @@ def seed(stack, n: int, label: str) -> str:
 
 
 @pytest.fixture
-def stack_cli(stack, monkeypatch):
-    monkeypatch.setattr(cli, "_client", lambda args: MotoStackClient(stack))
+def stack_cli(stack):
+    stack.args = stack.register()  # the CLI finds it through DescribeStacks
     return stack
 
 
@@ -66,7 +52,10 @@ def test_imagefolder_export_never_writes_outside_its_directory(stack_cli, tmp_pa
 
     # When the dataset is exported as an ImageFolder tree
     code = cli.main(
-        ["export", "--format", "imagefolder", "-o", str(out), "--states", "human_labeled"]
+        [
+            *stack_cli.args,
+            *("export", "--format", "imagefolder", "-o", str(out), "--states", "human_labeled"),
+        ]
     )
 
     # Then only the good item is in the tree, the rest is named on stderr and the exit code says so
@@ -80,5 +69,5 @@ def test_imagefolder_export_never_writes_outside_its_directory(stack_cli, tmp_pa
 def test_upload_refuses_a_label_that_is_not_a_class_name(stack_cli, tmp_path: Path):
     image = tmp_path / "a.png"
     image.write_bytes(b"png")
-    assert cli.main(["upload", str(image), "--label", "../../x"]) == 1
+    assert cli.main([*stack_cli.args, "upload", str(image), "--label", "../../x"]) == 1
     assert "Contents" not in stack_cli.s3.list_objects_v2(Bucket=stack_cli.upload_bucket)

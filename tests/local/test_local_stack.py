@@ -98,8 +98,10 @@ def test_eventbridge_rules_and_schedules_are_wired(stack):
 
 def test_endpoints_file_and_second_stack_refused(stack):
     info = endpoints(stack.data_dir)
-    assert info["outputs"]["UploadBucketName"] == "flywheel-uploadbucket"
+    assert "outputs" not in info  # names come from DescribeStacks (test_local_cli.py)
+    assert info["stack_name"] == "flywheel"
     assert info["environment"]["AWS_ENDPOINT_URL_S3"] == stack.moto.url
+    assert info["environment"]["AWS_ENDPOINT_URL_CLOUDFORMATION"] == stack.moto.url
     with pytest.raises(StackError):
         endpoints(stack.data_dir / "nowhere")
 
