@@ -64,9 +64,7 @@ def text(page, selector: str) -> str:
     return page.inner_text(selector).strip()
 
 
-def test_two_reviewers_label_by_keyboard_undo_skip_reject_never_sharing_an_item(
-    stack, browser
-):
+def test_two_reviewers_label_by_keyboard_undo_skip_reject_never_sharing_an_item(stack, browser):
     s, truth = stack
     c = StackClient(s.data_dir)
     url = review_app_url(c, 900)
@@ -194,9 +192,7 @@ def test_two_reviewers_label_by_keyboard_undo_skip_reject_never_sharing_an_item(
     assert alice_errors == [] and bob_errors == []
 
 
-def test_the_page_without_a_token_shows_the_sign_in_and_a_wrong_password_is_refused(
-    stack, browser
-):
+def test_the_page_without_a_token_shows_the_sign_in_and_a_wrong_password_is_refused(stack, browser):
     s, _ = stack
     url = review_app_url(StackClient(s.data_dir), 300)
     page = browser.new_context().new_page()

@@ -6,8 +6,8 @@ import pytest
 from flywheel.domain.answers import (
     Answer,
     labels_per_minute,
-    offered_classes,
     lease_holder,
+    offered_classes,
     parse_answer,
     parse_count,
     restorable,
