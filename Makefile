@@ -8,10 +8,13 @@ VENV   := .venv
 # aws-sam-cli pins its own boto3 and click, so it lives in a venv of its own.
 SAMVENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
+# The review app's browser test drives Debian's chromium (Playwright never downloads one).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test lint clean
 
-setup: $(VENV)/.installed $(SAMVENV)/.installed
+setup: $(VENV)/.installed $(SAMVENV)/.installed $(CHROMIUM)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +28,14 @@ $(SAMVENV)/.installed:
 	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $@
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/flywheel demo
 
-test: $(VENV)/.installed $(SAMVENV)/.installed
+test: $(VENV)/.installed $(SAMVENV)/.installed $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.installed
