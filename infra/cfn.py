@@ -15,15 +15,17 @@ Fn::Select, Fn::Split, Fn::Equals/Not/And/Or, with deterministic physical names
 (``<stack>-<LogicalId>``, lowercased for buckets) so nothing has to exist first.
 ``provision`` creates S3 buckets (encryption, versioning, public access block,
 policy, queue notifications), DynamoDB tables (GSIs, TTL), SQS queues (with
-redrive; DLQs first), SNS topics and Cognito user pools with their app clients.
-Lambda, IAM, EventBridge, alarms and custom resources are not created: the local
-runtime's event router reads them itself.
+redrive; DLQs first), SNS topics, Cognito user pools with their app clients, and
+CloudWatch alarms (moto records them and their state; it never evaluates them).
+Lambda, IAM, EventBridge and custom resources are not created: the local runtime's
+event router reads them itself.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,19 @@ _EXPLICIT_NAME = {
 }
 
 
+def _check_constraints(name: str, spec: dict[str, Any], value: str) -> None:
+    """What CloudFormation checks before it creates anything: the same refusal locally."""
+    allowed = spec.get("AllowedValues")
+    pattern = spec.get("AllowedPattern")
+    if (allowed is not None and value not in [str(v) for v in allowed]) or (
+        pattern is not None and not re.fullmatch(pattern, value)
+    ):
+        why = spec.get("ConstraintDescription") or (
+            f"one of {allowed}" if allowed is not None else f"matching {pattern}"
+        )
+        raise ValueError(f"parameter {name}={value!r} is not allowed: {why}")
+
+
 class _Resolver:
     def __init__(self, template: dict, stack_name: str, params: dict, region: str, account: str):
         self.t = template
@@ -137,6 +152,7 @@ class _Resolver:
                 )
             else:
                 value = str(value)
+                _check_constraints(name, spec, value)
             values[name] = value
         return values
 
@@ -472,7 +488,45 @@ def provision(
                 Bucket=refs[lid],
                 NotificationConfiguration=_notification(props["NotificationConfiguration"]),
             )
+    _provision_alarms(resolved, session, physical)
     return physical
+
+
+_ALARM_KEYS = (
+    "AlarmDescription",
+    "Namespace",
+    "MetricName",
+    "Dimensions",
+    "Statistic",
+    "ExtendedStatistic",
+    "Period",
+    "EvaluationPeriods",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "AlarmActions",
+    "OKActions",
+    "DatapointsToAlarm",
+)
+
+
+def _provision_alarms(resolved: dict[str, Any], session: Any, physical: dict) -> None:
+    """The template's CloudWatch alarms (PutMetricAlarm overwrites: safe to repeat)."""
+    alarms = _of_type(resolved, "AWS::CloudWatch::Alarm")
+    if not alarms:
+        return
+    cw = session.client("cloudwatch", region_name=resolved["Region"])
+    for lid, res in alarms:
+        props = res["Properties"]
+        kwargs = {k: props[k] for k in _ALARM_KEYS if k in props}
+        for k in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+            if k in kwargs:
+                kwargs[k] = int(kwargs[k])
+        if "Threshold" in kwargs:
+            kwargs["Threshold"] = float(kwargs["Threshold"])
+        name = resolved["Refs"][lid]
+        cw.put_metric_alarm(AlarmName=name, **kwargs)
+        physical[lid] = name
 
 
 _USER_POOL_KEYS = ("Policies", "AdminCreateUserConfig", "UsernameConfiguration", "MfaConfiguration")

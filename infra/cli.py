@@ -240,24 +240,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- status / train ------------------------------------------------------------------
 
 
+def _dashboard(c: Any) -> dict:
+    """The dashboard's figures through the same service as ``GET /review/dashboard``, run
+    here against the stack's endpoints (no token needed: the CLI has the stack's access)."""
+    from flywheel.adapters import aws
+    from flywheel.services import dashboard
+
+    os.environ.update(c.env)
+    aws.reset()
+    parameters = c.info.get("parameters") or {}
+    confidence = float(parameters.get("CertificationConfidence") or 0.95)
+    return dashboard.gather(c.items_table, c.champion_parameter, confidence)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from flywheel.domain.dashboard import lines
+
     c = _client(args)
     s = c.status()
+    figures = _dashboard(c)
     if args.json:
-        print(json.dumps(s, default=str, indent=2))
+        print(json.dumps({**s, "dashboard": figures}, default=str, indent=2))
         return 0
-    items = s["items"]
     print(f"stack {c.info['stack_name']} ({c.info['data_dir']})")
-    print("items      " + "  ".join(f"{k}={v}" for k, v in items.items()))
-    champ = s["champion"]
-    if champ:
-        print(
-            f"champion   {champ['model_version']}"
-            f"  test_accuracy={float(champ['test_accuracy']):.4f}"
-            f"  threshold={float(champ['threshold']):.3f}  promoted {champ.get('promoted_at', '?')}"
-        )
-    else:
-        print("champion   none yet")
+    for line in lines(figures):
+        print(line)
     jobs = s["training_jobs"]
     latest = s["latest_job"]
     print(
@@ -267,6 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for t in s["tuning_jobs"][:3]:
         print(f"tuning     {t['name']} {t['status']}")
+    items = figures["items_by_state"]
     print(
         f"review     backlog={items['needs_review']}  batches={len(s['review_batches'])}"
         + (

@@ -4,13 +4,16 @@ The container loads `code/inference.py` from model.tar.gz and calls, per request
     model_fn(model_dir) once, then input_fn(body, content_type) -> predict_fn(data, model)
     -> output_fn(prediction, accept)
 
-Requests: one image (image/jpeg, image/png, application/x-image) or a JSON batch
+Requests: one image (image/jpeg, image/png, image/gif, image/bmp, image/webp, image/tiff,
+application/x-image) or a JSON batch
 {"images": ["<base64>", ...]}. Response: {"model_version", "predictions": [{"label",
 "confidence", "auto_label", "threshold", "ood", "top_k": [{"label", "confidence"}]}]}.
 "ood" is true when the image is unlike the training data (its features are farther from every
 class than the model's held-out images allow, or it is blank): such an image is never
 auto-labelled, whatever its confidence; it goes to review. Models without an out-of-distribution
 detector (older artifacts) answer "ood": false.
+Images pass the checks ingest applies (flywheel.contracts.images: real type, header size,
+at least 8x8, at most 64 M pixels, not truncated) before OpenCV decodes them.
 Bad input raises InvalidInput (HTTP 400 in the container, a 4xx ModelError locally).
 """
 
@@ -20,7 +23,6 @@ import base64
 import binascii
 import json
 import os
-import struct
 import sys
 from pathlib import Path
 
@@ -28,6 +30,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # code/classifier/ next to this file
+from flywheel.contracts import images as image_contract  # noqa: E402  (code/flywheel/contracts)
+
+# OpenCV's own pixel guard, for formats whose header the contract does not parse (TIFF);
+# set before classifier.data imports cv2.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(image_contract.MAX_PIXELS))
 from classifier import artifact, calibration, data, models, ood  # noqa: E402
 
 try:  # the inference toolkit turns these into an HTTP status instead of a 500
@@ -35,11 +42,19 @@ try:  # the inference toolkit turns these into an HTTP status instead of a 500
 except ImportError:
     _ToolkitError = Exception
 
-IMAGE_TYPES = {"image/jpeg", "image/png", "application/x-image"}
+# What ingest accepts (flywheel.contracts.images sniffs the real type from the bytes).
+IMAGE_TYPES = {
+    "image/jpeg",
+    "image/png",
+    "image/gif",
+    "image/bmp",
+    "image/webp",
+    "image/tiff",
+    "application/x-image",
+}
 JSON_TYPE = "application/json"
 MAX_REQUEST_BYTES = 25 * 1024 * 1024  # SageMaker's real-time payload limit
-MAX_PIXELS = 36_000_000  # per image, read from the header before decoding (decompression bombs)
-MAX_BATCH = 64
+MAX_BATCH = image_contract.MAX_BATCH
 
 
 class InvalidInput(ValueError, _ToolkitError):
@@ -53,57 +68,12 @@ class InvalidInput(ValueError, _ToolkitError):
 # ----------------------------------------------------------------------------- image checks
 
 
-def image_dimensions(blob: bytes, name: str = "image") -> tuple[int, int]:
-    """(width, height) from a PNG or JPEG header, without decoding the pixels."""
-    if blob.startswith(b"\x89PNG\r\n\x1a\n"):
-        if len(blob) < 24 or blob[12:16] != b"IHDR":
-            raise InvalidInput(f"{name} is a corrupt PNG: no IHDR header")
-        return struct.unpack(">II", blob[16:24])
-    if blob.startswith(b"\xff\xd8"):
-        pos = 2
-        while pos + 4 <= len(blob):
-            if blob[pos] != 0xFF:
-                raise InvalidInput(f"{name} is a corrupt JPEG: bad marker")
-            marker = blob[pos + 1]
-            if marker == 0xFF:  # fill byte
-                pos += 1
-                continue
-            if marker in (0x01, *range(0xD0, 0xDA)):  # no length field
-                pos += 2
-                continue
-            (length,) = struct.unpack(">H", blob[pos + 2 : pos + 4])
-            if marker in (
-                0xC0,
-                0xC1,
-                0xC2,
-                0xC3,
-                0xC5,
-                0xC6,
-                0xC7,
-                0xC9,
-                0xCA,
-                0xCB,
-                0xCD,
-                0xCE,
-                0xCF,
-            ):
-                if pos + 9 > len(blob):
-                    break
-                height, width = struct.unpack(">HH", blob[pos + 5 : pos + 9])
-                return width, height
-            pos += 2 + length
-        raise InvalidInput(f"{name} is a corrupt JPEG: no frame header")
-    raise InvalidInput(f"{name} has an unsupported format: send JPEG or PNG")
-
-
 def decode_image(blob: bytes, name: str = "image") -> np.ndarray:
-    if not blob:
-        raise InvalidInput(f"{name} is empty")
-    width, height = image_dimensions(blob, name)
-    if width == 0 or height == 0:
-        raise InvalidInput(f"{name} has zero width or height")
-    if width * height > MAX_PIXELS:
-        raise InvalidInput(f"{name} is {width}x{height}: more than {MAX_PIXELS} pixels")
+    """The checks ingest applies (flywheel.contracts.images), then OpenCV's decode."""
+    try:
+        image_contract.check_image(blob, max_bytes=MAX_REQUEST_BYTES)
+    except image_contract.InvalidImage as exc:
+        raise InvalidInput(f"{name}: {exc.reason}") from None
     image = data.decode_rgb(blob)
     if image is None:
         raise InvalidInput(f"{name} is corrupt: cannot decode it")

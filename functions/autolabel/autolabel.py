@@ -46,6 +46,9 @@ def handler(event: dict, context: LambdaContext) -> dict:
     logger.info("items labeled", extra=result.summary)
     metrics.add_metric(name="ItemsAutoLabeled", unit=MetricUnit.Count, value=result.labeled)
     metrics.add_metric(name="ItemsNeedReview", unit=MetricUnit.Count, value=result.needs_review)
+    # of those: spot checks of the champion, and what a suspended champion would have labeled
+    metrics.add_metric(name="SpotChecksDrawn", unit=MetricUnit.Count, value=result.spot_checks)
+    metrics.add_metric(name="ItemsWithheld", unit=MetricUnit.Count, value=result.withheld)
     return process_partial_response(
         event=event,
         record_handler=partial(record_handler, result=result),

@@ -4,6 +4,7 @@
     POST /review/answers        {"item_id", "label"} | {"item_id", "action": "skip"|"reject"}
     POST /review/undo           revert the caller's last answer
     GET  /review/stats          the caller's progress, items by state, the retrain counter
+    GET  /review/dashboard      the stack's figures (the same as `flywheel status`)
 
 The caller is the token's ``cognito:username`` (ID token) or ``username`` (access token),
 else its ``sub``. Errors map to status codes in one place (``client_error``).
@@ -17,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from flywheel.domain.answers import parse_answer, parse_count
 from flywheel.errors import BadRequest, ClientError, http_status
-from flywheel.services import review_queue
+from flywheel.services import dashboard, review_queue
 from flywheel.settings import ReviewApiSettings
 
 # Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
@@ -64,6 +65,12 @@ def undo() -> dict:
 @app.get("/review/stats")
 def stats() -> dict:
     return review_queue.stats(ReviewApiSettings.from_env(), reviewer())
+
+
+@app.get("/review/dashboard")
+def dashboard_figures() -> dict:
+    s = ReviewApiSettings.from_env()
+    return dashboard.gather(s.ITEMS_TABLE, s.CHAMPION_PARAMETER, s.CERTIFICATION_CONFIDENCE)
 
 
 @app.exception_handler(ClientError)

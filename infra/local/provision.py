@@ -9,11 +9,9 @@ local runtime needs:
   local endpoint;
 - idempotence across restarts: the restored moto state already holds the
   resources, so creating one that exists is skipped (user pools and app clients are
-  found by name: their ids are moto's), and a bucket's
+  found by name: their ids are moto's; an alarm keeps its state), and a bucket's
   notification is only put on a new bucket (S3 sends a test event to the
   queue each time one is put);
-- the template's CloudWatch alarms (the local SageMaker reads their state to
-  roll a blue/green update back);
 - a "tap" SQS queue subscribed to every SNS topic, so ``flywheel status`` and
   tests read what a subscriber would receive;
 - ``FunctionSpec``s: Globals merged, layers mapped to local folders (a layer
@@ -93,6 +91,12 @@ class _Idempotent:
                 return {"UserPoolClient": found}
         return self._inner.create_user_pool_client(**kwargs)
 
+    def put_metric_alarm(self, **kwargs: Any) -> Any:
+        # moto would reset a restored alarm's state (a suspended champion's ALARM included).
+        if self._inner.describe_alarms(AlarmNames=[kwargs["AlarmName"]])["MetricAlarms"]:
+            return {}
+        return self._inner.put_metric_alarm(**kwargs)
+
     def update_time_to_live(self, **kwargs: Any) -> Any:
         try:
             return self._inner.update_time_to_live(**kwargs)
@@ -109,7 +113,7 @@ def resolve(template_path: Path, stack_name: str, parameters: dict[str, str]) ->
 def provision(resolved: dict[str, Any], moto_url: str) -> dict[str, str]:
     """Create everything the stack needs in moto; return Ref values by logical id."""
     physical = cfn.provision(resolved, _Session(moto_url))
-    sqs, sns, cw = (client(s, moto_url) for s in ("sqs", "sns", "cloudwatch"))
+    sqs, sns = (client(s, moto_url) for s in ("sqs", "sns"))
 
     tap_url = sqs.create_queue(QueueName=f"{resolved['StackName']}-{NOTIFICATIONS_TAP}")["QueueUrl"]
     tap_arn = sqs.get_queue_attributes(QueueUrl=tap_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -123,34 +127,6 @@ def provision(resolved: dict[str, Any], moto_url: str) -> dict[str, str]:
         if not any(s["Endpoint"] == tap_arn for s in subs):
             sns.subscribe(TopicArn=physical[lid], Protocol="sqs", Endpoint=tap_arn)
 
-    keys = (
-        "AlarmDescription",
-        "Namespace",
-        "MetricName",
-        "Dimensions",
-        "Statistic",
-        "ExtendedStatistic",
-        "Period",
-        "EvaluationPeriods",
-        "Threshold",
-        "ComparisonOperator",
-        "TreatMissingData",
-        "AlarmActions",
-        "DatapointsToAlarm",
-    )
-    for lid, res in resolved["Resources"].items():
-        if res["Type"] != "AWS::CloudWatch::Alarm":
-            continue
-        props = res["Properties"]
-        kwargs = {k: props[k] for k in keys if k in props}
-        for k in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
-            if k in kwargs:
-                kwargs[k] = int(kwargs[k])
-        if "Threshold" in kwargs:
-            kwargs["Threshold"] = float(kwargs["Threshold"])
-        name = resolved["Refs"][lid]
-        cw.put_metric_alarm(AlarmName=name, **kwargs)
-        physical[lid] = name
     return physical
 
 

@@ -205,6 +205,71 @@ def test_no_wildcard_resource_where_a_narrower_one_exists(translated):
             assert actions <= STAR_ONLY_ACTIONS, (lid, statement)
 
 
+# What each function does in the data bucket (docs/aws.md, "Permissions"): object rights
+# on exactly these prefixes, never on the whole bucket.
+DATA_BUCKET_ACCESS = {
+    "IngestFunctionRole": {"write": {"images"}},
+    "AutoLabelFunctionRole": {"read": {"images"}},
+    "HumanLabelsFunctionRole": {"read": {"labels"}, "write": {"labels"}},
+    "ReviewExportFunctionRole": {"read": {"images"}, "write": {"review"}},
+    "StartTrainingFunctionRole": {
+        "read": {"images", "datasets", "code"},
+        "write": {"datasets", "code"},
+    },
+    "PromoteFunctionRole": {"read": {"models"}, "write": {"models"}},
+    "ReviewApiFunctionRole": {"read": {"images"}},
+    "SageMakerExecutionRole": {
+        "read": {"datasets", "images", "code", "models", "checkpoints"},
+        "write": {"models", "checkpoints"},
+    },
+}
+PREFIX = re.compile(r"^\$\{DataBucket\.Arn\}/([a-z]+)/\*$")
+
+
+def _data_bucket_object_rights(translated) -> dict[str, dict[str, set[str]]]:
+    rights: dict[str, dict[str, set[str]]] = {}
+    for lid, statement in statements(translated):
+        actions = [a for a in as_list(statement.get("Action")) if a.startswith("s3:")]
+        if statement.get("Effect") != "Allow" or not actions:
+            continue
+        for resource in as_list(statement.get("Resource")):
+            text = json.dumps(resource)
+            if "DataBucket" not in text or "Object" not in " ".join(actions):
+                continue
+            sub = resource.get("Fn::Sub") if isinstance(resource, dict) else None
+            match = PREFIX.match(sub) if isinstance(sub, str) else None
+            assert match, f"{lid} has object rights on the whole data bucket: {statement}"
+            for action in actions:
+                kind = "read" if action == "s3:GetObject" else "write"
+                rights.setdefault(lid, {}).setdefault(kind, set()).add(match.group(1))
+    return rights
+
+
+def test_functions_touch_only_their_prefixes_of_the_data_bucket(translated):
+    assert _data_bucket_object_rights(translated) == DATA_BUCKET_ACCESS
+
+
+def test_no_sam_bucket_wide_s3_policy_on_the_data_bucket(raw_template):
+    for lid, fn in functions(raw_template).items():
+        for policy in fn["Properties"].get("Policies", []):
+            if isinstance(policy, dict) and any(k.startswith("S3") for k in policy):
+                ((name, arg),) = policy.items()
+                assert arg["BucketName"] == {"Ref": "UploadBucket"}, (lid, name)
+
+
+def test_the_sagemaker_role_pulls_only_the_pytorch_images_or_the_overrides(translated):
+    pulls = [
+        s
+        for lid, s in statements(translated)
+        if lid == "SageMakerExecutionRole" and "ecr:BatchGetImage" in as_list(s["Action"])
+    ]
+    assert len(pulls) == 1
+    text = json.dumps(pulls[0]["Resource"])
+    assert "repository/*" not in text and ":*:" not in text
+    assert "repository/pytorch-training" in text and "repository/pytorch-inference" in text
+    assert "TrainingImageUri" in text and "InferenceImageUri" in text
+
+
 def test_pass_role_only_for_the_sagemaker_role(translated):
     for lid, statement in statements(translated):
         actions = as_list(statement.get("Action"))

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from infra.cfn import function_environment, load_template, resolve
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
@@ -36,12 +38,18 @@ def test_resolve_sub_if_findinmap_and_conditions():
 
 
 def test_overrides_and_physical_names():
-    resolved = resolve(load_template(TEMPLATE), "demo", {"TrainingImageUri": "my/image:1"})
+    image = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/my/image:1"
+    resolved = resolve(load_template(TEMPLATE), "demo", {"TrainingImageUri": image})
     physical = {"LabelQueue": "http://localhost:5000/123456789012/demo-LabelQueue"}
     env = function_environment(resolved, "IngestFunction", physical)
     assert env["LABEL_QUEUE_URL"] == physical["LabelQueue"]
     assert env["DATA_BUCKET"] == "demo-databucket"
-    assert (
-        function_environment(resolved, "StartTrainingFunction")["TRAINING_IMAGE_URI"]
-        == "my/image:1"
-    )
+    assert function_environment(resolved, "StartTrainingFunction")["TRAINING_IMAGE_URI"] == image
+    role = resolved["Resources"]["SageMakerExecutionRole"]["Properties"]["Policies"]
+    pulls = [s for p in role for s in p["PolicyDocument"]["Statement"] if s["Sid"] == "PullImages"]
+    assert "arn:aws:ecr:eu-west-1:111122223333:repository/my*" in pulls[0]["Resource"]
+
+
+def test_a_parameter_cloudformation_would_refuse_is_refused_locally():
+    with pytest.raises(ValueError, match="TrainingImageUri.*ECR image URI"):
+        resolve(load_template(TEMPLATE), "demo", {"TrainingImageUri": "my/image:1"})

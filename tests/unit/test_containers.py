@@ -73,6 +73,7 @@ def promote_settings(**env: str):
             "SAGEMAKER_ROLE_ARN",
             "MODEL_PACKAGE_GROUP",
             "ENDPOINT_NAME",
+            "THRESHOLD_ALARM_NAME",
         ]
     }
     base |= {"INFERENCE_CPU_IMAGE_URI": "inf-cpu", "INFERENCE_GPU_IMAGE_URI": "inf-gpu"}

@@ -2,12 +2,19 @@
 
 import struct
 import time
+from pathlib import Path
 
 import pytest
-from flywheel.domain.images import inspect_header, sniff_content_type, target_size
+from flywheel.contracts.images import InvalidImage, inspect_header, sniff_content_type, target_size
 from flywheel.domain.labels import item_id_from_reference, label_from_upload_key, parse_csv
-from flywheel.errors import RejectedImage
 from flywheel.packaging import package_source_dir
+
+# What every training sourcedir carries besides its own files (flywheel.contracts).
+CONTRACT_MEMBERS = [
+    "flywheel/__init__.py",
+    "flywheel/contracts/__init__.py",
+    "flywheel/contracts/images.py",
+]
 
 
 def png_header(w: int, h: int) -> bytes:
@@ -27,7 +34,7 @@ def test_real_type_comes_from_magic_bytes():
 
 
 def test_bomb_is_rejected_from_the_header_alone():
-    with pytest.raises(RejectedImage, match="bomb"):
+    with pytest.raises(InvalidImage, match="bomb"):
         inspect_header(png_header(100_000, 100_000), max_bytes=10**6)
     assert inspect_header(png_header(640, 480), max_bytes=10**6).width == 640
 
@@ -70,7 +77,7 @@ def test_packaging_is_byte_identical_and_ignores_caches(tmp_path):
     import tarfile
 
     with tarfile.open(fileobj=io.BytesIO(first[0])) as tar:
-        assert tar.getnames() == ["pkg/m.py", "train.py"]
+        assert tar.getnames() == [*CONTRACT_MEMBERS, "pkg/m.py", "train.py"]
 
 
 def test_packaging_carries_the_wheels_and_leaves_the_makefile_out(tmp_path):
@@ -90,10 +97,29 @@ def test_packaging_carries_the_wheels_and_leaves_the_makefile_out(tmp_path):
 
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         assert tar.getnames() == [
+            *CONTRACT_MEMBERS,
             "requirements.txt",
             "train.py",
             "wheels/jsonschema-4.26.0-py3-none-any.whl",
         ]
+
+
+def test_the_source_dir_carries_the_shared_contracts_byte_for_byte(tmp_path):
+    # Given a training source dir without a flywheel/ of its own
+    (tmp_path / "train.py").write_text("print(1)\n")
+
+    # When it is packaged
+    blob, _ = package_source_dir(tmp_path)
+
+    # Then the job (and the model's code/) import the very modules the functions import
+    import io
+    import tarfile
+
+    import flywheel.contracts.images
+
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        shipped = tar.extractfile("flywheel/contracts/images.py").read()
+    assert shipped == Path(flywheel.contracts.images.__file__).read_bytes()
 
 
 def test_training_requirements_never_vendor_what_the_image_has():

@@ -2,7 +2,7 @@
 
 model.tar.gz: model.pt (state dict), model_config.json, ood.json (the out-of-distribution
 detector, when the config has one under "ood": kept apart because it is large), metrics.json
-and code/ (inference.py, classifier/, requirements.txt).
+and code/ (inference.py, classifier/, flywheel/contracts/, requirements.txt).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import flywheel
+import flywheel.contracts
 import torch
 
 from classifier.metrics import validate_metrics
@@ -103,10 +105,26 @@ def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dic
         CODE_DIR / "classifier", code / "classifier", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copy2(CODE_DIR / "inference.py", code / "inference.py")
+    copy_contracts(code)
     (code / "requirements.txt").write_text(
         INFERENCE_REQUIREMENTS + ARCH_REQUIREMENTS.get(config["arch"], "")
     )
     write_json(model_dir / "metrics.json", metrics)  # last: its presence means a complete artifact
+
+
+def copy_contracts(code: Path) -> None:
+    """code/flywheel/contracts/: the definitions inference.py shares with the functions.
+
+    Copied from where this process imports them: the training sourcedir (which
+    ``flywheel.packaging.package_source_dir`` gives them) or, locally, functions/shared.
+    """
+    target = code / "flywheel"
+    shutil.copytree(
+        Path(flywheel.contracts.__file__).parent,
+        target / "contracts",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    shutil.copy2(Path(flywheel.__file__), target / "__init__.py")
 
 
 # ----------------------------------------------------------------------------- checkpoints

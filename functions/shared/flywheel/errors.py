@@ -16,14 +16,6 @@ class QuotaExceeded(FlywheelError):
     """SageMaker refused a job for an account quota (ResourceLimitExceeded): retrying won't help."""
 
 
-class RejectedImage(FlywheelError):
-    """An upload that can never become an item (corrupt, too big, not an image)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 class RetryableError(FlywheelError):
     """Try again later: throttling, an endpoint still updating, a dependency down."""
 

@@ -43,16 +43,37 @@ def _files(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.as_posix())
 
 
+CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
+# The training code needs flywheel.contracts only, not the functions' package around it.
+CONTRACTS_PACKAGE_INIT = (
+    b'"""dataflywheel: only flywheel.contracts ships with the training code and the model."""\n'
+)
+
+
+def _contract_files() -> dict[str, bytes]:
+    files = {"flywheel/__init__.py": CONTRACTS_PACKAGE_INIT}
+    for rel in _files(CONTRACTS_DIR):
+        files[f"flywheel/contracts/{rel.as_posix()}"] = (CONTRACTS_DIR / rel).read_bytes()
+    return files
+
+
 def package_source_dir(source_dir: str | Path) -> tuple[bytes, str]:
-    """Return (tar.gz bytes, sha256 hex) with fixed mtimes, owners and modes."""
+    """Return (tar.gz bytes, sha256 hex) with fixed mtimes, owners and modes.
+
+    The tarball also carries ``flywheel/contracts/`` (the definitions inference.py shares
+    with the functions) unless the source dir has its own ``flywheel/``.
+    """
     root = Path(source_dir)
     if not (root / "train.py").is_file():
         raise FileNotFoundError(f"{root}/train.py not found: not a training source_dir")
+    members = {rel.as_posix(): (root / rel).read_bytes() for rel in _files(root)}
+    if not any(name.startswith("flywheel/") for name in members):
+        members.update(_contract_files())
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for rel in _files(root):
-            data = (root / rel).read_bytes()
-            info = tarfile.TarInfo(rel.as_posix())
+        for name in sorted(members):
+            data = members[name]
+            info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = 0
             info.mode = 0o644

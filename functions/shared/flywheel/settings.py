@@ -47,9 +47,26 @@ class AutoLabelSettings(_Settings):
     CHAMPION_PARAMETER: str
     ENDPOINT_NAME: str
     INFERENCE_BATCH_SIZE: int = 8
+    # Share of what the champion would auto-label that goes to people blind instead (spot
+    # checks of its accuracy; domain/audit.py).
+    AUTO_LABEL_AUDIT_FRACTION: float = Field(default=0.02, ge=0.0, le=1.0)
 
 
-class HumanLabelsSettings(_Settings):
+class AuditAlarmSettings(_Settings):
+    """What a function that takes human answers needs to stop a champion whose spot checks
+    show it below its target (services/audit.py)."""
+
+    ITEMS_TABLE: str
+    CHAMPION_PARAMETER: str
+    # Level of the audited-accuracy interval (the stack's certificate level); the alarm's
+    # false-alarm probability per champion is at most 1 - this.
+    CERTIFICATION_CONFIDENCE: float = Field(default=0.95, gt=0.0, lt=1.0)
+    THRESHOLD_ALARM_NAME: str
+    TOPIC_ARN: str
+    STACK_NAME: str
+
+
+class HumanLabelsSettings(AuditAlarmSettings):
     DATA_BUCKET: str
     ITEMS_TABLE: str
     CLASS_NAMES: tuple[str, ...] = ()
@@ -64,7 +81,7 @@ class ReviewExportSettings(_Settings):
     REVIEW_BATCH_SIZE: int = 500
 
 
-class ReviewApiSettings(_Settings):
+class ReviewApiSettings(AuditAlarmSettings):
     DATA_BUCKET: str
     ITEMS_TABLE: str
     ANSWERS_TABLE: str
@@ -132,6 +149,8 @@ class PromoteSettings(_Settings):
     MIN_TEST_ACCURACY: float = 0.8
     PROMOTION_MARGIN: float = 0.0
     ENDPOINT_WAIT_SECONDS: int = 780
+    # A new champion clears the auto-label accuracy alarm its predecessor may have raised.
+    THRESHOLD_ALARM_NAME: str
 
     _alarms = field_validator("ROLLBACK_ALARMS", mode="before")(_split)
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from flywheel.adapters import ledger
 from flywheel.adapters.aws import client, error_code
+from flywheel.domain.audit import Observation, observation, reverse
 from flywheel.domain.items import TRAINING_META_ID, State, now_iso
 from flywheel.domain.sampling import AUDIT, answer_provenance
 from flywheel.errors import Conflict, FlywheelError
@@ -18,6 +20,8 @@ STATE_INDEX = "state-index"
 
 
 def _to_ddb(value: Any) -> dict:
+    if value is None:
+        return {"NULL": True}
     if isinstance(value, bool):
         return {"BOOL": value}
     if isinstance(value, (int, float, Decimal)):
@@ -46,6 +50,8 @@ def _from_ddb(attr: dict) -> Any:
         return [_from_ddb(v) for v in value]
     if kind == "BOOL":
         return value
+    if kind == "NULL":
+        return None
     if kind == "SS":
         return sorted(value)
     return value
@@ -149,14 +155,15 @@ class _ConditionFailed(Exception):
     """The conditional write found the item changed (or the lease taken) since the read."""
 
 
-def _write(update: dict, log: dict | None = None) -> None:
-    """One conditional item update; with ``log`` (a TransactWriteItems entry, e.g. the
-    answer record) both are written in one transaction, or neither."""
+def _write(update: dict, log: dict | list[dict] | None = None) -> None:
+    """One conditional item update; with ``log`` (TransactWriteItems entries, e.g. the
+    answer record, a spot-check tally) all are written in one transaction, or none."""
+    extra = [log] if isinstance(log, dict) else list(log or [])
     try:
-        if log is None:
+        if not extra:
             client("dynamodb").update_item(**update)
         else:
-            client("dynamodb").transact_write_items(TransactItems=[{"Update": update}, log])
+            client("dynamodb").transact_write_items(TransactItems=[{"Update": update}, *extra])
     except ClientError as exc:
         code = error_code(exc)
         if code == "ConditionalCheckFailedException":
@@ -174,11 +181,13 @@ LEASE_FREE = "(attribute_not_exists(lease_owner) OR lease_owner = :me OR lease_e
 @dataclass(frozen=True)
 class Written:
     """What a human answer did: 'applied', 'unchanged' or 'unknown'; on 'applied' the item
-    as it was before (``previous``) and its new ``updated_at``."""
+    as it was before (``previous``), its new ``updated_at`` and, for a spot-check item, the
+    observation added to its champion's tally."""
 
     outcome: str
     previous: dict | None = None
     updated_at: str | None = None
+    observation: Observation | None = None
 
 
 @dataclass(frozen=True)
@@ -251,12 +260,25 @@ def apply_human_label(table: str, item_id: str, label: str, by: Answerer | None 
             ":org": {"S": origin},
         }
         condition = "#s = :prev" + _state_guard(current, values) + _lease_clause(by, values)
+        seen = observation(current, label)
+        extra = [by.log(current, now)] if by and by.log else []
+        spot = ""
+        if seen is not None:
+            # The model's hidden answer stays on the item; the tally moves in the same
+            # transaction, and only if the item is still exactly as read.
+            spot = ", spot_check = :spot"
+            values[":spot"] = _to_ddb(seen.record)
+            values[":read_at"] = {"S": str(current.get("updated_at"))}
+            condition += " AND updated_at = :read_at"
+            if seen.answered or seen.correct:
+                extra.append(ledger.tally_entry(table, seen))
         update = {
             "TableName": table,
             "Key": {"item_id": {"S": item_id}},
             "UpdateExpression": (
                 "SET #s = :h, #l = :l, label_source = :src, updated_at = :now, "
                 "label_sampling = :smp, label_origin = :org"
+                + spot
                 + _answer_sets(by, current, values)
                 + " REMOVE confidence, model_version, margin, top_k, ood, lease_owner, "
                 "lease_expires"
@@ -266,10 +288,10 @@ def apply_human_label(table: str, item_id: str, label: str, by: Answerer | None 
             "ExpressionAttributeValues": values,
         }
         try:
-            _write(update, by.log(current, now) if by and by.log else None)
+            _write(update, extra)
         except _ConditionFailed:
             continue  # the item changed between the read and the write: decide again
-        return Written("applied", current, now)
+        return Written("applied", current, now, seen)
     raise FlywheelError(f"item {item_id} kept changing while a human label was applied")
 
 
@@ -372,9 +394,12 @@ def release_lease(table: str, item_id: str, owner: str, log: dict | None = None)
     return True
 
 
-def restore(table: str, previous: dict, changed_at: str, lease: dict, log: dict) -> bool:
+def restore(
+    table: str, previous: dict, changed_at: str, lease: dict, log: dict, label: str | None = None
+) -> bool:
     """Undo: put the item back as ``previous`` (plus ``lease``) if it still is as the answer
-    left it (``updated_at == changed_at``); ``log`` (deleting the answer) goes with it."""
+    left it (``updated_at == changed_at``); ``log`` (deleting the answer) goes with it, and
+    so does taking back the spot-check observation the answer ``label`` made, if any."""
     item = {**previous, **lease}
     if isinstance(item.get("source_keys"), list):  # a string set, read back as a list
         item["source_keys"] = set(item["source_keys"]) or None
@@ -385,7 +410,11 @@ def restore(table: str, previous: dict, changed_at: str, lease: dict, log: dict)
         "ExpressionAttributeValues": {":after": {"S": changed_at}},
     }
     try:
-        client("dynamodb").transact_write_items(TransactItems=[{"Put": put}, log])
+        entries = [{"Put": put}, log]
+        seen = observation(previous, label) if label is not None else None
+        if seen is not None and (seen.answered or seen.correct):
+            entries.append(ledger.tally_entry(table, reverse(seen)))
+        client("dynamodb").transact_write_items(TransactItems=entries)
     except ClientError as exc:
         reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
         if error_code(exc) == "TransactionCanceledException" and any(

@@ -8,8 +8,8 @@ Pure: the review API's service reads and writes through the adapters, and decide
 - A lease (``lease_owner`` + ``lease_expires``, epoch seconds) gives one reviewer an item
   for a while; the conditional write in the adapter makes sure two reviewers never hold
   the same item at the same time. An expired lease is free.
-- Audit and cold-start items are blind: no model suggestion is shown (it would anchor the
-  answer, and audit answers measure the model).
+- Audit, spot-check and cold-start items are blind: no model suggestion is shown (it would
+  anchor the answer, and audit and spot-check answers measure the model).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.domain.review import COLD_START, review_reason
-from flywheel.domain.sampling import AUDIT
+from flywheel.domain.sampling import BLIND_REASONS
 from flywheel.errors import BadRequest
 
 ITEM_ID = re.compile(r"[0-9a-f]{64}")
@@ -98,7 +98,7 @@ def leased_by_other(item: Mapping[str, Any], reviewer: str, now: float) -> bool:
 
 
 def is_blind(item: Mapping[str, Any]) -> bool:
-    return review_reason(dict(item)) in (AUDIT, COLD_START)
+    return review_reason(dict(item)) in (*BLIND_REASONS, COLD_START)
 
 
 def suggestion(item: Mapping[str, Any]) -> dict | None:

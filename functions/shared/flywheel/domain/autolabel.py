@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flywheel.domain.items import State
-from flywheel.domain.sampling import OUT_OF_DISTRIBUTION, UNCERTAIN
+from flywheel.domain.sampling import OUT_OF_DISTRIBUTION, SPOT_CHECK, SUSPENDED, UNCERTAIN
 from flywheel.errors import InvalidArtifact
 
 TOP_K_STORED = 5
@@ -34,15 +34,27 @@ class LabelDecision:
     review_reason: str | None = None
 
 
-def decide(prediction: Prediction, threshold: float) -> LabelDecision:
-    """Out-of-distribution inputs are never auto-labeled, whatever their confidence."""
+def decide(
+    prediction: Prediction, threshold: float, *, spot_check: bool = False, suspended: bool = False
+) -> LabelDecision:
+    """Out-of-distribution inputs are never auto-labeled, whatever their confidence.
+
+    Of what the champion would auto-label, a spot-check draw (``domain.audit``) goes to
+    people blind instead, and nothing is auto-labeled while the champion is suspended.
+    """
     if prediction.ood:
         return LabelDecision(
             State.NEEDS_REVIEW, prediction.label, prediction.confidence, OUT_OF_DISTRIBUTION
         )
-    if prediction.confidence >= threshold:
-        return LabelDecision(State.AUTO_LABELED, prediction.label, prediction.confidence)
-    return LabelDecision(State.NEEDS_REVIEW, prediction.label, prediction.confidence, UNCERTAIN)
+    if prediction.confidence < threshold:
+        return LabelDecision(State.NEEDS_REVIEW, prediction.label, prediction.confidence, UNCERTAIN)
+    if suspended:
+        return LabelDecision(State.NEEDS_REVIEW, prediction.label, prediction.confidence, SUSPENDED)
+    if spot_check:
+        return LabelDecision(
+            State.NEEDS_REVIEW, prediction.label, prediction.confidence, SPOT_CHECK
+        )
+    return LabelDecision(State.AUTO_LABELED, prediction.label, prediction.confidence)
 
 
 def _top_k(p: dict, label: str, confidence: float) -> tuple[tuple[str, float], ...]:

@@ -2,7 +2,9 @@
 
 Order (active learning that spends labels well):
 1. ``audit`` items: the random audit stream certifies the threshold, so every one must be
-   answered, and blind (no model label or confidence shown, which would anchor people).
+   answered, and blind (no model label or confidence shown, which would anchor people);
+   then ``spot_check`` items (random draws among what the champion would auto-label, which
+   measure it), blind too, in random order.
 2. ``out_of_distribution`` items: the model refused them; people say what they are.
 3. ``uncertain`` items, most informative first by margin (top-1 minus top-2 confidence,
    smallest first), diversified by round-robin over the predicted classes: each round
@@ -11,6 +13,8 @@ Order (active learning that spends labels well):
    embeddings, and works from what autolabel stores (label, margin); k-center greedy
    over the stored top-k vectors was the alternative, but the top-k of different items
    name different classes and a 5-number vector is a poor geometry for diversity.
+   ``suspended`` items (what a suspended champion would have auto-labeled) come after
+   them, in the same order.
 4. Without a champion nothing is uncertain yet: unlabeled items in random order (by id
    hash) so people can label and the first model can be trained.
 """
@@ -23,7 +27,14 @@ import io
 import json
 from collections import defaultdict
 
-from flywheel.domain.sampling import AUDIT, OUT_OF_DISTRIBUTION, unit_hash
+from flywheel.domain.sampling import (
+    AUDIT,
+    BLIND_REASONS,
+    OUT_OF_DISTRIBUTION,
+    SPOT_CHECK,
+    SUSPENDED,
+    unit_hash,
+)
 
 REVIEW_CSV_HEADER = [
     "image_id_or_key",
@@ -37,8 +48,8 @@ COLD_START = "cold_start"
 
 
 def review_reason(item: dict) -> str:
-    if item.get("review_reason") == AUDIT:
-        return AUDIT
+    if item.get("review_reason") in (AUDIT, SPOT_CHECK, SUSPENDED):
+        return str(item["review_reason"])
     if item.get("review_reason") == OUT_OF_DISTRIBUTION or item.get("ood") is True:
         return OUT_OF_DISTRIBUTION
     if item.get("state") == "unlabeled":
@@ -79,8 +90,10 @@ def order_for_review(
         by_reason[review_reason(item)].append(item)
     ranked = (
         _random_order(by_reason[AUDIT])
+        + _random_order(by_reason[SPOT_CHECK])
         + sorted(by_reason[OUT_OF_DISTRIBUTION], key=lambda i: (margin(i), i["item_id"]))
         + round_robin_by_class(by_reason["uncertain"])
+        + round_robin_by_class(by_reason[SUSPENDED])
         + _random_order(by_reason[COLD_START] + list(cold_start))
     )
     return ranked[: max(0, limit)]
@@ -92,7 +105,7 @@ def batch_id(items: list[dict]) -> str:
 
 
 def _blind(item: dict) -> bool:
-    return review_reason(item) in (AUDIT, COLD_START)
+    return review_reason(item) in (*BLIND_REASONS, COLD_START)
 
 
 def render_csv(items: list[dict], bucket: str) -> str:

@@ -4,7 +4,8 @@ Only labels drawn uniformly at random from the uploads (a seed declared random, 
 audit stream) can certify an auto-label threshold or measure accuracy; labels given to
 items the model picked (the review queue) train the model but are a biased sample.
 Every human-labeled item records ``label_sampling`` (``random`` / ``selected``) and, for
-people to read, ``label_origin`` (``seed``, ``upload``, ``audit``, ``review``, ``import``).
+people to read, ``label_origin`` (``seed``, ``upload``, ``audit``, ``review``, ``import``,
+``spot_check``).
 """
 
 from __future__ import annotations
@@ -16,12 +17,19 @@ from typing import Any
 RANDOM = "random"
 SELECTED = "selected"
 SAMPLINGS = (RANDOM, SELECTED)
-ORIGINS = ("seed", "upload", "audit", "review", "import")
+ORIGINS = ("seed", "upload", "audit", "review", "import", "spot_check")
 
 # Review reasons (item attribute ``review_reason`` of needs_review items).
 AUDIT = "audit"
 OUT_OF_DISTRIBUTION = "out_of_distribution"
 UNCERTAIN = "uncertain"
+# A spot check of an auto-label: drawn at random among the items the champion would
+# auto-label, answered blind; measures the champion (domain/audit.py), never certifies.
+SPOT_CHECK = "spot_check"
+# The champion's auto-labeling is suspended (its audited accuracy fell below the target).
+SUSPENDED = "suspended"
+# People answer these without seeing the model's label.
+BLIND_REASONS = (AUDIT, SPOT_CHECK)
 
 # S3 user metadata (``x-amz-meta-flywheel-sampling``) declaring a labeled upload random.
 SAMPLING_METADATA_KEY = "flywheel-sampling"
@@ -64,5 +72,7 @@ def answer_provenance(current: Mapping[str, Any]) -> tuple[str, str]:
     if state == "needs_review":
         if current.get("review_reason") == AUDIT:
             return RANDOM, "audit"
+        if current.get("review_reason") == SPOT_CHECK:
+            return SELECTED, "spot_check"
         return SELECTED, "review"
     return SELECTED, "import"

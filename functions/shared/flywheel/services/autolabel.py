@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from flywheel.adapters import items, parameters, runtime, storage
+from flywheel.adapters import items, ledger, parameters, runtime, storage
+from flywheel.domain.audit import is_spot_check_draw
 from flywheel.domain.autolabel import batches_by_size, decide, parse_predictions
 from flywheel.domain.items import State
 from flywheel.domain.labels import validate_label
-from flywheel.domain.sampling import AUDIT
+from flywheel.domain.sampling import AUDIT, SPOT_CHECK, SUSPENDED
 from flywheel.errors import FlywheelError
 from flywheel.settings import AutoLabelSettings
 
@@ -23,8 +24,11 @@ class BatchResult:
     errors: dict[str, Exception] = field(default_factory=dict)
     labeled: int = 0
     needs_review: int = 0
+    spot_checks: int = 0  # of needs_review: drawn to check the champion's auto-labels
+    withheld: int = 0  # of needs_review: the champion would auto-label them, but is suspended
     skipped: int = 0
     champion: str | None = None
+    suspended: bool = False
 
     @property
     def summary(self) -> dict:
@@ -32,6 +36,9 @@ class BatchResult:
             "champion": self.champion,
             "auto_labeled": self.labeled,
             "needs_review": self.needs_review,
+            "spot_checks": self.spot_checks,
+            "withheld": self.withheld,
+            "suspended": self.suspended,
             "skipped": self.skipped,
             "failed": len(self.errors),
             "errors": sorted({type(e).__name__ for e in self.errors.values()}),
@@ -47,6 +54,11 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
         result.skipped = len(messages)
         return result
     result.champion = champion.model_version
+    # Suspended when its audited accuracy fell below the target (services.audit); a new
+    # champion has a new model_version, hence no suspension record.
+    result.suspended = bool(
+        (ledger.tally(s.ITEMS_TABLE, champion.model_version) or {}).get("suspended_at")
+    )
     todo: list[tuple[str, str, bytes]] = []
     for message_id, raw in messages:
         try:
@@ -78,7 +90,14 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
             try:
                 # A model's class names become labels and later paths: same grammar as people's.
                 validate_label(prediction.label)
-                decision = decide(prediction, champion.threshold)
+                decision = decide(
+                    prediction,
+                    champion.threshold,
+                    spot_check=is_spot_check_draw(
+                        item_id, champion.model_version, s.AUTO_LABEL_AUDIT_FRACTION
+                    ),
+                    suspended=result.suspended,
+                )
                 written = items.set_model_label(
                     s.ITEMS_TABLE,
                     item_id,
@@ -100,4 +119,13 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
                 result.labeled += 1
             else:
                 result.needs_review += 1
+                result.spot_checks += decision.review_reason == SPOT_CHECK
+                result.withheld += decision.review_reason == SUSPENDED
+    if result.labeled or result.needs_review:
+        ledger.count_decisions(
+            s.ITEMS_TABLE,
+            champion.model_version,
+            result.labeled + result.needs_review,
+            result.labeled,
+        )
     return result

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 from flywheel.adapters import items, storage
 from flywheel.domain.labels import check_rows, parse_label_file, result_key, validate_label
-from flywheel.settings import HumanLabelsSettings
+from flywheel.services import audit
+from flywheel.settings import AuditAlarmSettings, HumanLabelsSettings
 
 
 @dataclass
@@ -38,6 +39,7 @@ def apply_label(
     item_id: str,
     label: str,
     by: items.Answerer | None = None,
+    alarm: AuditAlarmSettings | None = None,
 ) -> items.Written:
     """One human answer, from any source (labels files, the review app, imports).
 
@@ -46,9 +48,17 @@ def apply_label(
     ``label_origin``) from the state the person answered. 'unchanged' when it already had
     this human label, 'unknown' when there is no usable item. ``by`` is the review app's
     reviewer: their lease is checked and who, when and the model's suggestion recorded.
+
+    An answer to a spot-check item adds one observation (correct or not) to its champion's
+    tally in the same write, so it counts exactly once; with ``alarm`` (every caller in the
+    stack passes its settings) the champion is then checked and suspended if its audited
+    accuracy fell below its target (``services.audit``).
     """
     validate_label(label, tuple(class_names))
-    return items.apply_human_label(table, item_id, label, by)
+    written = items.apply_human_label(table, item_id, label, by)
+    if alarm is not None and written.outcome == "applied":
+        audit.after_answer(alarm, written.observation)
+    return written
 
 
 def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsReport | None:
@@ -69,7 +79,7 @@ def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsRe
     rows = check_rows(parsed, s.CLASS_NAMES)
     report = LabelsReport(file=key, skipped_empty=parsed.skipped, errors=parsed.errors)
     for row in rows:
-        outcome = apply_label(s.ITEMS_TABLE, s.CLASS_NAMES, row.item_id, row.label).outcome
+        outcome = apply_label(s.ITEMS_TABLE, s.CLASS_NAMES, row.item_id, row.label, alarm=s).outcome
         if outcome == "unknown":
             report.errors.append(
                 {

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from flywheel.adapters import items, queues, storage
-from flywheel.domain.images import check_complete, inspect_header
+from flywheel.contracts.images import InvalidImage, check_image
 from flywheel.domain.items import State, content_item_id, image_key, rejected_item_id
 from flywheel.domain.labels import InvalidLabel, label_from_upload_key, validate_label
 from flywheel.domain.sampling import AUDIT, is_audit_draw, seed_provenance
-from flywheel.errors import RejectedImage
 from flywheel.settings import IngestSettings
 
 Normaliser = Callable[[bytes, int], bytes]
@@ -78,10 +77,9 @@ def ingest_object(
     created = False
     if existing is None:  # re-deliveries and duplicate uploads skip the decode entirely
         try:
-            header = inspect_header(data, max_bytes=s.MAX_UPLOAD_BYTES)
-            check_complete(data, header.content_type)
+            check_image(data, max_bytes=s.MAX_UPLOAD_BYTES)
             png = normalise(data, s.MAX_IMAGE_SIDE)
-        except RejectedImage as exc:
+        except InvalidImage as exc:
             return _reject(s, bucket, key, etag, exc.reason)
         storage.put_bytes(s.DATA_BUCKET, image_key(item_id), png, "image/png")
         label, reason = label_from_upload_key(key), None

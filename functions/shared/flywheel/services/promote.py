@@ -7,7 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from flywheel.adapters import items, notifications, parameters, queues, sagemaker, storage
+from flywheel.adapters import (
+    alarms,
+    items,
+    ledger,
+    notifications,
+    parameters,
+    queues,
+    sagemaker,
+    storage,
+)
 from flywheel.domain import gate, names
 from flywheel.domain.champion import Champion
 from flywheel.domain.containers import container_image
@@ -167,6 +176,57 @@ def relabel_sweep(s: PromoteSettings) -> int:
     return queues.send_json(s.LABEL_QUEUE_URL, bodies)
 
 
+def _record_gate(
+    s: PromoteSettings,
+    metrics: gate.ModelMetrics,
+    champion: Champion | None,
+    decision: gate.GateDecision,
+    outcome: str,
+    reason: str,
+) -> None:
+    """The gate's decision with both scores on the same test set (the dashboard's last gate)."""
+    ledger.put_gate(
+        s.ITEMS_TABLE,
+        {
+            "candidate": metrics.model_version,
+            "champion": None if champion is None else champion.model_version,
+            "candidate_score": round(decision.challenger_accuracy, 6),
+            "champion_score": (
+                None if decision.champion_accuracy is None else round(decision.champion_accuracy, 6)
+            ),
+            "test_set_size": metrics.test_n,
+            "test_set_id": metrics.test_set_id,
+            "decision": outcome,
+            "reason": reason,
+            "decided_at": now_iso(),
+        },
+    )
+
+
+def _record_round(s: PromoteSettings, job: dict, metrics: gate.ModelMetrics, at: str) -> None:
+    """One round per promoted model: labels it was trained on, what it certified."""
+    certificate = metrics.raw.get("threshold") or {}
+    data = metrics.raw.get("data") or {}
+    ended = job.get("TrainingEndTime")
+    ledger.put_round(
+        s.ITEMS_TABLE,
+        {
+            "model_version": metrics.model_version,
+            "trained_at": ended if ended is None or isinstance(ended, str) else ended.isoformat(),
+            "promoted_at": at,
+            "human_labels": sum(int(data.get(k) or 0) for k in ("train", "validation", "test")),
+            "random_labels": data.get("random"),
+            # The share of random labels at or above the threshold: what it should auto-label.
+            "coverage": (
+                float(certificate.get("coverage") or 0.0) if metrics.threshold <= 1.0 else 0.0
+            ),
+            "test_accuracy": metrics.test_accuracy,
+            "threshold": metrics.threshold,
+            "certificate": certificate,
+        },
+    )
+
+
 def promote_job(
     s: PromoteSettings, kind: str, job_name: str, sleep: Callable[[float], None] = time.sleep
 ) -> PromoteResult:
@@ -191,6 +251,7 @@ def promote_job(
     )
     if not decision.promote:
         _register(s, job, metrics, decision, "Rejected", "")
+        _record_gate(s, metrics, champion, decision, "rejected", decision.reason)
         notifications.notify(
             s.TOPIC_ARN,
             f"Model rejected: {version}",
@@ -225,6 +286,7 @@ def promote_job(
     if state != "live":
         reason = f"deployment {state}: endpoint kept its previous config"
         _register(s, job, metrics, decision, "Rejected", reason)
+        _record_gate(s, metrics, champion, decision, state, reason)
         notifications.notify(
             s.TOPIC_ARN,
             f"Deployment {state}: {version}",
@@ -233,6 +295,12 @@ def promote_job(
         return PromoteResult(state, job_name, version, reason)
 
     _register(s, job, metrics, decision, "Approved", "")
+    promoted_at = now_iso()
+    _record_gate(s, metrics, champion, decision, "promoted", decision.reason)
+    _record_round(s, job, metrics, promoted_at)
+    # A new model_version has no spot checks and no suspension: the alarm a suspended
+    # predecessor raised is over.
+    alarms.clear_alarm(s.THRESHOLD_ALARM_NAME, s.STACK_NAME, f"new champion {version}")
     # Only now, with the active config confirmed to be ours, is it the champion.
     parameters.put_champion(
         s.CHAMPION_PARAMETER,
@@ -247,7 +315,7 @@ def promote_job(
             test_accuracy=metrics.test_accuracy,
             classes=metrics.classes,
             test_set_id=metrics.test_set_id,
-            promoted_at=now_iso(),
+            promoted_at=promoted_at,
         ),
     )
     swept = relabel_sweep(s)

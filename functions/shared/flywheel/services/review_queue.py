@@ -115,7 +115,9 @@ def answer(
         written = items.reject(s.ITEMS_TABLE, given.item_id, rules.REJECT_REASON, by)
     else:
         try:
-            written = apply_label(s.ITEMS_TABLE, s.CLASS_NAMES, given.item_id, str(given.label), by)
+            written = apply_label(
+                s.ITEMS_TABLE, s.CLASS_NAMES, given.item_id, str(given.label), by, alarm=s
+            )
         except InvalidLabel as exc:
             raise BadRequest(exc.reason, exc.code) from exc
     if written.outcome == "unknown":
@@ -168,6 +170,7 @@ def undo(s: ReviewApiSettings, reviewer: str, now: float | None = None) -> dict:
             last["item_updated_at"],
             lease,
             answers.delete_entry(s.ANSWERS_TABLE, reviewer, last["answered_at"]),
+            label=last.get("label") if last["action"] == rules.LABEL else None,
         )
         if not restored:
             raise Conflict("the item changed since your answer", "changed_since")

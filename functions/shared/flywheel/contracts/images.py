@@ -1,7 +1,13 @@
-"""Image checks that need no decoder: real type from magic bytes, header dimensions.
+"""The image limits that ingest and the inference endpoint share: one definition.
 
-Checking the header's width x height before decoding stops decompression bombs
-(a 50 KB PNG that inflates to 40 000 x 40 000 pixels) before any pixel is allocated.
+An upload ingest accepts is an image the endpoint accepts, and the other way round: the
+same real types (magic bytes, not the key's extension), the same header checks (a 50 KB
+PNG that inflates to 40 000 x 40 000 pixels is refused before a pixel is allocated), the
+same smallest and largest sizes, the same truncation check. The decode itself is OpenCV's
+in both (functions/ingest/image_codec.py, classifier/data.py).
+
+Standard library only: the model artifact's ``code/`` and the training ``sourcedir`` carry
+this package (``flywheel.contracts``) next to ``inference.py``.
 """
 
 from __future__ import annotations
@@ -9,11 +15,20 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from flywheel.errors import RejectedImage
-
 # Decoded pixels allowed before we call it a bomb (~ 8K x 8K).
 MAX_PIXELS = 64_000_000
+# Smaller than this on either side carries nothing a classifier can use (8x8 digits work).
 MIN_SIDE = 8
+# Images in one endpoint request ({"images": [...]}).
+MAX_BATCH = 64
+
+
+class InvalidImage(ValueError):
+    """Bytes that are not an image both ingest and the endpoint can use; says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,7 @@ def sniff_content_type(data: bytes) -> str | None:
 
 def _png_size(data: bytes) -> tuple[int, int]:
     if data[12:16] != b"IHDR" or len(data) < 24:
-        raise RejectedImage("corrupt PNG header")
+        raise InvalidImage("corrupt PNG header")
     return struct.unpack(">II", data[16:24])
 
 
@@ -62,7 +77,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             height, width = struct.unpack(">HH", data[i + 5 : i + 9])
             return width, height
         i += 2 + length
-    raise RejectedImage("corrupt JPEG: no frame header")
+    raise InvalidImage("corrupt JPEG: no frame header")
 
 
 def _gif_size(data: bytes) -> tuple[int, int]:
@@ -71,7 +86,7 @@ def _gif_size(data: bytes) -> tuple[int, int]:
 
 def _bmp_size(data: bytes) -> tuple[int, int]:
     if len(data) < 26:
-        raise RejectedImage("corrupt BMP header")
+        raise InvalidImage("corrupt BMP header")
     width, height = struct.unpack("<ii", data[18:26])
     return abs(width), abs(height)
 
@@ -90,7 +105,7 @@ def _webp_size(data: bytes) -> tuple[int, int]:
         w = 1 + int.from_bytes(data[24:27], "little")
         h = 1 + int.from_bytes(data[27:30], "little")
         return w, h
-    raise RejectedImage("corrupt WebP header")
+    raise InvalidImage("corrupt WebP header")
 
 
 _SIZERS = {
@@ -103,14 +118,14 @@ _SIZERS = {
 
 
 def inspect_header(data: bytes, *, max_bytes: int, max_pixels: int = MAX_PIXELS) -> ImageHeader:
-    """Check size, real type and header dimensions; raise RejectedImage with the reason."""
+    """Check size, real type and header dimensions; raise InvalidImage with the reason."""
     if not data:
-        raise RejectedImage("empty file")
+        raise InvalidImage("empty file")
     if len(data) > max_bytes:
-        raise RejectedImage(f"file too large ({len(data)} bytes > {max_bytes})")
+        raise InvalidImage(f"file too large ({len(data)} bytes > {max_bytes})")
     content_type = sniff_content_type(data)
     if content_type is None:
-        raise RejectedImage("not an image (unrecognised magic bytes)")
+        raise InvalidImage("not an image (unrecognised magic bytes)")
     sizer = _SIZERS.get(content_type)
     if sizer is None:
         # TIFF: no cheap header parse; opencv checks its own pixel limit on decode.
@@ -118,11 +133,11 @@ def inspect_header(data: bytes, *, max_bytes: int, max_pixels: int = MAX_PIXELS)
     try:
         width, height = sizer(data)
     except struct.error as exc:
-        raise RejectedImage(f"corrupt {content_type} header") from exc
+        raise InvalidImage(f"corrupt {content_type} header") from exc
     if width < MIN_SIDE or height < MIN_SIDE:
-        raise RejectedImage(f"image too small ({width}x{height})")
+        raise InvalidImage(f"image too small ({width}x{height})")
     if width * height > max_pixels:
-        raise RejectedImage(f"decompression bomb ({width}x{height} > {max_pixels} pixels)")
+        raise InvalidImage(f"decompression bomb ({width}x{height} > {max_pixels} pixels)")
     return ImageHeader(content_type, width, height)
 
 
@@ -135,9 +150,16 @@ def target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def check_image(data: bytes, *, max_bytes: int) -> ImageHeader:
+    """Everything that can be checked before decoding: ingest and the endpoint call this."""
+    header = inspect_header(data, max_bytes=max_bytes)
+    check_complete(data, header.content_type)
+    return header
+
+
 def check_complete(data: bytes, content_type: str) -> None:
     """Truncated JPEG/PNG files still decode (grey bottom rows): require their end marker."""
     if content_type == "image/jpeg" and b"\xff\xd9" not in data[-4096:]:
-        raise RejectedImage("corrupt JPEG: truncated (no end-of-image marker)")
+        raise InvalidImage("corrupt JPEG: truncated (no end-of-image marker)")
     if content_type == "image/png" and b"IEND" not in data[-64:]:
-        raise RejectedImage("corrupt PNG: truncated (no IEND chunk)")
+        raise InvalidImage("corrupt PNG: truncated (no IEND chunk)")
