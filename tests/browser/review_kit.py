@@ -4,10 +4,12 @@ Shared by the browser tests and ``benchmarks/review_latency.py``.
 
 The queue is filled the way the loop fills it, short of a SageMaker endpoint: digit images
 are uploaded to the upload bucket and ingested by the ingest function (the audit stream is
-drawn there, blind); then a champion record is put in SSM and every unlabeled item gets the
-model label ``items.set_model_label`` writes when the endpoint is unsure (top-k, margin,
-``review_reason=uncertain``), which is what the autolabel function would record. The model
-is right on most items and wrong on some, so a reviewer has both to accept and to correct.
+drawn there, blind); then a champion record is put in SSM and every unlabeled item gets a
+synthetic prediction, decided and written as the autolabel function does
+(``domain.autolabel.decide`` with the champion's threshold and the spot-check draw, then
+``items.set_model_label``): unsure predictions go to review with their top-k, confident ones
+are auto-labeled, and a share of those goes to people blind as spot checks. The model is
+right on most items and wrong on some, so a reviewer has both to accept and to correct.
 """
 
 from __future__ import annotations
@@ -83,10 +85,18 @@ def stack_environment(stack: LocalStack) -> Iterator[None]:
     aws.reset_all()
 
 
-def fill_queue(stack: LocalStack, count: int, wrong_every: int = 4) -> dict[str, int]:
-    """Upload ``count`` digit images, wait for ingest, then give the unlabeled ones a model
-    label (uncertain). Returns the true digit of every item id."""
+def fill_queue(
+    stack: LocalStack,
+    count: int,
+    wrong_every: int = 4,
+    confident_every: int = 3,
+    spot_check_fraction: float = 0.5,
+) -> dict[str, int]:
+    """Upload ``count`` digit images, wait for ingest, then label the unlabeled ones as the
+    autolabel function would. Returns the true digit of every item id."""
     from flywheel.adapters import items, parameters
+    from flywheel.domain.audit import is_spot_check_draw
+    from flywheel.domain.autolabel import Prediction, decide
     from flywheel.domain.champion import Champion
     from flywheel.domain.items import State, content_item_id
 
@@ -126,18 +136,22 @@ def fill_queue(stack: LocalStack, count: int, wrong_every: int = 4) -> dict[str,
             right = truth[item_id]
             guess = (right + 1) % 10 if n % wrong_every == 0 else right
             other = rng.choice([d for d in range(10) if d != guess])
-            top1 = round(rng.uniform(0.45, 0.8), 3)
-            top_k = [(str(guess), top1), (str(other), round((1 - top1) * 0.7, 3))]
+            confident = n % confident_every == 1
+            top1 = round(rng.uniform(0.92, 0.99) if confident else rng.uniform(0.45, 0.8), 3)
+            top_k = ((str(guess), top1), (str(other), round((1 - top1) * 0.7, 3)))
+            prediction = Prediction(str(guess), top1, top_k=top_k)
+            draw = is_spot_check_draw(item_id, MODEL_VERSION, spot_check_fraction)
+            decision = decide(prediction, champion.threshold, spot_check=draw)
             items.set_model_label(
                 c.items_table,
                 item_id,
-                State.NEEDS_REVIEW,
-                str(guess),
-                top1,
+                decision.state,
+                decision.label,
+                decision.confidence,
                 MODEL_VERSION,
-                review_reason="uncertain",
-                margin=top_k[0][1] - top_k[1][1],
-                top_k=top_k,
+                review_reason=decision.review_reason,
+                margin=prediction.margin,
+                top_k=prediction.top_k,
             )
     return truth
 

@@ -23,7 +23,7 @@ from infra.local.client import StackClient
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-QUEUE = 40
+UPLOADS = 48
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
@@ -32,7 +32,7 @@ def stack(tmp_path_factory):
     kit.ensure_chromium()
     s = kit.start_stack(tmp_path_factory.mktemp("browser-stack"), AuditFraction="0.2")
     try:
-        truth = kit.fill_queue(s, QUEUE)
+        truth = kit.fill_queue(s, UPLOADS)
         kit.add_reviewer(s, "bob")
         yield s, truth
     finally:
@@ -75,23 +75,29 @@ def test_two_reviewers_label_by_keyboard_undo_skip_reject_never_sharing_an_item(
     alice, alice_errors = open_page(browser, url, "reviewer", password)
     bob, bob_errors = open_page(browser, url, "bob", kit.PASSWORD)
     bob_holds = set(kit.queue_ids(bob))
+    before = {i["item_id"]: i for i in c.items()}
+    waiting = sum(i["state"] == "needs_review" for i in before.values())
     assert len(bob_holds) == 5 and text(alice, "#stat-done") == "0"
-    assert text(alice, "#stat-left") == str(QUEUE)
-    assert {i["state"] for i in c.items()} == {"needs_review"}
+    assert text(alice, "#stat-left") == str(waiting)
+    reasons = {i["review_reason"] for i in before.values() if i["state"] == "needs_review"}
+    assert reasons == {"audit", "spot_check", "uncertain"}
 
     seen_by_alice: set[str] = set()
     labeled: dict[str, str] = {}
     accepted = corrected = blind = 0
+    spot_checks: dict[str, bool] = {}  # answered spot check (either reviewer) -> model right
 
     def answer_by_keyboard() -> str:
         nonlocal accepted, corrected, blind
         item = current(alice)
         right = str(truth[item["item_id"]])
         suggestion = item["suggestion"]
-        if item["blind"]:
+        if item["blind"]:  # audit and spot checks: no hint, the reviewer types the digit
             assert suggestion is None and alice.is_hidden("#suggestion-box")
             blind += 1
             key = right
+            if item["review_reason"] == "spot_check":
+                spot_checks[item["item_id"]] = before[item["item_id"]]["label"] == right
         elif suggestion["label"] == right:
             accepted += 1
             key = "Enter"  # accept the model's suggestion
@@ -152,10 +158,11 @@ def test_two_reviewers_label_by_keyboard_undo_skip_reject_never_sharing_an_item(
             "human",
         ), item_id
         assert item["answered_by"] == "reviewer" and "lease_owner" not in item
-        if item.get("review_reason") == "audit" or item.get("label_origin") == "audit":
-            assert item["label_origin"] == "audit" and item["label_sampling"] == "random"
+        reason = before[item_id]["review_reason"]
+        if reason == "audit":  # the ingest's random audit stream: certifies, no model label
+            assert (item["label_origin"], item["label_sampling"]) == ("audit", "random")
         else:
-            assert item["label_origin"] == "review"
+            assert item["label_origin"] == ("spot_check" if reason == "spot_check" else "review")
             assert item["model_suggestion"]["model_version"] == kit.MODEL_VERSION
     assert (items[rejected]["state"], items[rejected]["reason"]) == (
         "rejected",
@@ -167,7 +174,7 @@ def test_two_reviewers_label_by_keyboard_undo_skip_reject_never_sharing_an_item(
 
     # and the progress the page shows moved as a person expects
     assert text(alice, "#stat-done") == "21"  # 20 labels + 1 reject (a skip is not done)
-    assert text(alice, "#stat-left") == str(QUEUE - 21)
+    assert text(alice, "#stat-left") == str(waiting - 21)
     assert text(alice, "#stat-retrain") == "20 / 50"
     assert float(text(alice, "#stat-rate")) > 0
 
@@ -178,15 +185,24 @@ def test_two_reviewers_label_by_keyboard_undo_skip_reject_never_sharing_an_item(
     for _ in range(2):
         item = current(bob)
         assert item["item_id"] not in {kit.shown(alice), *kit.queue_ids(alice)}
-        kit.press_and_wait(bob, str(truth[item["item_id"]]))
+        right = str(truth[item["item_id"]])
+        if item["review_reason"] == "spot_check":
+            spot_checks[item["item_id"]] = before[item["item_id"]]["label"] == right
+        kit.press_and_wait(bob, right)
     kit.settle(bob)
     assert text(bob, "#stat-done") == "2"
 
-    # and the dashboard counts the states
+    # and the dashboard counts the states, shows the champion and its audit: the spot
+    # checks the two answered, and how many of them the model had right
     alice.click("#tab-dashboard")
     alice.wait_for_selector("body[data-dashboard='loaded']", state="attached")
     assert text(alice, "tr[data-state='human_labeled'] td.num") == "22"
     assert text(alice, "tr[data-state='rejected'] td.num") == "1"
+    assert text(alice, "#dash-champion tr[data-field='model'] td") == kit.MODEL_VERSION
+    assert text(alice, "#auto-state") == "Active"
+    assert spot_checks, "no spot check came up"
+    assert text(alice, "#dash-audit tr[data-field='answered'] td") == str(len(spot_checks))
+    assert text(alice, "#dash-audit tr[data-field='correct'] td") == str(sum(spot_checks.values()))
     if screenshots:
         alice.screenshot(path=str(DOCS_IMG / "dashboard.png"), full_page=True)
     assert alice_errors == [] and bob_errors == []
