@@ -1,18 +1,21 @@
 """Review app latency on the local stack: page load, next item, answers per second.
 
-    .venv/bin/python benchmarks/review_latency.py [--items 420] [--answers 200] [--clients 4]
+    .venv/bin/python benchmarks/review_latency.py [--items 240] [--answers 200] [--think-ms 1000]
+                                                  [--api-calls 50] [--clients 4] [--seconds 60]
 
 Starts a local stack (no SageMaker), fills the review queue the way the browser test does
 (digit images through the ingest function, then a champion's uncertain labels), and
 measures, in Debian's chromium through Playwright:
 - page load: the presigned page's navigation (request to load event), and sign-in to the
   first item painted;
-- next-item latency over ``--answers`` keyboard answers: from the answer's keydown to the
-  next image decoded and painted (the page records it: two animation frames after
-  ``img.decode()``), p50/p95;
+- next-item latency over ``--answers`` keyboard answers, one every ``--think-ms`` at most
+  (a reviewer looks at the image first): from the answer's keydown to the next image
+  decoded and painted (the page records it: two animation frames after ``img.decode()``;
+  when the queue ran empty, until a refill brought one), p50/p95;
 then over HTTP:
-- ``GET /review/next?count=5`` latency (p50/p95, 200 calls, one reviewer);
-- answers per second ``--clients`` reviewers sustain (each: next, then answer each item).
+- ``GET /review/next?count=5`` latency (p50/p95 over ``--api-calls``, one reviewer);
+- answers per second ``--clients`` reviewers sustain for ``--seconds`` (each: next, then
+  one POST per item).
 Prints the figures; docs/review-api.md quotes a run with the host's conditions.
 """
 
@@ -61,7 +64,7 @@ def token(stack, user: str, password: str) -> str:
     return str(got["AuthenticationResult"]["IdToken"])
 
 
-def browser_figures(stack, truth: dict[str, int], answers: int) -> None:
+def browser_figures(stack, truth: dict[str, int], answers: int, think_ms: int) -> None:
     from playwright.sync_api import sync_playwright
 
     url = review_app_url(StackClient(stack.data_dir), 3600)
@@ -74,8 +77,10 @@ def browser_figures(stack, truth: dict[str, int], answers: int) -> None:
             "(() => { const n = performance.getEntriesByType('navigation')[0];"
             " return [n.responseEnd - n.startTime, n.loadEventEnd - n.startTime]; })()"
         )
-        print(f"page load (presigned GET from moto's S3): response {nav[0]:.1f} ms, "
-              f"load event {nav[1]:.1f} ms")
+        print(
+            f"page load (presigned GET from moto's S3): response {nav[0]:.1f} ms, "
+            f"load event {nav[1]:.1f} ms"
+        )
         page.fill("#username", "reviewer")
         page.fill("#password", password)
         t0 = time.perf_counter()
@@ -85,26 +90,30 @@ def browser_figures(stack, truth: dict[str, int], answers: int) -> None:
         print(f"sign-in to first item on screen: {(time.perf_counter() - t0) * 1000:.0f} ms")
         start = time.perf_counter()
         for _ in range(answers):
+            shown_at = time.perf_counter()
             item = page.evaluate("window.reviewApp.queue[0]")
             if not item:
                 break
-            kit.press_and_wait(page, str(truth[item["item_id"]]))
+            page.wait_for_timeout(max(0.0, think_ms - 1000 * (time.perf_counter() - shown_at)))
+            kit.press_and_wait(page, str(truth[item["item_id"]]), timeout_ms=120_000)
         elapsed = time.perf_counter() - start
         kit.settle(page)
         lat = page.evaluate("window.reviewApp.metrics.latencies")
         print(summary("next item painted after the answer key (browser)", lat))
-        print(f"  {len(lat)} keyboard answers in {elapsed:.1f} s ({len(lat) / elapsed:.1f}/s, "
-              "each waiting for the next image)")
+        print(
+            f"  {len(lat)} keyboard answers in {elapsed:.1f} s ({60 * len(lat) / elapsed:.0f}"
+            f"/min; think time {think_ms} ms)"
+        )
         browser.close()
 
 
-def api_figures(stack, truth: dict[str, int], clients: int) -> None:
+def api_figures(stack, truth: dict[str, int], calls: int, clients: int, seconds: float) -> None:
     api = stack.http_api.url
     kit.add_reviewer(stack, "bench")
     headers = {"Authorization": f"Bearer {token(stack, 'bench', kit.PASSWORD)}"}
     with requests.Session() as s:
         lat = []
-        for _ in range(200):
+        for _ in range(calls):
             t = time.perf_counter()
             got = s.get(f"{api}/review/next?count=5", headers=headers, timeout=60)
             lat.append((time.perf_counter() - t) * 1000)
@@ -113,12 +122,16 @@ def api_figures(stack, truth: dict[str, int], clients: int) -> None:
     done = []
     lock = threading.Lock()
 
+    tokens = {}
+    for n in range(clients):
+        kit.add_reviewer(stack, f"load{n}")
+        tokens[n] = token(stack, f"load{n}", kit.PASSWORD)
+    stop_at = time.perf_counter() + seconds
+
     def reviewer(n: int) -> None:
-        user = f"load{n}"
-        kit.add_reviewer(stack, user)
-        h = {"Authorization": f"Bearer {token(stack, user, kit.PASSWORD)}"}
+        h = {"Authorization": f"Bearer {tokens[n]}"}
         with requests.Session() as s:
-            while True:
+            while time.perf_counter() < stop_at:
                 got = s.get(f"{api}/review/next?count=5", headers=h, timeout=60).json()["items"]
                 if not got:
                     return
@@ -130,32 +143,41 @@ def api_figures(stack, truth: dict[str, int], clients: int) -> None:
                         done.append(time.perf_counter())
 
     threads = [threading.Thread(target=reviewer, args=(n,)) for n in range(clients)]
-    start = time.perf_counter()
+    start = stop_at - seconds
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = (done[-1] if done else time.perf_counter()) - start
-    print(f"answers/s with {clients} concurrent reviewers (next + one POST per item): "
-          f"{len(done) / elapsed:.1f} ({len(done)} answers in {elapsed:.1f} s)")
+    print(
+        f"answers/s with {clients} concurrent reviewers (next + one POST per item): "
+        f"{len(done) / elapsed:.1f} ({len(done)} answers in {elapsed:.1f} s)"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--items", type=int, default=420, help="items in the review queue")
+    ap.add_argument("--items", type=int, default=240, help="images uploaded (~95%% reviewed)")
     ap.add_argument("--answers", type=int, default=200, help="keyboard answers in the browser")
+    ap.add_argument("--think-ms", type=int, default=1000, help="least time per answer")
+    ap.add_argument("--api-calls", type=int, default=50, help="GET /review/next calls timed")
     ap.add_argument("--clients", type=int, default=4, help="concurrent API reviewers")
+    ap.add_argument("--seconds", type=float, default=60, help="length of the answers/s run")
     args = ap.parse_args()
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="review-bench-") as tmp:
         stack = kit.start_stack(Path(tmp), AuditFraction="0.05")
         try:
             t = time.perf_counter()
-            truth = kit.fill_queue(stack, args.items)
-            print(f"queue: {args.items} items ingested and labeled uncertain in "
-                  f"{time.perf_counter() - t:.0f} s")
-            browser_figures(stack, truth, args.answers)
-            api_figures(stack, truth, args.clients)
+            # every prediction unsure: all but the audit stream (5%) wait for people
+            truth = kit.fill_queue(stack, args.items, confident_every=10**9)
+            waiting = StackClient(stack.data_dir).counts()["needs_review"]
+            print(
+                f"queue: {args.items} images ingested, {waiting} items need review "
+                f"({time.perf_counter() - t:.0f} s)"
+            )
+            browser_figures(stack, truth, args.answers, args.think_ms)
+            api_figures(stack, truth, args.api_calls, args.clients, args.seconds)
         finally:
             stack.stop()
     print(f"load average after: {os.getloadavg()[0]:.1f}")

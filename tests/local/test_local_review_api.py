@@ -182,3 +182,22 @@ def test_cors_preflight_needs_no_token_and_only_the_data_buckets_origin_is_allow
     assert "Access-Control-Allow-Origin" not in foreign.headers
     # and an OPTIONS without the preflight headers is an ordinary request: no route, 404
     assert requests.options(f"{api}/review/stats", timeout=10).status_code == 404
+
+
+def test_review_open_publishes_the_configured_page_behind_a_presigned_get(stack, reviewer, capsys):
+    from infra import cli
+
+    # When a person runs `flywheel review open` against the running stack
+    assert cli.main(["--data-dir", str(stack.data_dir), "review", "open", "--expires", "120"]) == 0
+    url, how = capsys.readouterr().out.splitlines()[:2]
+
+    # Then the URL is a presigned GET of app/index.html on moto's S3 endpoint (the origin
+    # the API's CORS allows), serving the page configured for this stack
+    assert url.startswith(f"{stack.moto.url}/{stack.info['outputs']['DataBucketName']}/app/")
+    assert "Signature=" in url or "X-Amz-Signature=" in url
+    assert "reviewer" in how
+    page = requests.get(url, timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert f'"client_id": "{reviewer["client_id"]}"' in page.text
+    assert f'"api_url": "{stack.http_api.url}"' in page.text
+    assert "Content-Security-Policy" in page.text
