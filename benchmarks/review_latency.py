@@ -1,21 +1,21 @@
 """Review app latency on the local stack: page load, next item, answers per second.
 
-    .venv/bin/python benchmarks/review_latency.py [--items 240] [--answers 200] [--think-ms 1000]
+    .venv/bin/python benchmarks/review_latency.py [--items 320] [--answers 200] [--think-ms 1000]
                                                   [--api-calls 50] [--clients 4] [--seconds 60]
 
 Starts a local stack (no SageMaker), fills the review queue the way the browser test does
-(digit images through the ingest function, then a champion's uncertain labels), and
-measures, in Debian's chromium through Playwright:
-- page load: the presigned page's navigation (request to load event), and sign-in to the
-  first item painted;
-- next-item latency over ``--answers`` keyboard answers, one every ``--think-ms`` at most
-  (a reviewer looks at the image first): from the answer's keydown to the next image
-  decoded and painted (the page records it: two animation frames after ``img.decode()``;
-  when the queue ran empty, until a refill brought one), p50/p95;
-then over HTTP:
-- ``GET /review/next?count=5`` latency (p50/p95 over ``--api-calls``, one reviewer);
-- answers per second ``--clients`` reviewers sustain for ``--seconds`` (each: next, then
-  one POST per item).
+(digit images through the ingest function, then a champion whose predictions are all
+unsure), and measures, in this order:
+- ``GET /review/next?count=5`` latency over HTTP (p50/p95 over ``--api-calls``, one
+  reviewer) while the whole queue waits;
+- in Debian's chromium through Playwright, the page load (the presigned page's navigation,
+  request to load event; sign-in to the first item on screen) and the next-item latency
+  over ``--answers`` keyboard answers, one every ``--think-ms`` at most (a reviewer looks
+  at the image first): from the answer's keydown to the next image decoded and painted
+  (the page records it: two animation frames after ``img.decode()``; when the queue ran
+  empty, until a refill brought one), p50/p95;
+- answers per second ``--clients`` reviewers sustain over HTTP for ``--seconds`` (each:
+  next, then one POST per item).
 Prints the figures; docs/review-api.md quotes a run with the host's conditions.
 """
 
@@ -99,7 +99,12 @@ def browser_figures(stack, truth: dict[str, int], answers: int, think_ms: int) -
         elapsed = time.perf_counter() - start
         kit.settle(page)
         lat = page.evaluate("window.reviewApp.metrics.latencies")
+        waited = page.evaluate("window.reviewApp.metrics.waited")
         print(summary("next item painted after the answer key (browser)", lat))
+        ready = [ms for ms, w in zip(lat, waited, strict=True) if not w]
+        if ready:
+            print(summary("  when the next item was already in the queue", ready))
+        print(f"  the queue had run empty (waiting for the API) on {sum(waited)} of {len(lat)}")
         print(
             f"  {len(lat)} keyboard answers in {elapsed:.1f} s ({60 * len(lat) / elapsed:.0f}"
             f"/min; think time {think_ms} ms)"
@@ -107,10 +112,11 @@ def browser_figures(stack, truth: dict[str, int], answers: int, think_ms: int) -
         browser.close()
 
 
-def api_figures(stack, truth: dict[str, int], calls: int, clients: int, seconds: float) -> None:
+def next_latency(stack, calls: int) -> None:
     api = stack.http_api.url
     kit.add_reviewer(stack, "bench")
     headers = {"Authorization": f"Bearer {token(stack, 'bench', kit.PASSWORD)}"}
+    waiting = StackClient(stack.data_dir).counts()["needs_review"]
     with requests.Session() as s:
         lat = []
         for _ in range(calls):
@@ -118,10 +124,14 @@ def api_figures(stack, truth: dict[str, int], calls: int, clients: int, seconds:
             got = s.get(f"{api}/review/next?count=5", headers=headers, timeout=60)
             lat.append((time.perf_counter() - t) * 1000)
             got.raise_for_status()
-    print(summary("GET /review/next?count=5 (HTTP, one reviewer)", lat))
-    done = []
-    lock = threading.Lock()
+    print(summary(f"GET /review/next?count=5 (HTTP, {waiting} items waiting)", lat))
 
+
+def throughput(stack, truth: dict[str, int], clients: int, seconds: float) -> None:
+    api = stack.http_api.url
+    waiting = StackClient(stack.data_dir).counts()["needs_review"]
+    done: list[float] = []
+    lock = threading.Lock()
     tokens = {}
     for n in range(clients):
         kit.add_reviewer(stack, f"load{n}")
@@ -143,21 +153,22 @@ def api_figures(stack, truth: dict[str, int], calls: int, clients: int, seconds:
                         done.append(time.perf_counter())
 
     threads = [threading.Thread(target=reviewer, args=(n,)) for n in range(clients)]
-    start = stop_at - seconds
+    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = (done[-1] if done else time.perf_counter()) - start
     print(
-        f"answers/s with {clients} concurrent reviewers (next + one POST per item): "
-        f"{len(done) / elapsed:.1f} ({len(done)} answers in {elapsed:.1f} s)"
+        f"answers/s with {clients} concurrent reviewers (next, then one POST per item; "
+        f"{waiting} items waiting): {len(done) / elapsed:.1f} "
+        f"({len(done)} answers in {elapsed:.1f} s)"
     )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--items", type=int, default=240, help="images uploaded (~95%% reviewed)")
+    ap.add_argument("--items", type=int, default=320, help="images uploaded (~95%% reviewed)")
     ap.add_argument("--answers", type=int, default=200, help="keyboard answers in the browser")
     ap.add_argument("--think-ms", type=int, default=1000, help="least time per answer")
     ap.add_argument("--api-calls", type=int, default=50, help="GET /review/next calls timed")
@@ -176,8 +187,9 @@ def main() -> int:
                 f"queue: {args.items} images ingested, {waiting} items need review "
                 f"({time.perf_counter() - t:.0f} s)"
             )
+            next_latency(stack, args.api_calls)  # while the whole queue waits
             browser_figures(stack, truth, args.answers, args.think_ms)
-            api_figures(stack, truth, args.api_calls, args.clients, args.seconds)
+            throughput(stack, truth, args.clients, args.seconds)
         finally:
             stack.stop()
     print(f"load average after: {os.getloadavg()[0]:.1f}")
