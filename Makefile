@@ -8,13 +8,16 @@ VENV   := .venv
 # aws-sam-cli pins its own boto3 and click, so it lives in a venv of its own.
 SAMVENV := .venv-sam
 SAM_CLI_VERSION := 1.170.0
+# label-studio-sdk (the Label Studio format checks of the tests) pins its own dependencies too.
+LSVENV := .venv-labelstudio
+LABEL_STUDIO_SDK_VERSION := 2.1.2
 # The review app's browser test drives Debian's chromium (Playwright never downloads one).
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test lint clean
 
-setup: $(VENV)/.installed $(SAMVENV)/.installed $(CHROMIUM)
+setup: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed $(CHROMIUM)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +31,12 @@ $(SAMVENV)/.installed:
 	$(SAMVENV)/bin/pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 	touch $@
 
+$(LSVENV)/.installed:
+	$(PYTHON) -m venv $(LSVENV)
+	$(LSVENV)/bin/pip install --quiet --upgrade pip
+	$(LSVENV)/bin/pip install --quiet label-studio-sdk==$(LABEL_STUDIO_SDK_VERSION)
+	touch $@
+
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
@@ -35,7 +44,7 @@ $(CHROMIUM):
 demo: $(VENV)/.installed
 	$(VENV)/bin/flywheel demo
 
-test: $(VENV)/.installed $(SAMVENV)/.installed $(CHROMIUM)
+test: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.installed
@@ -44,4 +53,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint template.yaml
 
 clean:
-	rm -rf $(VENV) $(SAMVENV) .aws-sam .flywheel .flywheel-demo
+	rm -rf $(VENV) $(SAMVENV) $(LSVENV) .aws-sam .flywheel .flywheel-demo

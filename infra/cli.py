@@ -7,7 +7,7 @@
     flywheel status
     flywheel train [--tuning | --no-tuning] [--wait]
     flywheel schedule StartTrainingFunction      # run a template schedule now
-    flywheel review export [-o DIR]  /  flywheel review import FILE
+    flywheel review export [-o DIR] [--format csv|label-studio]  /  flywheel review import FILE
     flywheel review open [--stack NAME] # the review app: print a sign-in URL
     flywheel export --format {manifest,csv,imagefolder} -o OUT
     flywheel preflight [--stack NAME] [--region R] [--profile P] [--parameter K=V]
@@ -337,22 +337,40 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 def cmd_review_export(args: argparse.Namespace) -> int:
     c = _client(args)
-    result = c.invoke("ReviewExportFunction", {"reason": "manual"})
-    keys = [v for v in _walk_strings(result) if v.startswith("review/") or "/review/" in v]
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    got = []
-    for k in keys:
-        key = k.split(f"s3://{c.data_bucket}/", 1)[-1]
-        dest = out / Path(key).name
-        c.client("s3").download_file(c.data_bucket, key, str(dest))
-        got.append(dest)
-    if not got:
+    request = {"reason": "manual", "image_urls": args.image_urls}
+    result = c.invoke("ReviewExportFunction", request)
+    if not result or not result.get("batch_id"):
         print(f"nothing to review ({json.dumps(result, default=str)})")
         return 0
-    for g in got:
-        print(f"wrote {g}")
-    print("fill the label column of the CSV, then: flywheel review import <file>.csv")
+    wanted = ("label_studio_tasks", "label_studio_config")
+    if args.format == "csv":
+        wanted = ("csv", "manifest")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    got = {}
+    for name in wanted:
+        key = str(result[name]).split(f"s3://{c.data_bucket}/", 1)[-1]
+        dest = out / Path(key).name
+        c.client("s3").download_file(c.data_bucket, key, str(dest))
+        got[name] = dest
+        print(f"wrote {dest}")
+    print(f"{result['items']} item(s) of {result['pending']} pending: {result.get('reasons')}")
+    if result.get("image_urls_expire"):
+        print(
+            f"image links expire at {result['image_urls_expire']} (earlier if the credentials "
+            "that signed them do): export again for fresh ones"
+        )
+    if args.format == "csv":
+        print(
+            "open image_url, fill the label column of the CSV, then: "
+            f"flywheel review import {got['csv']}"
+        )
+    else:
+        print(
+            "in Label Studio: Settings > Labeling Interface > Code: paste "
+            f"{got['label_studio_config']}; Import: {got['label_studio_tasks']}; when done, "
+            "Export as JSON (or JSON-MIN), then: flywheel review import <export>.json"
+        )
     return 0
 
 
@@ -409,14 +427,19 @@ def cmd_review_open(args: argparse.Namespace) -> int:
     return 0
 
 
-def _walk_strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _walk_strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _walk_strings(v)]
-    return []
+def _labels_key(f: Path) -> str:
+    """labels/<time>-<name>; a .json file is a Label Studio export (named so the stack's
+    labels/*.label-studio.json notification picks it up)."""
+    from flywheel.domain.labels import LABEL_FILE_SUFFIXES, LABEL_STUDIO_SUFFIX
+
+    name = f.name
+    if name.endswith(".json") and not name.endswith(LABEL_STUDIO_SUFFIX):
+        name = name.removesuffix(".json") + LABEL_STUDIO_SUFFIX
+    if not name.endswith(LABEL_FILE_SUFFIXES):
+        raise CliError(
+            "a labels file is .csv, .manifest, .jsonl or a Label Studio JSON export (.json)"
+        )
+    return f"labels/{time.strftime('%Y%m%dT%H%M%S')}-{name}"
 
 
 def cmd_review_import(args: argparse.Namespace) -> int:
@@ -424,9 +447,7 @@ def cmd_review_import(args: argparse.Namespace) -> int:
     f = Path(args.file)
     if not f.is_file():
         raise CliError(f"no such file: {f}")
-    if f.suffix not in (".csv", ".manifest", ".jsonl"):
-        raise CliError("a labels file is .csv, .manifest or .jsonl")
-    key = f"labels/{time.strftime('%Y%m%dT%H%M%S')}-{f.name}"
+    key = _labels_key(f)
     s3 = c.client("s3")
     s3.upload_file(str(f), c.data_bucket, key)
     print(f"uploaded s3://{c.data_bucket}/{key}; waiting for it to be applied ...")
@@ -733,8 +754,27 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = rv.add_subparsers(dest="review_command", required=True, metavar="ACTION")
     rx = rsub.add_parser("export", help="export needs_review items now and download the batch")
     rx.add_argument("-o", "--output", default=".", help="folder for the batch files")
+    rx.add_argument(
+        "--format",
+        choices=("csv", "label-studio"),
+        default="csv",
+        help="csv: the review CSV and a Ground Truth manifest; label-studio: Label Studio "
+        "tasks with the model's pre-annotations and the labeling config to paste",
+    )
+    rx.add_argument(
+        "--image-urls",
+        choices=("presigned", "s3"),
+        default="presigned",
+        help="presigned: GET links anyone with the file can open until they expire "
+        "(IMAGE_URL_SECONDS); s3: s3:// URIs that a Label Studio S3 storage connection "
+        "resolves (docs/review-api.md)",
+    )
     rx.set_defaults(fn=cmd_review_export)
-    ri = rsub.add_parser("import", help="upload a labels file (.csv/.manifest/.jsonl) and wait")
+    ri = rsub.add_parser(
+        "import",
+        help="upload a labels file (.csv/.manifest/.jsonl, or a Label Studio JSON export) "
+        "and wait for its result",
+    )
     ri.add_argument("file")
     ri.add_argument("--timeout", type=float, default=300)
     ri.set_defaults(fn=cmd_review_import)

@@ -1,4 +1,5 @@
-"""LabelsFileQueue -> apply labels/*.csv|*.manifest|*.jsonl files.
+"""LabelsFileQueue -> apply labels/*.csv|*.manifest|*.jsonl|*.label-studio.json files
+(the last: a Label Studio JSON or JSON-MIN export).
 
 Each file gets a report next to it: labels/<file>.result.json.
 """

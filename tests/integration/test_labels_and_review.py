@@ -5,13 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-from urllib.parse import quote_plus
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, quote_plus, urlparse
 
 import human_labels
 import pytest
+import requests
 import review_export
 from flywheel.adapters import items
 from integration_kit import s3_sqs_event
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "label_studio"
 
 CHAMPION = json.dumps(
     {
@@ -300,3 +305,130 @@ def test_without_a_champion_review_export_offers_unlabeled_items(stack, context)
     )
     assert {r["image_id_or_key"] for r in rows} == ids and result["items"] == 5
     assert {r["review_reason"] for r in rows} == {"cold_start"}
+
+
+def test_review_csv_has_a_url_a_person_can_open_and_the_upload_keys(stack, context):
+    # Given an uncertain item whose bytes were uploaded under two keys
+    stack.use("ReviewExportFunction")
+    item_id = seed(stack, 1, "needs_review", 0.4, "cat")
+    items.add_source_keys(stack.table, item_id, {"1.jpg", "again/1 copy.jpg"})
+    stack.s3.put_object(Bucket=stack.data_bucket, Key=f"images/{item_id}.png", Body=b"png!")
+
+    # When the export runs
+    before = datetime.now(UTC)
+    result = review_export.handler({"reason": "manual"}, context)
+
+    # Then the CSV row has a presigned GET that opens the image, its expiry, and both keys
+    (row,) = csv.DictReader(io.StringIO(stack.read(f"review/{result['batch_id']}.csv").decode()))
+    assert requests.get(row["image_url"], timeout=10).content == b"png!"
+    query = parse_qs(urlparse(row["image_url"]).query)
+    expires = datetime.fromisoformat(row["image_url_expires"])
+    assert abs((expires - before).total_seconds() - 21600) < 60
+    if "X-Amz-Expires" in query:  # SigV4 (a regional endpoint), else the legacy query form
+        assert query["X-Amz-Expires"] == ["21600"]
+    else:
+        assert abs(int(query["Expires"][0]) - expires.timestamp()) < 60
+    assert result["image_urls_expire"] == row["image_url_expires"]
+    assert json.loads(row["upload_keys"]) == ["1.jpg", "again/1 copy.jpg"]
+
+    # And the file, extra columns and all, is still a labels file
+    row["label"] = "dog"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+    stack.use("HumanLabelsFunction")
+    human_labels.handler(labels_event(stack, "labels/round.csv", out.getvalue()), context)
+    assert stack.item(item_id)["label"] == "dog"
+    assert json.loads(stack.read("labels/round.csv.result.json"))["applied"] == 1
+
+
+def test_label_studio_tasks_pre_annotate_uncertain_items_and_leave_audit_blind(stack, context):
+    # Given a champion, an audit item and an uncertain item with the model's top-k
+    stack.use("ReviewExportFunction", CLASS_NAMES="")
+    stack.ssm.put_parameter(Name="/dataflywheel/champion", Type="String", Value=CHAMPION)
+    uncertain = seed(stack, 1, "needs_review", 0.55, "cat")
+    audit = f"{7:064x}"
+    items.put_new(
+        stack.table,
+        {
+            "item_id": audit,
+            "state": "needs_review",
+            "review_reason": "audit",
+            "image_key": f"images/{audit}.png",
+            "source_key": "a.jpg",
+        },
+    )
+    seed(stack, 9, "human_labeled", label="bird")  # a class people used: offered too
+
+    # When the export runs, once with presigned links and once with s3:// URIs
+    result = review_export.handler({"reason": "manual"}, context)
+    tasks = json.loads(stack.read(f"review/{result['batch_id']}.label-studio.json"))
+    config = stack.read(f"review/{result['batch_id']}.label-studio.xml").decode()
+    s3_mode = review_export.handler({"reason": "manual", "image_urls": "s3"}, context)
+    s3_tasks = json.loads(stack.read(f"review/{s3_mode['batch_id']}.label-studio.json"))
+
+    # Then the audit task has no pre-annotation and the uncertain one the model's label
+    assert [t["data"]["item_id"] for t in tasks] == [audit, uncertain]
+    assert "predictions" not in tasks[0]
+    (prediction,) = tasks[1]["predictions"]
+    assert prediction["model_version"] == "dfw-old" and prediction["score"] == 0.55
+    assert prediction["result"][0]["value"] == {"choices": ["cat"]}
+    assert f"/images/{uncertain}.png?" in tasks[1]["data"]["image"]
+    assert tasks[1]["data"]["upload_keys"] == ["1.jpg"]
+    # and the config offers the champion's classes and the human labels
+    assert [c for c in ("bird", "cat", "dog") if f'<Choice value="{c}"/>' in config] == [
+        "bird",
+        "cat",
+        "dog",
+    ]
+    assert s3_mode["batch_id"] == result["batch_id"] and "image_urls_expire" not in s3_mode
+    assert s3_tasks[1]["data"]["image"] == f"s3://{stack.data_bucket}/images/{uncertain}.png"
+    assert "image_url_expires" not in s3_tasks[1]["data"]
+
+
+def test_a_label_studio_export_uploaded_under_labels_is_applied_and_reported(env, context):
+    # Given the items of the JSON export fixture (all but 0xbad, which the stack never saw)
+    ids = {n: seed(env, n, "needs_review", 0.5, "cat") for n in (1, 2, 3, 4, 5, 6, 8, 9, 10)}
+    body = (FIXTURES / "export.json").read_text()
+
+    # When the export is uploaded as a Label Studio labels file
+    key = "labels/20261130T100000-project 3.label-studio.json"
+    assert human_labels.handler(labels_event(env, key, body), context) == {"batchItemFailures": []}
+
+    # Then agreed answers are human labels, every other task is in the report
+    assert {
+        n: env.item(i)["label"] for n, i in ids.items() if env.item(i)["state"] == "human_labeled"
+    } == {1: "cat", 2: "dog", 6: "dog", 10: "cat"}
+    report = json.loads(env.read(f"{key}.result.json"))
+    assert (report["applied"], report["unchanged"], report["skipped_empty"]) == (4, 0, 1)
+    assert {e["task"] for e in report["errors"] if "task" in e} == {43, 45, 48}
+    assert [(e["line"], e["code"]) for e in report["errors"]] == [
+        (3, "cancelled"),
+        (5, "conflict"),
+        (7, "unknown_image"),
+        (8, "several_choices"),
+        (9, "unknown_class"),
+    ]
+
+    # And the same export again (a redelivery, a second upload) changes nothing
+    human_labels.handler(labels_event(env, key, body), context)
+    again = json.loads(env.read(f"{key}.result.json"))
+    assert (again["applied"], again["unchanged"]) == (0, 4)
+
+
+def test_review_export_never_links_a_row_whose_id_is_not_an_item_id(stack, context):
+    # Given a real item and a row written by hand whose id would make another key
+    stack.use("ReviewExportFunction")
+    real = seed(stack, 1, "needs_review", 0.4, "cat")
+    items.put_new(stack.table, {"item_id": "../labels/x", "state": "needs_review"})
+
+    # When the export runs, Then it lists the real item only, linked by its own id
+    result = review_export.handler({"reason": "manual"}, context)
+    rows = list(
+        csv.DictReader(io.StringIO(stack.read(f"review/{result['batch_id']}.csv").decode()))
+    )
+    assert [r["image_id_or_key"] for r in rows] == [real]
+    assert f"images/{real}.png?" in rows[0]["image_url"]
+    tasks = json.loads(stack.read(f"review/{result['batch_id']}.label-studio.json"))
+    assert [t["data"]["item_id"] for t in tasks] == [real]

@@ -15,7 +15,7 @@ import pytest
 import requests
 import review_api
 from flywheel.adapters import items
-from flywheel.domain.items import now_iso
+from flywheel.domain.items import State, now_iso
 from flywheel.services.start_training import start_training
 from flywheel.settings import StartTrainingSettings
 from integration_kit import load_event
@@ -298,7 +298,14 @@ def test_injected_item_ids_are_400(env, context, item_id):
         ({"item_id": AUDIT_ID, "label": "../cat"}, None, "invalid_label"),
         ({"item_id": AUDIT_ID, "label": "zebra"}, None, "unknown_class"),
         ({"item_id": AUDIT_ID, "label": ["cat"]}, None, "invalid_label"),
+        ({"item_id": AUDIT_ID, "label": "cat/../../labels/x.csv"}, None, "invalid_label"),
+        ({"item_id": AUDIT_ID, "label": "s3://other-bucket/x"}, None, "invalid_label"),
+        ({"item_id": AUDIT_ID, "label": "cat\x00"}, None, "invalid_label"),
+        ({"item_id": AUDIT_ID, "label": "cat%2F..%2Fx"}, None, "invalid_label"),
         ({"item_id": AUDIT_ID, "action": "delete"}, None, "bad_action"),
+        ({"item_id": AUDIT_ID, "action": "../skip"}, None, "bad_action"),
+        ({"item_id": AUDIT_ID, "action": "skip\n"}, None, "bad_action"),
+        ({"item_id": AUDIT_ID, "action": ["skip"]}, None, "bad_action"),
         ({"item_id": AUDIT_ID, "label": "cat", "action": "skip"}, None, "bad_body"),
         ({"item_id": AUDIT_ID, "label": "cat", "key": "labels/x.csv"}, None, "bad_body"),
         (None, "{not json", "bad_body"),
@@ -322,3 +329,42 @@ def test_unknown_items_are_404_and_a_missing_caller_401(env, context):
         == 404
     )
     assert call(context, "GET", "/review/next", reviewer=None)[0] == 401
+
+
+def test_a_crafted_item_id_in_the_table_never_becomes_an_image_url(env, context):
+    # Given rows whose ids are not content hashes (written to the table by hand: the
+    # ingest only ever writes sha256 ids) next to the real items
+    crafted = [
+        "../labels/answers.csv",
+        "a" * 64 + "/../../labels/x",
+        "images/" + "b" * 64,
+        "%2e%2e%2fmodels%2fx",
+    ]
+    for item_id in crafted:
+        items.put_new(
+            env.table,
+            {
+                "item_id": item_id,
+                "state": "needs_review",
+                "image_key": "labels/answers.csv",
+                "review_reason": "audit",
+            },
+        )
+    assert len(list(items.query_state(env.table, State.NEEDS_REVIEW))) == 4 + len(crafted)
+
+    # When a reviewer asks for everything
+    status, got = call(context, "GET", "/review/next", query={"count": "50"})
+
+    # Then only the real items come back, each URL for images/<its own id>.png
+    assert status == 200
+    assert set(ids(got)) == {AUDIT_ID} | {f"{n:064x}" for n in (1, 2, 3)}
+    for entry in got["items"]:
+        url = urlparse(entry["image_url"])
+        bucket, _, key = f"{url.hostname.split('.')[0]}{url.path}".partition("/")
+        if url.path.startswith(f"/{env.data_bucket}/"):  # path-style URL
+            bucket, _, key = url.path[1:].partition("/")
+        assert (bucket, key) == (env.data_bucket, f"images/{entry['item_id']}.png")
+    # and none of the crafted rows was leased
+    for item_id in crafted:
+        raw = env.ddb.get_item(TableName=env.table, Key={"item_id": {"S": item_id}})["Item"]
+        assert "lease_owner" not in raw

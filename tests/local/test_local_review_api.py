@@ -7,6 +7,7 @@ creates); no token, an expired one, another pool's or another app's -> 401.
 from __future__ import annotations
 
 import json
+import re
 import stat
 import time
 
@@ -106,9 +107,84 @@ def test_missing_garbage_expired_and_foreign_tokens_are_401(stack, reviewer):
     tampered = fresh[:-4] + ("AAAA" if not fresh.endswith("AAAA") else "BBBB")
 
     for token in (None, "", "not-a-jwt", expired, foreign, other_app, tampered):
-        got = stats(stack, token)
-        assert (got.status_code, got.json()) == (401, {"message": "Unauthorized"}), token
+        for route in stack.http_api.routes:  # every route the template declares
+            method = "GET" if route.method == "ANY" else route.method
+            path = re.sub(r"\{[^}]+\}", "x", route.path)
+            headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+            got = requests.request(
+                method, f"{stack.http_api.url}{path}", headers=headers, json={}, timeout=60
+            )
+            assert (got.status_code, got.json()) == (401, {"message": "Unauthorized"}), (
+                token,
+                path,
+            )
     assert requests.get(f"{stack.http_api.url}/nope", timeout=10).status_code == 404
+
+
+def test_the_gateway_serves_the_template_routes_each_behind_the_authorizer(stack, reviewer):
+    routes = {r.route_key: r for r in stack.http_api.routes}
+    assert {
+        "GET /review/next",
+        "POST /review/answers",
+        "POST /review/undo",
+        "GET /review/stats",
+    } <= set(routes)
+    for route in routes.values():
+        assert route.authorizer is not None, route.route_key
+        assert route.authorizer.issuer.endswith(f"/{reviewer['user_pool_id']}")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body", "code"),
+    [
+        ("GET", "/review/next", {"count": "../../etc/passwd"}, None, "bad_count"),
+        ("GET", "/review/next", {"count": "5&count=6"}, None, "bad_count"),
+        ("GET", "/review/next", [("count", "1"), ("count", "2")], None, "bad_count"),  # "1,2"
+        (
+            "POST",
+            "/review/answers",
+            None,
+            {"item_id": "../../labels/x.csv", "label": "cat"},
+            "bad_item_id",
+        ),
+        (
+            "POST",
+            "/review/answers",
+            None,
+            {"item_id": "%2e%2e%2fx", "action": "skip"},
+            "bad_item_id",
+        ),
+        (
+            "POST",
+            "/review/answers",
+            None,
+            {"item_id": "a" * 64, "label": "../../x"},
+            "invalid_label",
+        ),
+        (
+            "POST",
+            "/review/answers",
+            None,
+            {"item_id": "a" * 64, "label": "s3://b/k"},
+            "invalid_label",
+        ),
+        ("POST", "/review/answers", None, {"item_id": "a" * 64, "action": "../skip"}, "bad_action"),
+        ("POST", "/review/answers", None, {"item_id": "a" * 64, "key": "images/x.png"}, "bad_body"),
+    ],
+)
+def test_injection_in_any_parameter_is_400_through_the_gateway(
+    stack, reviewer, method, path, query, body, code
+):
+    token = login(stack.moto.url, reviewer["client_id"], "reviewer", reviewer["password"])
+    got = requests.request(
+        method,
+        f"{stack.http_api.url}{path}",
+        params=query,
+        json=body,
+        headers={"Authorization": f"Bearer {token['IdToken']}"},
+        timeout=60,
+    )
+    assert (got.status_code, got.json()["error"]) == (400, code), got.text
 
 
 def test_the_user_pool_and_the_reviewer_survive_a_restart(tmp_path):

@@ -79,6 +79,13 @@ class ReviewExportSettings(_Settings):
     ITEMS_TABLE: str
     CHAMPION_PARAMETER: str
     REVIEW_BATCH_SIZE: int = 500
+    CLASS_NAMES: tuple[str, ...] = ()
+    # Presigned image GETs in a batch (CSV, Label Studio tasks) live this long, or less: AWS
+    # ends a presigned URL when the credentials that signed it (the function's role) expire.
+    # SigV4 allows at most 7 days.
+    IMAGE_URL_SECONDS: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
+
+    _classes = field_validator("CLASS_NAMES", mode="before")(_split)
 
 
 class ReviewApiSettings(AuditAlarmSettings):

@@ -1,4 +1,5 @@
-"""Human labels: from upload keys (labeled/<class>/...) and from label files (CSV, manifests).
+"""Human labels: from upload keys (labeled/<class>/...) and from labels files (CSV, Ground
+Truth manifests, Label Studio JSON exports).
 
 A label is data, never a path: every label that enters the system passes
 ``validate_label`` (the class-name grammar, and membership in ClassNames when the
@@ -17,6 +18,15 @@ from dataclasses import dataclass, field
 _ITEM_ID = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE_KEY = re.compile(r"(?:^|/)images/([0-9a-f]{64})\.png$")
 CSV_HEADER = ("image_id_or_key", "label")
+# A labels file is picked by its name's end (the template's S3 notification filters match).
+# A Label Studio export is a plain ``.json`` file, but ``labels/*.json`` would also match the
+# ``<file>.result.json`` reports written next to each file: hence the longer suffix.
+LABEL_STUDIO_SUFFIX = ".label-studio.json"
+LABEL_FILE_SUFFIXES = (".csv", ".manifest", ".jsonl", LABEL_STUDIO_SUFFIX)
+# The labeling config's control and object names (domain/review.py writes it; an export of a
+# project whose config has other names still works when it has one Choices control).
+LABEL_STUDIO_CONTROL = "label"
+LABEL_STUDIO_OBJECT = "image"
 
 # The class-name grammar: ASCII letters and digits, then also space _ . + -; at most 64
 # characters; first character a letter or digit (so never "." or ".." or a leading space);
@@ -91,10 +101,13 @@ class ParsedLabels:
     errors: list[dict] = field(default_factory=list)
     skipped: int = 0
 
-    def reject(self, line: int, code: str, error: str, reference: str | None = None) -> None:
+    def reject(
+        self, line: int, code: str, error: str, reference: str | None = None, **where: object
+    ) -> None:
         entry: dict = {"line": line, "code": code, "error": error}
         if reference is not None:
             entry["reference"] = reference
+        entry.update(where)  # e.g. a Label Studio task id
         self.errors.append(entry)
 
 
@@ -205,8 +218,158 @@ def parse_manifest(text: str, bad_lines: set[int] | frozenset[int] = frozenset()
     return out
 
 
+def _reference_from_data(data: dict) -> str | None:
+    """The item a Label Studio task is about: ``data.item_id`` (our export writes it), else
+    the image URL (presigned or ``s3://``) without its query string."""
+    ref = data.get("item_id")
+    if isinstance(ref, str) and ref.strip():
+        return ref
+    image = data.get(LABEL_STUDIO_OBJECT)
+    if isinstance(image, str) and image.strip():
+        return image.split("?", 1)[0]
+    return None
+
+
+def _choices_of(result: object) -> tuple[list[object] | None, str | None]:
+    """An annotation's ``result`` -> (the chosen values, None) or (None, why not).
+
+    The choices of the ``label`` control count; an export of a project whose labeling config
+    names it otherwise is read when exactly one Choices control answered.
+    """
+    if not isinstance(result, list):
+        return None, "annotation result is not a list"
+    regions = [r for r in result if isinstance(r, dict) and r.get("type") == "choices"]
+    ours = [r for r in regions if r.get("from_name") == LABEL_STUDIO_CONTROL]
+    if not ours and len({r.get("from_name") for r in regions}) == 1:
+        ours = regions
+    elif not ours and regions:
+        return None, "several Choices controls answered and none is named 'label'"
+    chosen: list[object] = []
+    for region in ours:
+        value = region.get("value")
+        if not isinstance(value, dict) or not isinstance(value.get("choices"), list):
+            return None, "a choices result without value.choices"
+        chosen.extend(value["choices"])
+    return chosen, None
+
+
+def _label_studio_task(n: int, task: dict, out: ParsedLabels) -> None:
+    """One task of the JSON export: its annotations (cancelled ones aside) must agree."""
+    data = task.get("data")
+    ref = _reference_from_data(data) if isinstance(data, dict) else None
+    where = {"task": task["id"]} if isinstance(task.get("id"), int) else {}
+    if ref is None:
+        out.reject(n, "malformed", "task has no data.item_id or data.image", **where)
+        return
+    annotations = task.get("annotations", task.get("completions"))  # completions: LS < 1.0
+    if annotations is None or annotations == []:
+        out.skipped += 1  # not labeled yet: like an empty label in the review CSV
+        return
+    if not isinstance(annotations, list):
+        out.reject(n, "malformed", "annotations is not a list", ref, **where)
+        return
+    if not all(isinstance(a, dict) for a in annotations):
+        out.reject(n, "malformed", "an annotation is not a JSON object", ref, **where)
+        return
+    live = [a for a in annotations if not (a.get("was_cancelled") or a.get("skipped"))]
+    if not live:
+        out.reject(
+            n,
+            "cancelled",
+            f"every annotation of this task was cancelled (skipped) in Label Studio "
+            f"({len(annotations)}): nothing applied",
+            ref,
+            **where,
+        )
+        return
+    labels: dict[str, list[str]] = {}
+    for annotation in live:
+        chosen, why = _choices_of(annotation.get("result"))
+        who = _annotator(annotation)
+        if why is not None or chosen is None:
+            out.reject(n, "malformed", f"annotation by {who}: {why}", ref, **where)
+            return
+        if len(chosen) != 1 or not isinstance(chosen[0], str):
+            reason = "no class chosen" if not chosen else f"{len(chosen)} classes chosen"
+            code = "no_choice" if not chosen else "several_choices"
+            out.reject(n, code, f"annotation by {who}: {reason}, expected one", ref, **where)
+            return
+        labels.setdefault(chosen[0].strip(), []).append(who)
+    if len(labels) > 1:
+        said = "; ".join(f"{label!r} by {', '.join(who)}" for label, who in sorted(labels.items()))
+        out.reject(n, "conflict", f"the annotations disagree ({said}): none applied", ref, **where)
+        return
+    out.lines.append(LabelLine(n, ref, next(iter(labels))))
+
+
+def _annotator(annotation: dict) -> str:
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):  # exports with annotator details
+        who = who.get("email") or who.get("id")
+    return f"user {who}" if who is not None else "an unknown user"
+
+
+def _label_studio_min_record(n: int, record: dict, out: ParsedLabels) -> None:
+    """One record of the JSON-MIN export: the task's data fields, then ``label`` (a string for
+    one choice, ``{"choices": [...]}`` for several); cancelled annotations are left out by
+    Label Studio, and each annotation of a task is its own record."""
+    ref = _reference_from_data(record)
+    where = {"task": record["id"]} if isinstance(record.get("id"), int) else {}
+    if ref is None:
+        out.reject(n, "malformed", "record has no item_id or image", **where)
+        return
+    value = record.get(LABEL_STUDIO_CONTROL)
+    if value is None or value == "":
+        out.skipped += 1
+    elif isinstance(value, str):
+        out.lines.append(LabelLine(n, ref, value.strip()))
+    elif isinstance(value, dict) and isinstance(value.get("choices"), list):
+        count = len(value["choices"])
+        out.reject(n, "several_choices", f"{count} classes chosen, expected one", ref, **where)
+    else:
+        out.reject(n, "malformed", f"unexpected {LABEL_STUDIO_CONTROL!r} value", ref, **where)
+
+
+def parse_label_studio(text: str) -> ParsedLabels:
+    """A Label Studio export: "JSON" (tasks with ``annotations[].result[].value.choices``) or
+    "JSON-MIN" (one flat record per annotation). ``line`` in an error is the task's position
+    in the exported list (1-based); ``task`` its Label Studio id.
+
+    A task whose annotations were all cancelled, choose no class or several, or disagree is
+    reported and not applied; a task nobody annotated yet is counted as skipped.
+    """
+    out = ParsedLabels()
+    try:
+        doc = json.loads(text.removeprefix("\ufeff"))
+    except ValueError as exc:
+        line = getattr(exc, "lineno", 1)
+        out.reject(line, "malformed", f"not a Label Studio JSON export: {exc}")
+        return out
+    tasks = [doc] if isinstance(doc, dict) else doc
+    if not isinstance(tasks, list):
+        out.reject(1, "malformed", "a Label Studio export is a JSON list of tasks")
+        return out
+    for n, task in enumerate(tasks, start=1):
+        if not isinstance(task, dict):
+            out.reject(n, "malformed", "a task is a JSON object")
+        elif isinstance(task.get("data"), dict) or "annotations" in task or "completions" in task:
+            _label_studio_task(n, task, out)
+        else:
+            _label_studio_min_record(n, task, out)
+    return out
+
+
 def parse_label_file(key: str, data: bytes | str) -> ParsedLabels:
-    """A labels file's bytes (or text) -> rows and per-line errors, by its extension."""
+    """A labels file's bytes (or text) -> rows and per-line errors, by its name's end."""
+    if key.endswith(LABEL_STUDIO_SUFFIX):
+        if isinstance(data, bytes):
+            try:
+                data = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                out = ParsedLabels()
+                out.reject(1, "encoding", f"not valid UTF-8 text (byte {exc.start})")
+                return out
+        return parse_label_studio(data)
     if isinstance(data, bytes):
         lines, bad = decode_lines(data)
         text = "\n".join(lines)

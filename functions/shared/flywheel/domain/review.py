@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import json
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+from flywheel.domain.labels import LABEL_STUDIO_CONTROL, LABEL_STUDIO_OBJECT
 from flywheel.domain.sampling import (
     AUDIT,
     BLIND_REASONS,
@@ -43,8 +47,20 @@ REVIEW_CSV_HEADER = [
     "confidence",
     "image_uri",
     "review_reason",
+    "image_url",
+    "image_url_expires",
+    "upload_keys",
 ]
 COLD_START = "cold_start"
+
+
+@dataclass(frozen=True)
+class ImageLink:
+    """Where a person (or Label Studio) opens an item's image: a presigned GET and when it
+    stops working, or an ``s3://`` URI (no expiry) that a storage connection resolves."""
+
+    url: str
+    expires: str = ""  # ISO 8601 UTC; "" for s3:// URIs
 
 
 def review_reason(item: dict) -> str:
@@ -108,16 +124,28 @@ def _blind(item: dict) -> bool:
     return review_reason(item) in (*BLIND_REASONS, COLD_START)
 
 
-def render_csv(items: list[dict], bucket: str) -> str:
-    """Fill the ``label`` column and upload under labels/ - it is a valid labels file.
+def upload_keys(item: dict) -> list[str]:
+    """Every upload key that brought these bytes (``source_keys``; older items: ``source_key``)."""
+    keys = item.get("source_keys") or ([item["source_key"]] if item.get("source_key") else [])
+    return sorted(str(k) for k in keys)
 
-    Audit items are blind: no model label or confidence to anchor the answer.
+
+def render_csv(items: list[dict], bucket: str, links: Mapping[str, ImageLink] | None = None) -> str:
+    """Fill the ``label`` column and upload under labels/ - it is a valid labels file (the
+    import reads the first two columns and ignores the rest).
+
+    Audit items are blind: no model label or confidence to anchor the answer. ``image_url``
+    is what a person opens (a presigned GET until ``image_url_expires``); ``upload_keys`` the
+    upload-bucket keys the image came from, as a JSON list: a key may hold any character,
+    and a cell starting with ``[`` is never run as a spreadsheet formula.
     """
+    links = links or {}
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REVIEW_CSV_HEADER)
     for i in items:
         blind = _blind(i)
+        link = links.get(i["item_id"])
         writer.writerow(
             [
                 i["item_id"],
@@ -126,6 +154,9 @@ def render_csv(items: list[dict], bucket: str) -> str:
                 "" if blind or i.get("confidence") is None else f"{float(i['confidence']):.4f}",
                 f"s3://{bucket}/{i['image_key']}",
                 review_reason(i),
+                link.url if link else "",
+                link.expires if link else "",
+                json.dumps(upload_keys(i)),
             ]
         )
     return out.getvalue()
@@ -145,3 +176,64 @@ def render_manifest(items: list[dict], bucket: str) -> str:
             line["model-confidence"] = float(i.get("confidence", 0.0) or 0.0)
         lines.append(json.dumps(line))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def label_studio_tasks(
+    items: list[dict], links: Mapping[str, ImageLink], model_version: str | None = None
+) -> list[dict]:
+    """Label Studio tasks (the JSON list its import takes), most informative first.
+
+    ``data.image`` is what Label Studio loads (``$image`` in the labeling config);
+    ``data.item_id`` is how ``review import`` finds the item again. The model's label is a
+    pre-annotation (``predictions``, score = its calibrated confidence, so Label Studio can
+    sort by it); audit and cold-start items are blind and get none.
+    """
+    tasks = []
+    for i in items:
+        link = links[i["item_id"]]
+        data: dict = {
+            LABEL_STUDIO_OBJECT: link.url,
+            "item_id": i["item_id"],
+            "review_reason": review_reason(i),
+            "upload_keys": upload_keys(i),
+        }
+        if link.expires:
+            data["image_url_expires"] = link.expires
+        task: dict = {"data": data}
+        label = i.get("label")
+        if not _blind(i) and label:
+            prediction: dict = {
+                "model_version": str(i.get("model_version") or model_version or "unknown"),
+                "result": [
+                    {
+                        "from_name": LABEL_STUDIO_CONTROL,
+                        "to_name": LABEL_STUDIO_OBJECT,
+                        "type": "choices",
+                        "value": {"choices": [str(label)]},
+                    }
+                ],
+            }
+            if i.get("confidence") is not None:
+                prediction["score"] = round(float(i["confidence"]), 6)
+            task["predictions"] = [prediction]
+        tasks.append(task)
+    return tasks
+
+
+def label_studio_config(classes: Iterable[str]) -> str:
+    """The labeling config to paste into the Label Studio project (Settings > Labeling
+    Interface > Code): one image, one required single choice per task."""
+    names = sorted(set(classes))
+    choices = "\n".join(f'    <Choice value="{html.escape(c, quote=True)}"/>' for c in names) or (
+        "    <!-- no class is known yet: set the stack's ClassNames, or add one"
+        ' <Choice value="..."/> per class -->'
+    )
+    return (
+        "<View>\n"
+        f'  <Image name="{LABEL_STUDIO_OBJECT}" value="${LABEL_STUDIO_OBJECT}"/>\n'
+        f'  <Choices name="{LABEL_STUDIO_CONTROL}" toName="{LABEL_STUDIO_OBJECT}" '
+        'choice="single" showInline="true" required="true">\n'
+        f"{choices}\n"
+        "  </Choices>\n"
+        "</View>\n"
+    )

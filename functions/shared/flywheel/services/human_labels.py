@@ -67,7 +67,9 @@ def apply_labels_file(s: HumanLabelsSettings, bucket: str, key: str) -> LabelsRe
     Reported per line (``errors``: line, code, error, reference when known): bytes that
     are not UTF-8, malformed rows and unbalanced quotes, references that are not item ids,
     invalid or unknown classes, conflicting rows for the same image (neither applied),
-    unknown images.
+    unknown images; in a Label Studio export (``line`` = the task's position, ``task`` its
+    id) also cancelled tasks, annotations with no or several classes, and annotators who
+    disagree.
 
     Applying the same file twice changes nothing (same label -> 'unchanged').
     None when the file is gone.

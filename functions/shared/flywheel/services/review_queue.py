@@ -36,6 +36,10 @@ def _reviewable(s: ReviewApiSettings) -> tuple[list[dict], list[dict], tuple[Sta
     return pending, cold, (State.NEEDS_REVIEW, State.UNLABELED)
 
 
+def _with_item_ids(rows: list[dict]) -> list[dict]:
+    return [i for i in rows if rules.ITEM_ID.fullmatch(str(i.get("item_id")))]
+
+
 def _image_url(s: ReviewApiSettings, item_id: str) -> str:
     # The key comes from the (validated) item id only: never from a request or a record.
     return storage.presigned_get(
@@ -58,6 +62,9 @@ def next_items(s: ReviewApiSettings, reviewer: str, count: int, now: float | Non
         for a in answers.since(s.ANSWERS_TABLE, reviewer, _iso(now - SKIP_MEMORY_SECONDS))
         if a.get("action") == rules.SKIP
     }
+    # A row whose id is not a content hash (never written by ingest) is never offered: its
+    # image key could not be built, and it must not turn every reviewer's request into a 400.
+    pending, cold = _with_item_ids(pending), _with_item_ids(cold)
     ordered = order_for_review(pending, len(pending) + len(cold), cold)
     mine = [i for i in ordered if rules.lease_holder(i, now) == reviewer]
     free = [
