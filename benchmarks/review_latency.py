@@ -131,6 +131,7 @@ def throughput(stack, truth: dict[str, int], clients: int, seconds: float) -> No
     api = stack.http_api.url
     waiting = StackClient(stack.data_dir).counts()["needs_review"]
     done: list[float] = []
+    conflicts: list[str] = []
     lock = threading.Lock()
     tokens = {}
     for n in range(clients):
@@ -148,8 +149,11 @@ def throughput(stack, truth: dict[str, int], clients: int, seconds: float) -> No
                 for item in got:
                     body = {"item_id": item["item_id"], "label": str(truth[item["item_id"]])}
                     r = s.post(f"{api}/review/answers", json=body, headers=h, timeout=60)
-                    r.raise_for_status()
                     with lock:
+                        if r.status_code == 409:  # another reviewer holds it: not an answer
+                            conflicts.append(item["item_id"])
+                            continue
+                        r.raise_for_status()
                         done.append(time.perf_counter())
 
     threads = [threading.Thread(target=reviewer, args=(n,)) for n in range(clients)]
@@ -162,7 +166,7 @@ def throughput(stack, truth: dict[str, int], clients: int, seconds: float) -> No
     print(
         f"answers/s with {clients} concurrent reviewers (next, then one POST per item; "
         f"{waiting} items waiting): {len(done) / elapsed:.1f} "
-        f"({len(done)} answers in {elapsed:.1f} s)"
+        f"({len(done)} answers in {elapsed:.1f} s; {len(conflicts)} refused 409 leased_by_other)"
     )
 
 
