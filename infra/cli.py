@@ -86,6 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         port_base=args.port_base,
         parameters=_parameters(args.parameter),
         schedules=not args.no_schedules,
+        model_server_workers=args.model_server_workers,
     )
     print(f"starting the local stack in {stack.data_dir} ...", flush=True)
     info = stack.start()
@@ -699,6 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-schedules", action="store_true", help="do not run the template's schedules"
     )
     up.add_argument("--status-every", type=float, default=10.0, metavar="SECONDS")
+    up.add_argument(
+        "--model-server-workers",
+        type=int,
+        metavar="N",
+        help="model server processes per endpoint variant (default: FLYWHEEL_MODEL_SERVER_WORKERS "
+        "or one per core up to 2; a model's SAGEMAKER_MODEL_SERVER_WORKERS wins)",
+    )
     up.set_defaults(fn=cmd_up)
 
     demo = sub.add_parser("demo", help="run the whole loop on scikit-learn's digits and report")

@@ -13,10 +13,10 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     process_partial_response,
 )
-from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes import S3Event, SQSEvent
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from flywheel.services.ingest import ingest_object
+from flywheel.services.ingest import Ingested, Upload, ingest_messages
 from flywheel.settings import IngestSettings
 
 # Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
@@ -31,32 +31,43 @@ def _normalise(data: bytes, max_side: int) -> bytes:
     return normalise_png(data, max_side)
 
 
-@tracer.capture_method
-def record_handler(record: SQSRecord, settings: IngestSettings) -> None:
-    try:
-        body = json.loads(record.body)
-        for s3_record in S3Event(body).records if "Records" in body else []:  # not s3:TestEvent
-            obj, bucket = s3_record.s3.get_object, s3_record.s3.bucket.name
-            key = unquote_plus(obj.key)
-            outcome = ingest_object(
-                settings, bucket, key, obj.size, obj.etag or "", _normalise, obj.version_id
-            )
-            if outcome is None:
-                logger.info("upload skipped", extra={"bucket": bucket, "key": key})
-                continue
-            rejected = outcome.state == "rejected"
-            log = logger.warning if rejected or outcome.reason else logger.info
-            event = "upload rejected" if rejected else "image ingested"
-            log(event, extra={"key": key, **outcome.log})
-            name = "ImagesRejected" if rejected else "ImagesIngested"
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=int(outcome.created))
-    except Exception as exc:
-        # Logged here with the reason; re-raised so the batch processor reports the message
-        # and SQS retries it (then the DLQ keeps it).
-        logger.exception(
-            "ingest message failed", extra={"message_id": record.message_id, "reason": repr(exc)}
+def _uploads(record: SQSRecord) -> list[Upload]:
+    body = json.loads(record.body)
+    return [
+        Upload(
+            r.s3.bucket.name,
+            unquote_plus(r.s3.get_object.key),
+            r.s3.get_object.size,
+            r.s3.get_object.etag or "",
+            r.s3.get_object.version_id,
         )
-        raise
+        for r in (S3Event(body).records if "Records" in body else [])  # not s3:TestEvent
+    ]
+
+
+def record_handler(record: SQSRecord, result: Ingested) -> None:
+    # The batch was ingested up front; log this message's outcomes, re-raise its error so
+    # the batch processor reports it and SQS retries it (then the DLQ keeps it).
+    for upload, outcome in result.outcomes.get(record.message_id, []):
+        if outcome is None:
+            logger.info("upload skipped", extra={"bucket": upload.bucket, "key": upload.key})
+            continue
+        rejected = outcome.state == "rejected"
+        log = logger.warning if rejected or outcome.reason else logger.info
+        log(
+            "upload rejected" if rejected else "image ingested",
+            extra={"key": upload.key, **outcome.log},
+        )
+        name = "ImagesRejected" if rejected else "ImagesIngested"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=int(outcome.created))
+    error = result.errors.get(record.message_id)
+    if error is not None:
+        logger.error(
+            "ingest message failed",
+            extra={"message_id": record.message_id, "reason": repr(error)},
+            exc_info=error,
+        )
+        raise error
 
 
 @logger.inject_lambda_context
@@ -64,9 +75,17 @@ def record_handler(record: SQSRecord, settings: IngestSettings) -> None:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict, context: LambdaContext) -> dict:
     settings = IngestSettings.from_env()
+    messages, unreadable = [], {}
+    for record in SQSEvent(event).records:
+        try:
+            messages.append((record.message_id, _uploads(record)))
+        except Exception as exc:  # noqa: BLE001 - a malformed body fails its message only
+            unreadable[record.message_id] = exc
+    result = ingest_messages(settings, messages, _normalise)
+    result.errors.update(unreadable)
     return process_partial_response(
         event=event,
-        record_handler=partial(record_handler, settings=settings),
+        record_handler=partial(record_handler, result=result),
         processor=processor,
         context=context,
     )

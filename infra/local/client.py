@@ -32,6 +32,7 @@ def wait_until(predicate: Any, timeout: float, what: str, every: float = 1.0) ->
 
 
 STATES = ("unlabeled", "auto_labeled", "needs_review", "human_labeled", "rejected")
+STATE_INDEX = "state-index"  # ItemsTable's GSI: state (hash), updated_at (range)
 _CONFIG = Config(
     retries={"max_attempts": 3, "mode": "standard"}, read_timeout=900, connect_timeout=5
 )
@@ -91,24 +92,34 @@ class StackClient:
     # -- reads --------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """Items by state (one Scan of the state attribute: cheaper than a Query per state)."""
+        """Items by state: one ``Select=COUNT`` Query per state on the state index (paginated
+        at 1 MB of index entries; no item bodies travel).
+
+        The index is eventually consistent and an item moving between states while the
+        queries run can be counted in both or neither: right for progress, not for a census
+        (``items()`` reads the table consistently).
+        """
+        return {state: self.count(state) for state in STATES}
+
+    def count(self, state: str, filter_expression: str | None = None, **values: Any) -> int:
+        """Items in ``state`` (optionally also matching ``filter_expression`` over the
+        ``:name`` values given as keyword arguments, e.g. ``model_version <> :v``)."""
         ddb = self.client("dynamodb")
-        out = dict.fromkeys(STATES, 0)
-        kwargs: dict[str, Any] = {}
-        while True:
-            page = ddb.scan(
-                TableName=self.items_table,
-                ProjectionExpression="#s",
-                ExpressionAttributeNames={"#s": "state"},
-                **kwargs,
-            )
-            for raw in page["Items"]:
-                state = raw.get("state", {}).get("S")
-                if state in out:
-                    out[state] += 1
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        kwargs: dict[str, Any] = {
+            "TableName": self.items_table,
+            "IndexName": STATE_INDEX,
+            "KeyConditionExpression": "#s = :state",
+            "ExpressionAttributeNames": {"#s": "state"},
+            "ExpressionAttributeValues": {":state": {"S": state}}
+            | {f":{k}": {"S": str(v)} for k, v in values.items()},
+            "Select": "COUNT",
+        }
+        if filter_expression:
+            kwargs["FilterExpression"] = filter_expression
+        total = 0
+        for page in ddb.get_paginator("query").paginate(**kwargs):
+            total += page["Count"]
+        return total
 
     def items(self, states: tuple[str, ...] = STATES) -> list[dict[str, Any]]:
         """Items in ``states``, each exactly once, from one consistent Scan of the table.

@@ -65,6 +65,7 @@ class FunctionWorker:
         self._conn: Any = None
         self.invocations = 0
         self.errors = 0
+        self._stopping = False
 
     # -- sandbox lifecycle ---------------------------------------------------
 
@@ -159,14 +160,25 @@ class FunctionWorker:
         self._proc = None
 
     def stop(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.send({"shutdown": True})
-                    self._proc.wait(timeout=5)  # type: ignore[union-attr]
-                except Exception:
-                    pass
-            self._kill()
+        """End the sandbox now. An invocation in progress is not waited for: its process
+        is killed and the invocation fails, so its event is redelivered (SQS) or retried
+        at the next start; a stopping stack never waits out a function's timeout."""
+        self._stopping = True
+        if self._lock.acquire(blocking=False):  # idle: a clean shutdown
+            try:
+                if self._conn is not None:
+                    try:
+                        self._conn.send({"shutdown": True})
+                        self._proc.wait(timeout=0.5)  # type: ignore[union-attr]
+                    except Exception:
+                        pass
+                self._kill()
+            finally:
+                self._lock.release()
+            return
+        proc = self._proc  # busy: kill it; the invoking thread sees EOF and cleans up
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     # -- invocation ----------------------------------------------------------
 
@@ -175,6 +187,10 @@ class FunctionWorker:
         payload = json.dumps(event)
         timeout_s = timeout_s or self.spec.timeout_s
         with self._lock:
+            if self._stopping:
+                raise InvocationError(
+                    {"errorType": "Runtime.Stopping", "errorMessage": "the local stack is stopping"}
+                )
             self.invocations += 1
             if self._conn is None or self._proc is None or self._proc.poll() is not None:
                 self._kill()
@@ -224,6 +240,7 @@ class Function:
         self.workers: list[FunctionWorker] = []
         self._idle: queue.Queue[FunctionWorker] = queue.Queue()
         self._lock = threading.Lock()
+        self.stopping = False
 
     @property
     def invocations(self) -> int:
@@ -252,17 +269,27 @@ class Function:
             worker = self._idle.get_nowait()
         except queue.Empty:
             with self._lock:
-                grow = len(self.workers) < self.concurrency
+                grow = len(self.workers) < self.concurrency and not self.stopping
                 worker = self._new_worker() if grow else None  # type: ignore[assignment]
-            if worker is None:
-                worker = self._idle.get()
+            while worker is None:
+                try:
+                    worker = self._idle.get(timeout=1)
+                except queue.Empty:
+                    if self.stopping:
+                        raise InvocationError(
+                            {
+                                "errorType": "Runtime.Stopping",
+                                "errorMessage": "the local stack is stopping",
+                            }
+                        ) from None
         try:
             return worker.invoke(event, timeout_s)
         finally:
             self._idle.put(worker)
 
     def stop(self) -> None:
-        for w in self.workers:
+        self.stopping = True
+        for w in list(self.workers):
             w.stop()
 
 
@@ -310,5 +337,11 @@ class FunctionPool:
             log.warning("function %s did not start: %s", function.spec.logical_id, exc)
 
     def stop(self) -> None:
+        """Kill every sandbox at once (in parallel: an idle one gets 0.5 s to exit cleanly)."""
         for f in self.workers.values():
-            f.stop()
+            f.stopping = True
+        threads = [threading.Thread(target=f.stop, daemon=True) for f in self.workers.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)

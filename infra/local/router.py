@@ -268,10 +268,16 @@ class Router:
         t.start()
         self._threads.append(t)
 
+    def stopping(self) -> None:
+        """Stop polling and retrying; what is in flight stays on its queue (redelivered
+        at the next start, when every message is visible again)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
+        deadline = time.monotonic() + 10
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=max(0.1, deadline - time.monotonic()))
         self._async.shutdown(wait=True, cancel_futures=True)
 
     def _provision_rule(
@@ -353,6 +359,8 @@ class Router:
             response = self.pool.get(spec.logical_id).invoke({"Records": records})
             retry = failed_ids(response, ids) if partial else []
         except InvocationError as exc:
+            if self._stop.is_set():
+                return  # stopped mid-invocation: the batch stays in flight, redelivered later
             stats.failed_invocations += 1
             stats.last_error = str(exc)
             retry = ids
@@ -430,6 +438,8 @@ class Router:
                 try:
                     self.pool.get(spec.logical_id).invoke(event)
                 except InvocationError as exc:
+                    if self._stop.is_set():
+                        break  # stopped mid-invocation: left on the queue, redelivered later
                     stats.failed_invocations += 1
                     stats.last_error = str(exc)
                     if attempt < spec.async_max_attempts:
@@ -521,10 +531,12 @@ class Router:
                 self._fire(key)
                 return
             except InvocationError as exc:
+                if self._stop.is_set():
+                    return
                 if attempt == spec.async_max_attempts:
                     self._async_failed(spec, self._schedule_event(key), exc, attempt)
                 else:
-                    time.sleep(self.retry_delay_s)
+                    self._stop.wait(self.retry_delay_s)
 
     # -- direct async invokes -------------------------------------------------
 
@@ -540,11 +552,14 @@ class Router:
                     self.async_results["ok"] += 1
                     return
                 except InvocationError as exc:
+                    if self._stop.is_set():
+                        log.warning("async invoke of %s dropped: the stack stopped", function)
+                        return
                     log.warning(
                         "async invoke of %s failed (attempt %d): %s", function, attempt, exc
                     )
                     if attempt < spec.async_max_attempts:
-                        time.sleep(self.retry_delay_s)
+                        self._stop.wait(self.retry_delay_s)
                     else:
                         self.async_results["failed"] += 1
                         self._async_failed(spec, event, exc, attempt)

@@ -28,7 +28,7 @@ from infra.local import provision as prov
 from infra.local.functions import FunctionPool
 from infra.local.http_api import HttpApiServer, routes_from_template
 from infra.local.lambda_api import LambdaApi
-from infra.local.moto_server import REGION, MotoProcess, client
+from infra.local.moto_server import DEFAULT_SNAPSHOT_BYTES, REGION, MotoProcess, client
 from infra.local.router import Router
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,9 @@ class LocalStack:
         sagemaker: bool = True,
         schedules: bool = True,
         retry_delay_s: int = 2,
-        snapshot_every_s: float = 10.0,
+        snapshot_bytes: int = DEFAULT_SNAPSHOT_BYTES,
         max_concurrency: int = 2,
+        model_server_workers: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.template = Path(template)
@@ -108,8 +109,9 @@ class LocalStack:
         self.schedules = schedules
         self.retry_delay_s = retry_delay_s
         self.max_concurrency = max_concurrency
+        self.model_server_workers = model_server_workers
         self.moto = MotoProcess(
-            self.data_dir / "moto", port=port_base, snapshot_every_s=snapshot_every_s
+            self.data_dir / "moto", port=port_base, snapshot_bytes=snapshot_bytes
         )
         self.sagemaker: Any = None
         self.pool: FunctionPool | None = None
@@ -203,6 +205,7 @@ class LocalStack:
             "parameters": self.resolved.get("Parameters", {}),
             "functions": {s.logical_id: s.name for s in specs},
             "reviewer": reviewer,
+            "moto_recovery": self.moto.recovery,  # what the start replayed, and how long
         }
         tmp = self.data_dir / (ENDPOINTS_FILE + ".tmp")
         tmp.write_text(json.dumps(self.info, indent=2, default=str))
@@ -306,6 +309,7 @@ class LocalStack:
             events_endpoint=moto_url,
             on_event=self._on_sagemaker_event,
             cloudwatch_endpoint=moto_url,
+            model_server_workers=self.model_server_workers,
         )
         self.sagemaker.start()
         return str(self.sagemaker.url)
@@ -342,7 +346,12 @@ class LocalStack:
         }
 
     def stop(self) -> None:
-        for part in (self.http_api, self.router, self.api, self.pool):
+        # Within seconds: the router stops taking work, the sandboxes are killed (what
+        # they were doing stays on its queue and is redelivered at the next start),
+        # then the servers stop. moto stops last, so the router's last calls reach it.
+        if self.router is not None:
+            self.router.stopping()
+        for part in (self.pool, self.http_api, self.router, self.api):
             if part is not None:
                 try:
                     part.stop()

@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Client
@@ -52,7 +53,25 @@ def _error(exc: BaseException) -> dict[str, Any]:
     }
 
 
+def die_with_parent(every_s: float = 0.5) -> None:
+    """Exit when the stack process that started this sandbox is gone (even by kill -9).
+
+    A busy handler never reads the pipe, so EOF alone would not end it: watch the
+    parent pid (PR_SET_PDEATHSIG would fire when the parent *thread* that started us
+    ends, and the stack starts sandboxes from short-lived threads).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 def main() -> None:
+    die_with_parent()
     address = os.environ["FLYWHEEL_WORKER_ADDRESS"]
     host, port = address.rsplit(":", 1)
     conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ["FLYWHEEL_WORKER_AUTHKEY"]))

@@ -17,6 +17,7 @@ import http.client
 import json
 import logging
 import os
+import queue
 import random
 import shutil
 import signal
@@ -41,55 +42,32 @@ class DeployError(Exception):
     pass
 
 
-class ModelServer:
-    """One worker process serving one model's code (like one container)."""
+def _connection_dropped(e: OSError) -> bool:
+    """A kept-alive connection the worker had already closed (safe to send again)."""
+    return isinstance(e, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
 
-    def __init__(
-        self, hosting: Hosting, model: dict[str, Any], endpoint: str, variant: str, timeout: float
-    ) -> None:
-        self.h = hosting
-        self.model = model
-        self.endpoint = endpoint
-        self.variant = variant
+
+class WorkerProcess:
+    """One model server process (one TorchServe worker: one request at a time), reached over
+    kept-alive HTTP/1.1 connections (a new TCP connection per request cost ~1 ms and a port
+    in TIME_WAIT each)."""
+
+    def __init__(self, log_path: Path, timeout: float) -> None:
+        self.log_path = log_path
         self.timeout = timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
-        self.retired = False
         self.pid_file: Path | None = None
-        self._revive_lock = threading.Lock()
-        self.log_path = (
-            hosting.root / "logs" / f"{endpoint}-{variant}-{int(time.time() * 1000)}.log"
-        )
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue()
 
-    def start(self) -> None:
-        container = self.model.get("PrimaryContainer") or (self.model.get("Containers") or [{}])[0]
-        env_cfg = dict(container.get("Environment") or {})
-        model_dir, code_dir, program = self.h.prepare_model(self.model["ModelName"], container)
-        run_dir = self.h.root / "run"
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def spawn(self, argv: list[str], env: dict[str, str], run_dir: Path) -> Path:
         port_file = run_dir / f"{self.log_path.stem}.port"
         port_file.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", "1")
-        env.update(env_cfg)
-        env.update(
-            {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_PROGRAM": program, "PYTHONUNBUFFERED": "1"}
-        )
+        self.close_connections()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(WORKER),
-                    "--model-dir",
-                    str(model_dir),
-                    "--code-dir",
-                    str(code_dir),
-                    "--program",
-                    program,
-                    "--port-file",
-                    str(port_file),
-                ],
+                [*argv, "--port-file", str(port_file)],
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -98,70 +76,45 @@ class ModelServer:
         # so a restart after a hard kill can end the workers this process left behind
         self.pid_file = run_dir / f"{self.log_path.stem}.pid"
         self.pid_file.write_text(str(self.proc.pid))
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DeployError(
-                    f"The primary container for production variant {self.variant} did not pass "
-                    "the ping health check. Please check CloudWatch logs for this endpoint. "
-                    f"(local log: {self.log_path}: {self.log_tail()})"
-                )
-            if port_file.exists():
-                self.port = int(port_file.read_text())
-                status, _, _ = self._request("GET", "/ping", b"", {})
-                if status == 200:
-                    return
-            time.sleep(0.1)
-        self.stop()
-        raise DeployError(
-            f"The primary container for production variant {self.variant} did not pass "
-            f"the ping health check within {self.timeout:.0f}s."
-        )
+        return port_file
 
-    def log_tail(self, lines: int = 6) -> str:
-        try:
-            return " | ".join(
-                self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
-            )
-        except OSError:
-            return ""
-
-    def _request(
+    def request(
         self, method: str, path: str, body: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes, str]:
-        conn = http.client.HTTPConnection(
-            "127.0.0.1", self.port, timeout=self.h.svc.invoke_timeout_seconds
-        )
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read(), resp.getheader("Content-Type") or ""
-        finally:
-            conn.close()
+        for _ in range(2):
+            try:
+                conn, reused = self._idle.get_nowait(), True
+            except queue.Empty:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                reused = False
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except OSError as e:
+                conn.close()
+                if reused and _connection_dropped(e):
+                    continue  # the worker closed it while idle: once more on a new connection
+                raise
+            if resp.will_close:
+                conn.close()
+            else:
+                self._idle.put(conn)
+            return resp.status, data, resp.getheader("Content-Type") or ""
+        raise ConnectionResetError("model server closed the connection")
 
-    def invoke(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        return self._request("POST", "/invocations", body, headers)
+    def close_connections(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def revive(self) -> bool:
-        """Restart a worker that died (as SageMaker replaces an unhealthy instance)."""
-        with self._revive_lock:
-            if self.alive():
-                return True
-            if self.retired:
-                return False
-            log.warning("model server for %s/%s died; restarting it", self.endpoint, self.variant)
-            try:
-                self.start()
-            except DeployError as e:
-                log.warning("restart failed: %s", e)
-                return False
-            return True
-
     def stop(self) -> None:
-        self.retired = True
+        self.close_connections()
         if self.pid_file is not None:
             self.pid_file.unlink(missing_ok=True)
         if self.proc and self.proc.poll() is None:
@@ -173,6 +126,150 @@ class ModelServer:
                 self.proc.wait()
             except OSError:
                 pass
+
+
+class ModelServer:
+    """One model's code served like one container: ``workers`` model server processes (the
+    toolkit's SAGEMAKER_MODEL_SERVER_WORKERS), each request to an idle one."""
+
+    def __init__(
+        self, hosting: Hosting, model: dict[str, Any], endpoint: str, variant: str, timeout: float
+    ) -> None:
+        self.h = hosting
+        self.model = model
+        self.endpoint = endpoint
+        self.variant = variant
+        self.timeout = timeout
+        self.retired = False
+        self._revive_lock = threading.Lock()
+        self.log_path = (
+            hosting.root / "logs" / f"{endpoint}-{variant}-{int(time.time() * 1000)}.log"
+        )
+        self.workers: list[WorkerProcess] = []
+        self._free: queue.Queue[WorkerProcess] = queue.Queue()
+        self._argv: list[str] = []
+        self._env: dict[str, str] = {}
+
+    def _container(self) -> dict[str, Any]:
+        return self.model.get("PrimaryContainer") or (self.model.get("Containers") or [{}])[0]
+
+    def start(self) -> None:
+        container = self._container()
+        env_cfg = dict(container.get("Environment") or {})
+        model_dir, code_dir, program = self.h.prepare_model(self.model["ModelName"], container)
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.update(env_cfg)
+        env.update(
+            {"SM_MODEL_DIR": str(model_dir), "SAGEMAKER_PROGRAM": program, "PYTHONUNBUFFERED": "1"}
+        )
+        self._env = env
+        self._argv = [
+            sys.executable,
+            str(WORKER),
+            "--model-dir",
+            str(model_dir),
+            "--code-dir",
+            str(code_dir),
+            "--program",
+            program,
+        ]
+        count = self.h.svc.workers_for(env_cfg)
+        self.workers = [
+            WorkerProcess(
+                self.log_path.with_name(f"{self.log_path.stem}-w{n}.log"),
+                self.h.svc.invoke_timeout_seconds,
+            )
+            for n in range(count)
+        ]
+        try:
+            # All spawned first: their model_fn calls load side by side.
+            ports = [(w, w.spawn(self._argv, env, self._run_dir())) for w in self.workers]
+            for worker, port_file in ports:
+                self._wait_healthy(worker, port_file)
+        except DeployError:
+            self.stop()
+            raise
+        for worker in self.workers:
+            self._free.put(worker)
+
+    def _run_dir(self) -> Path:
+        run_dir = self.h.root / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+
+    def _wait_healthy(self, worker: WorkerProcess, port_file: Path) -> None:
+        assert worker.proc is not None
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if worker.proc.poll() is not None:
+                raise DeployError(
+                    f"The primary container for production variant {self.variant} did not pass "
+                    "the ping health check. Please check CloudWatch logs for this endpoint. "
+                    f"(local log: {worker.log_path}: {self.log_tail(worker)})"
+                )
+            if port_file.exists():
+                worker.port = int(port_file.read_text())
+                status, _, _ = worker.request("GET", "/ping", b"", {})
+                if status == 200:
+                    return
+            time.sleep(0.1)
+        raise DeployError(
+            f"The primary container for production variant {self.variant} did not pass "
+            f"the ping health check within {self.timeout:.0f}s."
+        )
+
+    @staticmethod
+    def log_tail(worker: WorkerProcess, lines: int = 6) -> str:
+        try:
+            text = worker.log_path.read_text(errors="replace")
+            return " | ".join(text.strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [w.log_path for w in self.workers]
+
+    def invoke(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        """On an idle worker (waits for one: each serves one request at a time)."""
+        try:
+            worker = self._free.get(timeout=self.h.svc.invoke_timeout_seconds)
+        except queue.Empty:
+            raise TimeoutError("no model server worker became free in time") from None
+        try:
+            try:
+                return worker.request("POST", "/invocations", body, headers)
+            except OSError:
+                if not worker.alive() and self.revive(worker):
+                    return worker.request("POST", "/invocations", body, headers)
+                raise
+        finally:
+            self._free.put(worker)
+
+    def alive(self) -> bool:
+        return bool(self.workers) and all(w.alive() for w in self.workers)
+
+    def revive(self, worker: WorkerProcess) -> bool:
+        """Restart a worker that died (as SageMaker replaces an unhealthy instance)."""
+        with self._revive_lock:
+            if worker.alive():
+                return True
+            if self.retired:
+                return False
+            log.warning("model server for %s/%s died; restarting it", self.endpoint, self.variant)
+            try:
+                self._wait_healthy(worker, worker.spawn(self._argv, self._env, self._run_dir()))
+            except DeployError as e:
+                worker.stop()
+                log.warning("restart failed: %s", e)
+                return False
+            return True
+
+    def stop(self) -> None:
+        self.retired = True
+        for worker in self.workers:
+            worker.stop()
 
 
 class Deployment:
@@ -657,8 +754,6 @@ class Hosting:
                 status, out, ctype = server.invoke(body, headers)
             except OSError as e:
                 status, out, ctype = 500, f"model server unavailable: {e}".encode(), "text/plain"
-                if not server.alive() and server.revive():
-                    status, out, ctype = server.invoke(body, headers)
         finally:
             dep.release()
         if status != 200:
@@ -735,9 +830,10 @@ class Hosting:
         if not dep:
             return ""
         return "".join(
-            s.log_path.read_text(errors="replace")
+            path.read_text(errors="replace")
             for _, s in dep.servers.values()
-            if s.log_path.exists()
+            for path in s.log_paths
+            if path.exists()
         )
 
 

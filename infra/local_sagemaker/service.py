@@ -1,5 +1,6 @@
 """The HTTP front: SageMaker's JSON 1.1 control plane and the runtime's REST
-InvokeEndpoint on one werkzeug server, plus a few `/_local/` helpers."""
+InvokeEndpoint on one WSGI app (werkzeug requests and responses, served with kept-alive
+HTTP/1.1 connections), plus a few `/_local/` helpers."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from .aws import Aws, Events
 from .hosting import Hosting
+from .keepalive import KeepAliveServer
 from .protocol import DEFAULT_ACCOUNT, AwsError, dumps
 from .registry import Registry
 from .store import Store
@@ -27,9 +28,29 @@ from .tuning import Tuning
 log = logging.getLogger("local_sagemaker")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
+WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"  # the inference toolkit's own variable
+LOCAL_WORKERS_ENV = "FLYWHEEL_MODEL_SERVER_WORKERS"
+
+
+def default_model_server_workers() -> int:
+    """Model server processes per endpoint variant unless its model says otherwise:
+    FLYWHEEL_MODEL_SERVER_WORKERS, else one per core up to 2 (each holds the model and one
+    core: the local stack runs two autolabel sandboxes, and its other processes need CPU too).
+    """
+    raw = os.environ.get(LOCAL_WORKERS_ENV, "")
+    if raw.strip():
+        return _positive(raw, LOCAL_WORKERS_ENV)
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _positive(raw: str, name: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {raw!r}")
+    return value
 
 
 class LocalSageMaker:
@@ -52,6 +73,7 @@ class LocalSageMaker:
         health_timeout_seconds: float = 300.0,
         invoke_timeout_seconds: float = 60.0,
         max_parallel_trials: int = 2,
+        model_server_workers: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -69,6 +91,7 @@ class LocalSageMaker:
         self.health_timeout_seconds = health_timeout_seconds
         self.invoke_timeout_seconds = invoke_timeout_seconds
         self.max_parallel_trials = max_parallel_trials
+        self.model_server_workers = model_server_workers or default_model_server_workers()
         self.url = ""
         self.aws = Aws(self.region, s3_endpoint, events_endpoint, cloudwatch_endpoint)
         self.events = Events(self.aws, account, on_event)
@@ -81,12 +104,15 @@ class LocalSageMaker:
         self._thread: threading.Thread | None = None
         self.ops = self._operations()
 
+    def workers_for(self, container_env: dict[str, str]) -> int:
+        """A model's SAGEMAKER_MODEL_SERVER_WORKERS wins (as in the real container)."""
+        raw = str(container_env.get(WORKERS_ENV, "")).strip()
+        return _positive(raw, WORKERS_ENV) if raw else self.model_server_workers
+
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> LocalSageMaker:
-        self._server = make_server(
-            self.host, self.port, self._wsgi, threaded=True, request_handler=_QuietHandler
-        )
+        self._server = KeepAliveServer((self.host, self.port), self._wsgi)
         self.port = self._server.port
         self.url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(

@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -207,7 +208,21 @@ def _message(e: BaseException) -> str:
     return str(msg if msg is not None else e) or type(e).__name__
 
 
+def _exit_with_parent(every_s: float = 0.5) -> None:
+    """End with the local SageMaker that started this server, even when it was killed -9
+    (no orphan model server holding memory after a killed stack or demo)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
 def main() -> None:
+    _exit_with_parent()
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
     p.add_argument("--code-dir", required=True)
@@ -227,6 +242,9 @@ def main() -> None:
 
     class Http(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Kept-alive connections: without TCP_NODELAY the body, written after the headers,
+        # waits for the client's delayed ACK (~40 ms a request).
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt: str, *a: Any) -> None:
             pass

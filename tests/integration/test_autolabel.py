@@ -211,3 +211,51 @@ def test_ood_and_uncertain_items_record_why_with_margin_and_top_k(env, endpoint,
         {"label": "dog", "confidence": pytest.approx(0.55)},
         {"label": "cat", "confidence": pytest.approx(0.45)},
     ]
+
+
+def test_the_endpoint_gets_batches_as_large_as_it_accepts(stack, context):
+    # Given the template's autolabel settings and 70 unlabeled items
+    import inference
+    from flywheel.settings import AutoLabelSettings
+
+    env = stack.use("AutoLabelFunction")
+    assert AutoLabelSettings.from_env(env).INFERENCE_BATCH_SIZE == inference.MAX_BATCH
+    stack.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    ids = [add_item(stack, n) for n in range(70)]
+    stubber = Stubber(aws.client("sagemaker-runtime"))
+    # Then the endpoint is called twice: 64 images, then 6
+    respond(stubber, predictions(*[("cat", 0.9)] * 64), [b"png-%d" % n for n in range(64)])
+    respond(stubber, predictions(*[("cat", 0.9)] * 6), [b"png-%d" % n for n in range(64, 70)])
+
+    # When one Lambda batch carries all of them
+    with stubber:
+        response = autolabel.handler(sqs_event([message(i) for i in ids]), context)
+
+    assert response == {"batchItemFailures": []}
+    stubber.assert_no_pending_responses()
+    assert {stack.item(i)["state"] for i in ids} == {"auto_labeled"}
+
+
+def test_a_batch_size_above_what_the_endpoint_accepts_is_refused(stack):
+    from flywheel.settings import AutoLabelSettings
+    from pydantic import ValidationError
+
+    env = stack.use("AutoLabelFunction", INFERENCE_BATCH_SIZE="65")
+    with pytest.raises(ValidationError, match="less than or equal to 64"):
+        AutoLabelSettings.from_env(env)
+
+
+def test_a_message_whose_item_cannot_be_read_fails_alone(env, endpoint, context):
+    # Given a champion, one readable item and a message whose image is gone
+    env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    good, gone = add_item(env, 1), add_item(env, 2)
+    env.s3.delete_object(Bucket=env.data_bucket, Key=f"images/{gone}.png")
+    respond(endpoint, predictions(("cat", 0.97)), [b"png-1"])
+    # When both arrive in one batch, with a garbled third message
+    event = sqs_event([message(good), message(gone), {"item_id": ""}])
+    response = autolabel.handler(event, context)
+    # Then only the unreadable ones are retried and the good one is labeled
+    assert response == {
+        "batchItemFailures": [{"itemIdentifier": "msg-1"}, {"itemIdentifier": "msg-2"}]
+    }
+    assert env.item(good)["state"] == "auto_labeled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import zlib
 from urllib.parse import quote_plus
@@ -311,3 +312,68 @@ def test_no_audit_fraction_means_every_unlabeled_upload_is_queued(stack, context
         context,
     )
     assert len(stack.drain("LabelQueue")) == 20
+
+
+def test_a_batch_of_uploads_is_queued_for_labeling_in_one_send(env, context):
+    # Given ten unlabeled uploads in one Lambda batch
+    blobs = [jpeg(16, 16, seed=100 + n) for n in range(10)]
+    for n, data in enumerate(blobs):
+        upload(env, f"u{n}.jpg", data)
+    event = s3_sqs_event([(env.upload_bucket, f"u{n}.jpg", len(d)) for n, d in enumerate(blobs)])
+
+    # When ingest runs
+    response = ingest.handler(event, context)
+
+    # Then every item is recorded, and each unlabeled one (not the audit draws) queued once
+    assert response == {"batchItemFailures": []}
+    assert len(env.all_items()) == 10
+    queued = env.drain("LabelQueue")
+    assert sorted(m["item_id"] for m in queued) == sorted(
+        i["item_id"] for i in env.all_items() if i["state"] == "unlabeled"
+    )
+    assert len(queued) == len({m["item_id"] for m in queued})
+
+
+def test_a_label_message_sqs_refuses_fails_only_its_upload(env, context):
+    # Given three unlabeled uploads, and SQS refusing the second's label message
+    from botocore.stub import Stubber
+    from flywheel.adapters import aws
+
+    blobs = [jpeg(16, 16, seed=200 + n) for n in range(3)]
+    for n, data in enumerate(blobs):
+        upload(env, f"v{n}.jpg", data)
+    event = s3_sqs_event(
+        [(env.upload_bucket, f"v{n}.jpg", len(d)) for n, d in enumerate(blobs)],
+        message_ids=["m0", "m1", "m2"],
+    )
+    ids = [hashlib.sha256(d).hexdigest() for d in blobs]
+    url = os.environ["LABEL_QUEUE_URL"]
+    sqs = Stubber(aws.client("sqs"))
+    sqs.add_response(
+        "send_message_batch",
+        {
+            "Successful": [
+                {"Id": "0", "MessageId": "a", "MD5OfMessageBody": "x"},
+                {"Id": "2", "MessageId": "c", "MD5OfMessageBody": "x"},
+            ],
+            "Failed": [{"Id": "1", "SenderFault": True, "Code": "InvalidParameterValue"}],
+        },
+        {
+            "QueueUrl": url,
+            "Entries": [
+                {
+                    "Id": str(n),
+                    "MessageBody": json.dumps({"item_id": i, "image_key": f"images/{i}.png"}),
+                }
+                for n, i in enumerate(ids)
+            ],
+        },
+    )
+
+    # When ingest runs
+    with sqs:
+        response = ingest.handler(event, context)
+
+    # Then only the second upload's message is retried; all three items are recorded
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert all(env.item(i)["state"] == "unlabeled" for i in ids)

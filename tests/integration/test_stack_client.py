@@ -70,3 +70,90 @@ def test_items_filters_by_state(stack):
     c.outputs, c._clients = {"ItemsTableName": stack.table}, {"dynamodb": stack.ddb}
     assert sorted(i["item_id"][-1] for i in c.items(("human_labeled",))) == ["1", "2"]
     assert c.items(("auto_labeled",)) == []
+
+
+class RecordingTable:
+    """The DynamoDB client; keeps every Query request and response page it passed on."""
+
+    def __init__(self, ddb: Any) -> None:
+        self.ddb, self.pages = ddb, []
+        self.meta = ddb.meta
+
+    def get_paginator(self, name: str) -> Any:
+        paginator = self.ddb.get_paginator(name)
+        pages = self.pages
+
+        class Recording:
+            def paginate(self, **kwargs: Any) -> Any:
+                for page in paginator.paginate(**kwargs):
+                    pages.append((kwargs, page))
+                    yield page
+
+        return Recording()
+
+    def scan(self, **kwargs: Any) -> dict:
+        raise AssertionError("counts must not Scan the table")
+
+
+def test_counts_are_count_queries_on_the_state_index_across_pages(stack):
+    # Given 260 unlabeled items of ~5 KB (more than the 1 MB a Query page covers), 3 auto-labeled
+    # ones by two models, a rejected one and the training meta record
+    big = "x" * 5000
+    for n in range(260):
+        items.put_new(stack.table, {"item_id": f"{n:064x}", "state": "unlabeled", "note": big})
+    for n, version in enumerate(["m1", "m2", "m2"], start=300):
+        items.put_new(
+            stack.table, {"item_id": f"{n:064x}", "state": "auto_labeled", "model_version": version}
+        )
+    items.put_new(stack.table, {"item_id": f"{400:064x}", "state": "rejected"})
+    items.put_training_meta(stack.table, {"job_name": "dfw-x"})
+    recording = RecordingTable(stack.ddb)
+    c = StackClient.__new__(StackClient)
+    c.outputs, c._clients = {"ItemsTableName": stack.table}, {"dynamodb": recording}
+
+    # When the CLI's status line and the demo count items
+    counts = c.counts()
+    stale = c.count("auto_labeled", "model_version <> :v", v="m2")
+
+    # Then every state is counted exactly, the filtered count too
+    assert counts == {
+        "unlabeled": 260,
+        "auto_labeled": 3,
+        "needs_review": 0,
+        "human_labeled": 0,
+        "rejected": 1,
+    }
+    assert stale == 1
+    # And only COUNT queries on the state index ran, paged, with no item bodies returned
+    assert all(
+        k["IndexName"] == "state-index" and k["Select"] == "COUNT" for k, _ in recording.pages
+    )
+    assert all("Items" not in page for _, page in recording.pages)
+    unlabeled_pages = [
+        p
+        for k, p in recording.pages
+        if k["ExpressionAttributeValues"][":state"]["S"] == "unlabeled"
+    ]
+    assert len(unlabeled_pages) >= 2
+
+
+def test_the_demo_counts_the_review_items_a_sweep_has_yet_to_reach(stack):
+    from infra.demo import STALE_REVIEW
+
+    # Given needs_review items: labeled by the old model, by the new one, audit draws, and
+    # one with no model label yet
+    for n, extra in enumerate(
+        [
+            {"model_version": "old", "review_reason": "uncertain"},
+            {"model_version": "old"},
+            {"model_version": "new", "review_reason": "uncertain"},
+            {"review_reason": "audit"},
+            {"model_version": "old", "review_reason": "audit"},
+            {},
+        ]
+    ):
+        items.put_new(stack.table, {"item_id": f"{n:064x}", "state": "needs_review", **extra})
+    c = StackClient.__new__(StackClient)
+    c.outputs, c._clients = {"ItemsTableName": stack.table}, {"dynamodb": stack.ddb}
+    # Then the old model's two non-audit items and the unlabeled one are still to do
+    assert c.count("needs_review", STALE_REVIEW, version="new", audit="audit") == 3

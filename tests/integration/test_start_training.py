@@ -61,10 +61,16 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     ]
     assert len(manifest) == 40 and manifest[0]["label-metadata"]["human-annotated"] == "yes"
     assert {m["source-ref"].rsplit("/", 1)[1][:-4] for m in manifest} == set(ids)
-    # And the training code was published under its content hash
+    # And the training code was published under its content hash, with the shared contracts
     (code_key,) = env.keys("code/")
     with tarfile.open(fileobj=io.BytesIO(env.read(code_key))) as tar:
-        assert sorted(tar.getnames()) == ["search_space.json", "train.py"]
+        assert sorted(tar.getnames()) == [
+            "flywheel/__init__.py",
+            "flywheel/contracts/__init__.py",
+            "flywheel/contracts/images.py",
+            "search_space.json",
+            "train.py",
+        ]
 
     # And SageMaker received the job the contract describes
     job = env.sm.describe_training_job(TrainingJobName=result["job_name"])

@@ -11,7 +11,7 @@ from infra.local.router import Router
 
 @pytest.fixture
 def moto(tmp_path):
-    server = MotoServer(tmp_path / "state", snapshot_every_s=0)
+    server = MotoServer(tmp_path / "state")
     server.start()
     yield server
     server.stop()

@@ -24,7 +24,7 @@ UNCERTAIN, AUDIT = "1" * 64, "2" * 64
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("ls-stack")
-    s = LocalStack(data, sagemaker=False, schedules=False, snapshot_every_s=0)
+    s = LocalStack(data, sagemaker=False, schedules=False)
     s.start()
     c = StackClient(data)
     ddb, s3 = c.client("dynamodb"), c.client("s3")

@@ -9,7 +9,7 @@ from infra.local.moto_server import MotoServer, client
 
 def test_restart_keeps_objects_items_parameters_and_inflight_messages(tmp_path):
     # Given a server with an object, an item, a parameter, and a message in flight
-    server = MotoServer(tmp_path, snapshot_every_s=0)
+    server = MotoServer(tmp_path)
     server.start()
     s3, ddb, ssm, sqs = (client(s, server.url) for s in ("s3", "dynamodb", "ssm", "sqs"))
     s3.create_bucket(Bucket="uploads")
@@ -29,7 +29,7 @@ def test_restart_keeps_objects_items_parameters_and_inflight_messages(tmp_path):
 
     # When it stops and a new server starts on the same directory
     server.stop()
-    server = MotoServer(tmp_path, snapshot_every_s=0)
+    server = MotoServer(tmp_path)
     server.start()
     s3, ddb, ssm, sqs = (client(s, server.url) for s in ("s3", "dynamodb", "ssm", "sqs"))
 

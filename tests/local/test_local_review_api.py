@@ -23,7 +23,7 @@ from infra.local.stack import LocalStack
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("review-stack")
-    s = LocalStack(data, sagemaker=False, schedules=False, snapshot_every_s=0)
+    s = LocalStack(data, sagemaker=False, schedules=False)
     s.start()
     yield s
     s.stop()
@@ -189,11 +189,11 @@ def test_injection_in_any_parameter_is_400_through_the_gateway(
 
 def test_the_user_pool_and_the_reviewer_survive_a_restart(tmp_path):
     # Given a stack that was up once and stopped (state saved)
-    with LocalStack(tmp_path, sagemaker=False, schedules=False, snapshot_every_s=0):
+    with LocalStack(tmp_path, sagemaker=False, schedules=False):
         first = json.loads((tmp_path / "reviewer.json").read_text())
 
     # When it starts again on the same data directory
-    with LocalStack(tmp_path, sagemaker=False, schedules=False, snapshot_every_s=0) as again:
+    with LocalStack(tmp_path, sagemaker=False, schedules=False) as again:
         second = json.loads((tmp_path / "reviewer.json").read_text())
         tokens = login(again.moto.url, second["client_id"], "reviewer", second["password"])
 

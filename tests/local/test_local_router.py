@@ -243,3 +243,31 @@ def test_next_fire_rate_and_cron():
     assert next_fire("rate(5 minutes)", t) == t + dt.timedelta(minutes=5)
     assert next_fire("cron(0 * * * ? *)", t) == dt.datetime(2026, 1, 1, 11, 0, tzinfo=dt.UTC)
     assert next_fire("cron(*/15 * * * ? *)", t) == dt.datetime(2026, 1, 1, 10, 15, tzinfo=dt.UTC)
+
+
+def test_stopping_does_not_wait_for_a_running_function(make_router, sqs, tmp_path):
+    # Given a function busy with a batch it would take 10 minutes over
+    url, arn = make_queue(sqs, "stuck")
+    sqs.send_message(QueueUrl=url, MessageBody="long job")
+    spec = probe_spec(
+        "Stuck",
+        "probe.stuck",
+        tmp_path,
+        {"Q": {"Type": "SQS", "Properties": {"Queue": arn, "BatchSize": 1}}},
+        timeout_s=900,
+    )
+    router = make_router([spec])
+    wait_for(lambda: received(tmp_path, "stuck"), timeout=60)
+
+    # When the stack stops (what LocalStack.stop does on Ctrl-C)
+    started = time.monotonic()
+    router.stopping()
+    router.pool.stop()
+    router.stop()
+
+    # Then it is done within seconds, and the message is left on its queue (in flight,
+    # not deleted, not retried): the next start makes it visible and delivers it again
+    assert time.monotonic() - started < 10
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "1"
+    assert len(received(tmp_path, "stuck")) == 1

@@ -55,7 +55,7 @@ def seed_spot_checks(stack: LocalStack, count: int) -> list[str]:
 
 
 def test_wrong_spot_check_answers_suspend_the_champion_visibly(tmp_path, capsys):
-    with LocalStack(tmp_path, sagemaker=False, schedules=False, snapshot_every_s=0) as stack:
+    with LocalStack(tmp_path, sagemaker=False, schedules=False) as stack:
         # Given a champion, four spot checks of it and the reviewer's token
         client("ssm", stack.moto.url).put_parameter(
             Name=stack.info["outputs"]["ChampionParameterName"],
@@ -100,7 +100,7 @@ def test_wrong_spot_check_answers_suspend_the_champion_visibly(tmp_path, capsys)
         assert "audit      0.000 (0/4, 95% CI 0.000-0.602)  target 0.95  SUSPENDED" in out
 
     # And a restart keeps the alarm's state (provisioning does not reset an existing alarm)
-    with LocalStack(tmp_path, sagemaker=False, schedules=False, snapshot_every_s=0) as again:
+    with LocalStack(tmp_path, sagemaker=False, schedules=False) as again:
         (alarm,) = client("cloudwatch", again.moto.url).describe_alarms(
             AlarmNames=[f"{again.stack_name}-auto-label-accuracy"]
         )["MetricAlarms"]

@@ -14,7 +14,7 @@ from infra.local.stack import DEFAULT_TEMPLATE, LocalStack, StackError, endpoint
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     data = tmp_path_factory.mktemp("stack")
-    s = LocalStack(data, sagemaker=False, schedules=False, snapshot_every_s=0)
+    s = LocalStack(data, sagemaker=False, schedules=False)
     s.start()
     yield s
     s.stop()

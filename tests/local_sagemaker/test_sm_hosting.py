@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 from sm_support import BUCKET, FIXTURES, drain_queue, tar_gz, unique, wait_endpoint
+
+from infra.local_sagemaker.service import default_model_server_workers
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
 
@@ -262,8 +269,111 @@ def test_a_crashed_model_server_is_replaced(sm: Any, s3: Any, runtime: Any, serv
         EndpointName=name, EndpointConfigName=endpoint_config(sm, deploy_model(sm, s3, "v1"))
     )
     wait_endpoint(sm, name)
-    # fault injection: kill the worker process behind the endpoint
+    # fault injection: kill the worker processes behind the endpoint
     _, server = service.hosting.active[name].servers["AllTraffic"]
-    server.proc.kill()
-    server.proc.wait()
+    for worker in server.workers:
+        worker.proc.kill()
+        worker.proc.wait()
     assert invoke(runtime, name)["version"] == "v1"
+
+
+def _tcp_connections_to(port: int) -> list[str]:
+    """States (hex, as in /proc/net/tcp) of this host's TCP connections to 127.0.0.1:port."""
+    out = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state = fields[2], fields[3]
+        if int(remote.split(":")[1], 16) == port:
+            out.append(state)
+    return out
+
+
+def test_requests_to_the_model_server_reuse_one_kept_alive_connection(
+    sm: Any, s3: Any, runtime: Any, service: Any
+) -> None:
+    # Given an endpoint with one model server worker
+    name = unique("ep-keepalive")
+    model = deploy_model(sm, s3, "v1", env={"SAGEMAKER_MODEL_SERVER_WORKERS": "1"})
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=endpoint_config(sm, model))
+    wait_endpoint(sm, name)
+    (worker,) = service.hosting.active[name].servers["AllTraffic"][1].workers
+    # When fifteen requests go through it one after the other
+    took = []
+    for x in range(15):
+        started = time.perf_counter()
+        assert invoke(runtime, name, float(x))["y"] == 2.0 * x
+        took.append(time.perf_counter() - started)
+    # Then they all went over one TCP connection to the worker (established, "01"), not one
+    # connection each (closed ones linger in TIME_WAIT, "06")
+    assert _tcp_connections_to(worker.port) == ["01"]
+    # And a kept-alive request does not wait for a delayed ACK (Nagle: ~40 ms each)
+    assert sorted(took)[7] < 0.025, f"median {sorted(took)[7] * 1000:.0f} ms per request"
+
+
+def test_the_front_keeps_http_1_1_connections_alive(service: Any, endpoint: str) -> None:
+    # Given one HTTP connection to the local SageMaker (as boto3's pool keeps one)
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
+    body = json.dumps({"x": 1.0})
+    # When two InvokeEndpoint requests go over it
+    for _ in range(2):
+        conn.request(
+            "POST",
+            f"/endpoints/{endpoint}/invocations",
+            body=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        resp = conn.getresponse()
+        # Then both are answered and the server keeps the connection open
+        assert resp.status == 200 and json.loads(resp.read())["y"] == 2.0
+        assert resp.version == 11 and not resp.will_close
+    conn.close()
+
+
+def test_a_model_with_two_workers_serves_two_requests_at_once(
+    sm: Any, s3: Any, runtime: Any
+) -> None:
+    # Given a model whose container asks for two model server workers (the toolkit's variable)
+    name = unique("ep-workers")
+    model = deploy_model(sm, s3, "v1", env={"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=endpoint_config(sm, model))
+    wait_endpoint(sm, name)
+
+    def slow() -> dict[str, Any]:
+        resp = runtime.invoke_endpoint(
+            EndpointName=name,
+            ContentType="application/json",
+            Body=json.dumps({"x": 1.0, "sleep": 1.5}),
+        )
+        return json.loads(resp["Body"].read())
+
+    # When two requests that each take 1.5 s arrive together
+    started = time.monotonic()
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: slow(), range(2)))
+    elapsed = time.monotonic() - started
+    # Then two worker processes answered them side by side, not one after the other
+    assert {a["y"] for a in answers} == {2.0}
+    assert len({a["pid"] for a in answers}) == 2
+    assert elapsed < 2.9, f"two 1.5 s requests took {elapsed:.1f}s: served one at a time"
+
+
+def test_a_bad_worker_count_fails_the_endpoint_with_the_reason(sm: Any, s3: Any) -> None:
+    name = unique("ep-badworkers")
+    model = deploy_model(sm, s3, "v1", env={"SAGEMAKER_MODEL_SERVER_WORKERS": "none"})
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=endpoint_config(sm, model))
+    described = wait_endpoint(sm, name)
+    assert described["EndpointStatus"] == "Failed"
+    assert "SAGEMAKER_MODEL_SERVER_WORKERS must be a positive integer" in described["FailureReason"]
+
+
+def test_the_default_worker_count_comes_from_the_environment_or_the_cores(monkeypatch) -> None:
+    monkeypatch.setenv("FLYWHEEL_MODEL_SERVER_WORKERS", "3")
+    assert default_model_server_workers() == 3
+    monkeypatch.setenv("FLYWHEEL_MODEL_SERVER_WORKERS", "0")
+    with pytest.raises(ValueError, match="positive integer"):
+        default_model_server_workers()
+    monkeypatch.delenv("FLYWHEEL_MODEL_SERVER_WORKERS")
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert default_model_server_workers() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert default_model_server_workers() == 1

@@ -46,7 +46,9 @@ class AutoLabelSettings(_Settings):
     ITEMS_TABLE: str
     CHAMPION_PARAMETER: str
     ENDPOINT_NAME: str
-    INFERENCE_BATCH_SIZE: int = 8
+    # Images per InvokeEndpoint: up to inference.py's MAX_BATCH (64); batches_by_size also
+    # keeps each request under the 4 MB serverless payload limit.
+    INFERENCE_BATCH_SIZE: int = Field(default=64, ge=1, le=64)
     # Share of what the champion would auto-label that goes to people blind instead (spot
     # checks of its accuracy; domain/audit.py).
     AUTO_LABEL_AUDIT_FRACTION: float = Field(default=0.02, ge=0.0, le=1.0)

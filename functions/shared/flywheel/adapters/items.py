@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,7 @@ from flywheel.adapters.aws import client, error_code
 from flywheel.domain.audit import Observation, observation, reverse
 from flywheel.domain.items import TRAINING_META_ID, State, now_iso
 from flywheel.domain.sampling import AUDIT, answer_provenance
-from flywheel.errors import Conflict, FlywheelError
+from flywheel.errors import Conflict, FlywheelError, RetryableError
 
 STATE_INDEX = "state-index"
 
@@ -66,6 +67,38 @@ def get(table: str, item_id: str) -> dict | None:
         TableName=table, Key={"item_id": {"S": item_id}}, ConsistentRead=True
     )
     return _item(raw["Item"]) if "Item" in raw else None
+
+
+BATCH_GET_KEYS = 100  # a DynamoDB limit per BatchGetItem call
+BATCH_GET_ATTEMPTS = 6
+
+
+def get_many(
+    table: str, item_ids: Iterable[str], sleep: Callable[[float], None] = time.sleep
+) -> dict[str, dict]:
+    """Items by id (strongly consistent, 100 keys per BatchGetItem); absent ids are left out.
+
+    UnprocessedKeys (throttling, the 16 MB response limit) are asked again with backoff;
+    RetryableError if some are still unanswered, so an unread item is never taken for absent.
+    """
+    ddb, found = client("dynamodb"), {}
+    ids = list(dict.fromkeys(item_ids))  # a key twice in one request is a ValidationException
+    for start in range(0, len(ids), BATCH_GET_KEYS):
+        keys = [{"item_id": {"S": i}} for i in ids[start : start + BATCH_GET_KEYS]]
+        request: dict[str, Any] = {table: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            response = ddb.batch_get_item(RequestItems=request)
+            for raw in response.get("Responses", {}).get(table, []):
+                item = _item(raw)
+                found[item["item_id"]] = item
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            sleep(min(2.0, 0.05 * 2**attempt))
+        if request:
+            left = len(request.get(table, {}).get("Keys", []))
+            raise RetryableError(f"DynamoDB left {left} keys of {table} unprocessed")
+    return found
 
 
 def put_new(table: str, item: dict) -> bool:
@@ -170,7 +203,11 @@ def _write(update: dict, log: dict | list[dict] | None = None) -> None:
             raise _ConditionFailed from exc
         if code == "TransactionCanceledException":
             reasons = exc.response.get("CancellationReasons") or []  # type: ignore[attr-defined]
-            if any(r.get("Code") == "ConditionalCheckFailed" for r in reasons):
+            # TransactionConflict: another transaction held one of the records (a hot
+            # spot-check tally); nothing was written, so read and decide again.
+            if any(
+                r.get("Code") in ("ConditionalCheckFailed", "TransactionConflict") for r in reasons
+            ):
                 raise _ConditionFailed from exc
         raise
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -37,6 +39,27 @@ def get_bytes(bucket: str, key: str, version_id: str | None = None) -> tuple[byt
     """(body, etag) or None when the object (or that version of it) is gone."""
     got = get_with_metadata(bucket, key, version_id)
     return (got[0], got[1]) if got else None
+
+
+READ_THREADS = 8  # parallel GetObject calls of one batch (each mostly waits on the network)
+
+
+def get_many(bucket: str, keys: Iterable[str]) -> dict[str, bytes | None | Exception]:
+    """Bodies of ``keys`` read in parallel: bytes, None when the object is gone, or the
+    exception of that one read (the others are unaffected)."""
+
+    def read(key: str) -> bytes | None | Exception:
+        try:
+            got = get_with_metadata(bucket, key)
+        except Exception as exc:  # noqa: BLE001 - returned, for this key only
+            return exc
+        return got[0] if got else None
+
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    with ThreadPoolExecutor(min(READ_THREADS, len(wanted))) as pool:
+        return dict(zip(wanted, pool.map(read, wanted), strict=True))
 
 
 def get_text(bucket: str, key: str) -> str | None:

@@ -186,7 +186,7 @@ def label_studio_tasks(
     ``data.image`` is what Label Studio loads (``$image`` in the labeling config);
     ``data.item_id`` is how ``review import`` finds the item again. The model's label is a
     pre-annotation (``predictions``, score = its calibrated confidence, so Label Studio can
-    sort by it); audit and cold-start items are blind and get none.
+    sort by it); audit, spot-check and cold-start items are blind and get none.
     """
     tasks = []
     for i in items:

@@ -45,6 +45,51 @@ class BatchResult:
         }
 
 
+def _fetch(
+    s: AutoLabelSettings, messages: list[tuple[str, str]], version: str, result: BatchResult
+) -> list[tuple[str, str, bytes]]:
+    """(message id, item id, image) of the messages to label: the items in one BatchGetItem,
+    their images read in parallel; a message that cannot be read gets its own error."""
+    bodies: dict[str, dict] = {}
+    for message_id, raw in messages:
+        try:
+            body = json.loads(raw)
+            if not isinstance(body.get("item_id"), str) or not body["item_id"]:
+                # one malformed key would fail the whole BatchGetItem call
+                raise FlywheelError(f"label message without an item id: {raw[:200]!r}")
+            bodies[message_id] = {"item_id": body["item_id"], "image_key": body.get("image_key")}
+        except Exception as exc:  # noqa: BLE001 - one bad message must not fail the others
+            result.errors[message_id] = exc
+    try:
+        found = items.get_many(s.ITEMS_TABLE, [b["item_id"] for b in bodies.values()])
+    except Exception as exc:  # noqa: BLE001 - throttled: retry all of them
+        result.errors.update(dict.fromkeys(bodies, exc))
+        return []
+    wanted: dict[str, tuple[str, str]] = {}
+    for message_id, body in bodies.items():
+        item = found.get(body["item_id"])
+        if (
+            item is None
+            or item.get("state") not in RELABELABLE
+            or item.get("review_reason") == AUDIT  # the audit stream stays blind
+            or (item.get("model_version") == version)
+        ):
+            result.skipped += 1
+            continue
+        wanted[message_id] = (body["item_id"], body["image_key"] or item["image_key"])
+    images = storage.get_many(s.DATA_BUCKET, [key for _, key in wanted.values()])
+    todo = []
+    for message_id, (item_id, key) in wanted.items():
+        image = images[key]
+        if isinstance(image, Exception):
+            result.errors[message_id] = image
+        elif image is None:
+            result.errors[message_id] = FlywheelError(f"image of item {item_id} is missing")
+        else:
+            todo.append((message_id, item_id, image))
+    return todo
+
+
 def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> BatchResult:
     """``messages`` are (message id, body) with LabelQueue bodies ``{item_id, image_key}``."""
     result = BatchResult()
@@ -59,25 +104,7 @@ def label_messages(s: AutoLabelSettings, messages: list[tuple[str, str]]) -> Bat
     result.suspended = bool(
         (ledger.tally(s.ITEMS_TABLE, champion.model_version) or {}).get("suspended_at")
     )
-    todo: list[tuple[str, str, bytes]] = []
-    for message_id, raw in messages:
-        try:
-            body = json.loads(raw)
-            item = items.get(s.ITEMS_TABLE, body["item_id"])
-            if (
-                item is None
-                or item.get("state") not in RELABELABLE
-                or item.get("review_reason") == AUDIT  # the audit stream stays blind
-                or (item.get("model_version") == champion.model_version)
-            ):
-                result.skipped += 1
-                continue
-            got = storage.get_bytes(s.DATA_BUCKET, body.get("image_key") or item["image_key"])
-            if got is None:
-                raise FlywheelError(f"image of item {body['item_id']} is missing")
-            todo.append((message_id, body["item_id"], got[0]))
-        except Exception as exc:  # noqa: BLE001 - one bad message must not fail the others
-            result.errors[message_id] = exc
+    todo = _fetch(s, messages, champion.model_version, result)
     for group in batches_by_size([len(t[2]) for t in todo], s.INFERENCE_BATCH_SIZE):
         chunk = [todo[i] for i in group]
         try:

@@ -1,0 +1,499 @@
+"""Pipeline throughput of the local stack: ingest and auto-label rates for N uploads, next to
+the limits measured in the same run, with the RSS of moto and the model server.
+
+    .venv/bin/python benchmarks/pipeline_throughput.py                       # N = 300, 1000
+    .venv/bin/python benchmarks/pipeline_throughput.py --sizes 1000,5000,10000 --out bench.json
+
+Per N, on a fresh `flywheel up` (a child process, as the end-to-end tests start it):
+
+1. moto round trips: sequential DynamoDB GetItem and SQS GetQueueAttributes calls per second.
+2. A champion, the cheapest honest way: 100 human-labeled digits, one short training job
+   (`StartTrainingFunction`, no tuning, a few epochs), promoted by the real promote path.
+3. Ingest: the champion parameter is set aside (auto-label then consumes its messages and
+   leaves the items unlabeled, as with no model), N distinct unlabeled 32x32 digit PNGs are
+   uploaded from 8 threads; the rate is N over the time from the first upload to the last item
+   recorded in the items table.
+4. Auto-label: the champion is put back and promote's own `relabel_sweep` queues every
+   unlabeled item; the rate is N over the time until none is unlabeled and the label queue is
+   empty.
+5. The limits, in this process after the stack is stopped: the OpenCV work of ingest
+   (`contracts.images.check_image`, `image_codec.normalise_png`) on the same images on one
+   core, and the champion's `inference.py` (`model_fn`, then `input_fn` + `predict_fn` +
+   `output_fn` on JSON batches of the autolabel function's INFERENCE_BATCH_SIZE) on one core.
+
+Progress is polled with `Select=COUNT` queries on the items table's state index (no item
+bodies), the same in every version of the code, so the poller costs the pipeline little.
+The figures depend on the host: print `os.getloadavg()` next to them and compare ratios to the
+same-run limits, not absolute rates across hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for sub in ("", "functions/shared", "functions/ingest"):
+    sys.path.insert(0, str(REPO / sub))
+
+STATES = ("unlabeled", "auto_labeled", "needs_review", "human_labeled", "rejected")
+SEED_PER_CLASS = 10
+PARAMETERS = {
+    "EnableTuning": "false",
+    "TrainingEpochs": "5",
+    "CrossFitFolds": "2",
+    "MinTestAccuracy": "0.0",  # any first model is promoted: this measures speed, not accuracy
+    "TargetAutoLabelAccuracy": "0.8",
+    "ClassNames": "0,1,2,3,4,5,6,7,8,9",
+    "AuditFraction": "0",  # every unlabeled upload is auto-label work
+    "MinNewHumanLabels": "1",
+}
+
+
+def note(what: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def digit_pngs(n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
+    """``n`` distinct 32x32 digit PNGs (load_digits, upscaled as `flywheel demo` does; a few
+    pixels of noise make every copy a distinct image) and their labels."""
+    import cv2
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    pngs, labels, seen = [], [], set()
+    i = 0
+    while len(pngs) < n:
+        k = i % len(d.images)
+        img = np.clip(d.images[k] * 16, 0, 255).astype(np.uint8)
+        img = cv2.resize(img, (32, 32), interpolation=cv2.INTER_CUBIC)
+        if i >= len(d.images):
+            noise = rng.integers(-12, 13, size=img.shape)
+            img = np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8)
+        png = cv2.imencode(".png", img)[1].tobytes()
+        digest = hashlib.sha256(png).digest()
+        if digest not in seen:
+            seen.add(digest)
+            pngs.append(png)
+            labels.append(str(int(d.target[k])))
+        i += 1
+    return pngs, labels
+
+
+# ----------------------------------------------------------------------------- the stack
+
+
+class Stack:
+    """`flywheel up` in a child process on a fresh data directory."""
+
+    def __init__(self, data_dir: Path, workers: int | None) -> None:
+        self.data_dir = data_dir
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+        self.c: Any = None
+
+    def start(self) -> None:
+        from infra.local.client import StackClient
+        from infra.local.stack import StackError
+
+        args = [sys.executable, "-m", "infra.cli", "--data-dir", str(self.data_dir), "up"]
+        args += ["--port-base", "0", "--no-schedules", "--status-every", "3600"]
+        for k, v in PARAMETERS.items():
+            args += ["--parameter", f"{k}={v}"]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.workers:
+            env["FLYWHEEL_MODEL_SERVER_WORKERS"] = str(self.workers)
+        self.data_dir.mkdir(parents=True)
+        log = open(self.data_dir.parent / "up.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flywheel up exited; see {log.name}")
+            try:
+                self.c = StackClient(self.data_dir)
+                if self.c.info["pid"] == self.proc.pid:
+                    os.environ.update(self.c.env)  # for the flywheel adapters used below
+                    from flywheel.adapters import aws
+
+                    aws.reset_all()  # clients cached for an earlier stack's endpoints
+                    return
+            except StackError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("flywheel up did not come up in time")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    # -- reads (the same in every version of the code under test) ------------------
+
+    def count(self, state: str) -> int:
+        ddb, total, kwargs = self.c.client("dynamodb"), 0, {}
+        while True:
+            page = ddb.query(
+                TableName=self.c.items_table,
+                IndexName="state-index",
+                KeyConditionExpression="#s = :s",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":s": {"S": state}},
+                Select="COUNT",
+                **kwargs,
+            )
+            total += page["Count"]
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def total(self) -> int:
+        return sum(self.count(s) for s in STATES)
+
+    def label_queue_depth(self) -> int:
+        attrs = self.c.client("sqs").get_queue_attributes(
+            QueueUrl=self.c.resources["LabelQueue"],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def rss_mb(self) -> dict[str, float]:
+        """RSS (and peak) of moto and the model server(s): descendants of `flywheel up`."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        todo, out = [self.proc.pid], {}
+        while todo:
+            pid = todo.pop()
+            todo += children.get(pid, [])
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            kind = (
+                "moto"
+                if "moto" in cmd
+                else "model_server"
+                if "local_sagemaker/worker.py" in cmd
+                else None
+            )
+            if kind is None:
+                continue
+            mem = {
+                k: int(line.split()[1]) / 1024
+                for line in status.splitlines()
+                for k in ("VmRSS", "VmHWM")
+                if line.startswith(k + ":")
+            }
+            out[f"{kind}_rss_mb"] = out.get(f"{kind}_rss_mb", 0) + mem.get("VmRSS", 0)
+            out[f"{kind}_peak_mb"] = out.get(f"{kind}_peak_mb", 0) + mem.get("VmHWM", 0)
+            out[f"{kind}_processes"] = out.get(f"{kind}_processes", 0) + 1
+        return {k: round(v, 1) for k, v in out.items()}
+
+
+def wait(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+def moto_round_trips(stack: Stack, seconds: float = 3.0) -> dict[str, float]:
+    ddb, sqs = stack.c.client("dynamodb"), stack.c.client("sqs")
+    calls = {
+        "ddb_get_item_per_s": lambda: ddb.get_item(
+            TableName=stack.c.items_table, Key={"item_id": {"S": "no-such-item"}}
+        ),
+        "sqs_get_attributes_per_s": lambda: sqs.get_queue_attributes(
+            QueueUrl=stack.c.resources["LabelQueue"], AttributeNames=["ApproximateNumberOfMessages"]
+        ),
+    }
+    out = {}
+    for name, call in calls.items():
+        call()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            call()
+            n += 1
+        out[name] = round(n / (time.perf_counter() - t0), 1)
+    return out
+
+
+def upload(stack: Stack, keys_and_bodies: list[tuple[str, bytes, dict]]) -> None:
+    s3 = stack.c.client("s3")
+
+    def put(job: tuple[str, bytes, dict]) -> None:
+        key, body, meta = job
+        s3.put_object(
+            Bucket=stack.c.upload_bucket, Key=key, Body=body, ContentType="image/png", **meta
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, keys_and_bodies))
+
+
+def train_champion(stack: Stack, pngs: list[bytes], labels: list[str]) -> dict:
+    seed, by_class = [], {}
+    for png, label in zip(pngs, labels, strict=True):
+        if len(by_class.setdefault(label, [])) < SEED_PER_CLASS:
+            by_class[label].append(png)
+            seed.append((f"labeled/{label}/seed-{len(seed):04d}.png", png))
+    meta = {"Metadata": {"flywheel-sampling": "random"}}
+    upload(stack, [(k, b, meta) for k, b in seed])
+    wait(lambda: stack.count("human_labeled") >= len(seed), 300, "the seed to be ingested")
+    job = stack.c.invoke("StartTrainingFunction", {"reason": "manual", "tuning": False})
+    note(f"seed of {len(seed)} ingested; training {job.get('job_name')}")
+    champ = wait(
+        lambda: (ch := stack.c.champion()) and ch.get("training_job") == job["job_name"] and ch,
+        900,
+        "the first champion",
+        every=2,
+    )
+    sm = stack.c.client("sagemaker")
+    wait(
+        lambda: sm.describe_endpoint(EndpointName=stack.c.endpoint_name)["EndpointStatus"]
+        == "InService",
+        300,
+        "the endpoint",
+    )
+    wait(lambda: stack.label_queue_depth() == 0, 300, "the post-promotion sweep")
+    note(f"champion {champ['model_version']} serves {stack.c.endpoint_name}")
+    return champ
+
+
+def run_size(n: int, work: Path, workers: int | None) -> dict[str, Any]:
+    pngs, labels = digit_pngs(n + 2000)
+    seed_pngs, seed_labels = pngs[n:], labels[n:]
+    unlabeled = pngs[:n]
+    stack = Stack(work / f"n{n}" / "data", workers)
+    result: dict[str, Any] = {"n": n, "load_before": [round(x, 2) for x in os.getloadavg()]}
+    stack.start()
+    try:
+        result["moto_empty"] = moto_round_trips(stack)
+        train_champion(stack, seed_pngs, seed_labels)
+        result["inference_batch_size"] = _batch_size()
+        ssm = stack.c.client("ssm")
+        saved = ssm.get_parameter(Name=stack.c.champion_parameter)["Parameter"]["Value"]
+        ssm.delete_parameter(Name=stack.c.champion_parameter)
+        base = stack.total()
+
+        # -- ingest ---------------------------------------------------------------
+        jobs = [(f"incoming/bench {i:06d}.png", png, {}) for i, png in enumerate(unlabeled)]
+        random.Random(1).shuffle(jobs)
+        t0 = time.monotonic()
+        uploader = threading.Thread(target=upload, args=(stack, jobs))
+        uploader.start()
+        wait(lambda: stack.total() >= base + n, 60 + n * 0.5, "ingest")
+        t_ingest = time.monotonic() - t0
+        uploader.join()
+        result["ingest_s"] = round(t_ingest, 2)
+        result["ingest_per_s"] = round(n / t_ingest, 1)
+        note(f"N={n}: ingested in {t_ingest:.1f}s ({n / t_ingest:.1f} img/s)")
+        wait(lambda: stack.label_queue_depth() == 0, 600, "the label queue to drain")
+        result["rss_after_ingest"] = stack.rss_mb()
+
+        # -- auto-label sweep -----------------------------------------------------
+        from flywheel.services.promote import relabel_sweep
+
+        ssm.put_parameter(
+            Name=stack.c.champion_parameter, Value=saved, Type="String", Overwrite=True
+        )
+        t1 = time.monotonic()
+        sent = relabel_sweep(
+            SimpleNamespace(
+                ITEMS_TABLE=stack.c.items_table, LABEL_QUEUE_URL=stack.c.resources["LabelQueue"]
+            )
+        )
+        wait(
+            lambda: stack.count("unlabeled") == 0 and stack.label_queue_depth() == 0,
+            60 + n * 0.6,
+            "the auto-label sweep",
+        )
+        t_label = time.monotonic() - t1
+        result["swept"] = sent
+        result["label_s"] = round(t_label, 2)
+        result["label_per_s"] = round(n / t_label, 1)
+        result["counts"] = {s: stack.count(s) for s in STATES}
+        note(f"N={n}: auto-labeled in {t_label:.1f}s ({n / t_label:.1f} items/s)")
+        result["rss_after_label"] = stack.rss_mb()
+        result["moto_loaded"] = moto_round_trips(stack)
+        model_data = json.loads(saved)["model_data"]
+        model_dir = work / f"n{n}" / "model"
+        _download_model(stack, model_data, model_dir)
+    finally:
+        stack.stop()
+    result["opencv_limit_per_s"] = opencv_limit(unlabeled[: min(n, 2000)])
+    result["model_limit"] = model_limit(model_dir, unlabeled, result["inference_batch_size"])
+    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["ingest_vs_opencv"] = round(result["ingest_per_s"] / result["opencv_limit_per_s"], 3)
+    result["label_vs_model"] = round(
+        result["label_per_s"] / result["model_limit"]["request_per_s"], 3
+    )
+    return result
+
+
+def _batch_size() -> int:
+    """The autolabel function's INFERENCE_BATCH_SIZE as the template resolves it."""
+    from infra.local import provision as prov
+
+    resolved = prov.resolve(REPO / "template.yaml", "flywheel", PARAMETERS)
+    env = resolved["Resources"]["AutoLabelFunction"]["Properties"]["Environment"]["Variables"]
+    return int(env["INFERENCE_BATCH_SIZE"])
+
+
+def _download_model(stack: Stack, uri: str, into: Path) -> None:
+    bucket, _, key = uri[5:].partition("/")
+    into.mkdir(parents=True, exist_ok=True)
+    tar = into.parent / "model.tar.gz"
+    stack.c.client("s3").download_file(bucket, key, str(tar))
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def opencv_limit(pngs: list[bytes], max_side: int = 1024) -> float:
+    """Images per second of ingest's decode check and normalisation on one core."""
+    import cv2
+    from flywheel.contracts.images import check_image
+    from image_codec import normalise_png
+
+    cv2.setNumThreads(1)
+    t0 = time.perf_counter()
+    for png in pngs:
+        check_image(png, max_bytes=25 * 1024 * 1024)
+        normalise_png(png, max_side)
+    return round(len(pngs) / (time.perf_counter() - t0), 1)
+
+
+def model_limit(model_dir: Path, pngs: list[bytes], batch: int) -> dict[str, float]:
+    """The champion's inference.py on one core: forward only, and a whole JSON request."""
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(model_dir / "code"))
+    import inference
+
+    model = inference.model_fn(str(model_dir))
+    sample = pngs[: max(batch * 8, min(len(pngs), 512))]
+    bodies = [
+        json.dumps({"images": [base64.b64encode(p).decode() for p in sample[i : i + batch]]})
+        for i in range(0, len(sample), batch)
+    ]
+    decoded = [inference.input_fn(b, "application/json") for b in bodies]
+    inference.predict_fn(decoded[0], model)  # warm-up
+    t0 = time.perf_counter()
+    for images in decoded:
+        inference.predict_fn(images, model)
+    forward = len(sample) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for body in bodies:
+        out = inference.predict_fn(inference.input_fn(body, "application/json"), model)
+        inference.output_fn(out, "application/json")
+    request = len(sample) / (time.perf_counter() - t0)
+    return {"batch": batch, "forward_per_s": round(forward, 1), "request_per_s": round(request, 1)}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = [
+        ("N", lambda r: r["n"]),
+        ("ingest img/s", lambda r: r["ingest_per_s"]),
+        ("  s/item", lambda r: f"{r['ingest_s'] / r['n']:.4f}"),
+        ("  OpenCV limit img/s (1 core)", lambda r: r["opencv_limit_per_s"]),
+        ("  ingest / OpenCV limit", lambda r: r["ingest_vs_opencv"]),
+        ("auto-label items/s", lambda r: r["label_per_s"]),
+        ("  s/item", lambda r: f"{r['label_s'] / r['n']:.4f}"),
+        ("  model limit img/s (request, 1 core)", lambda r: r["model_limit"]["request_per_s"]),
+        ("  model forward img/s (1 core)", lambda r: r["model_limit"]["forward_per_s"]),
+        ("  batch size", lambda r: r["inference_batch_size"]),
+        ("  auto-label / model limit", lambda r: r["label_vs_model"]),
+        ("moto GetItem/s (empty / loaded)", lambda r: _pair(r, "ddb_get_item_per_s")),
+        ("moto SQS attrs/s (empty / loaded)", lambda r: _pair(r, "sqs_get_attributes_per_s")),
+        ("moto RSS MB (peak)", lambda r: _rss(r, "moto")),
+        ("model server RSS MB (peak, procs)", lambda r: _rss(r, "model_server", True)),
+        ("load average before / after", lambda r: f"{r['load_before'][0]} / {r['load_after'][0]}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(
+        f"{name:<{width}}  " + "  ".join(f"{fmt(r)!s:>16}" for r in results) for name, fmt in rows
+    )
+
+
+def _pair(r: dict, key: str) -> str:
+    return f"{r['moto_empty'][key]} / {r['moto_loaded'][key]}"
+
+
+def _rss(r: dict, kind: str, procs: bool = False) -> str:
+    m = r["rss_after_label"]
+    text = f"{m.get(f'{kind}_rss_mb', 0):.0f} ({m.get(f'{kind}_peak_mb', 0):.0f})"
+    return text + (f" x{m.get(f'{kind}_processes', 0)}" if procs else "")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="300,1000", help="comma-separated upload counts")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--work-dir", help="where the stacks' data goes (default: a temp dir)")
+    p.add_argument(
+        "--workers", type=int, help="model server workers (FLYWHEEL_MODEL_SERVER_WORKERS)"
+    )
+    args = p.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="pipeline-throughput-"))
+    note(f"cpus={os.cpu_count()} load={os.getloadavg()} work dir {work}")
+    results = []
+    for n in sizes:
+        results.append(run_size(n, work, args.workers))
+        note(f"N={n}: {json.dumps(results[-1])}")
+    print(table(results))
+    if len(results) > 1:
+        first, last = results[0], results[-1]
+        for kind in ("ingest", "label"):
+            ratio = (last[f"{kind}_s"] / last["n"]) / (first[f"{kind}_s"] / first["n"])
+            print(f"{kind} per-item time at N={last['n']} / N={first['n']}: {ratio:.2f}x")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
