@@ -61,9 +61,7 @@ def digit_png(digit: int, n: int) -> bytes:
 
 def start_stack(data_dir: Path, **parameters: str) -> LocalStack:
     params = {"ClassNames": ",".join(CLASSES), "MinNewHumanLabels": "50", **parameters}
-    stack = LocalStack(
-        data_dir, sagemaker=False, schedules=False, snapshot_every_s=0, parameters=params
-    )
+    stack = LocalStack(data_dir, sagemaker=False, schedules=False, parameters=params)
     stack.start()
     return stack
 
