@@ -16,7 +16,8 @@ Fn::Select, Fn::Split, Fn::Equals/Not/And/Or, with deterministic physical names
 ``provision`` creates S3 buckets (encryption, versioning, public access block,
 policy, queue notifications), DynamoDB tables (GSIs, TTL), SQS queues (with
 redrive; DLQs first), SNS topics, Cognito user pools with their app clients, and
-CloudWatch alarms (moto records them and their state; it never evaluates them).
+Step Functions state machines (their definition file with DefinitionSubstitutions applied)
+and CloudWatch alarms (moto records them and their state; it never evaluates them).
 Lambda, IAM, EventBridge and custom resources are not created: the local runtime's
 event router reads them itself.
 """
@@ -111,6 +112,8 @@ _EXPLICIT_NAME = {
     "AWS::CloudWatch::Alarm": "AlarmName",
     "AWS::Serverless::Function": "FunctionName",
     "AWS::IAM::Role": "RoleName",
+    "AWS::Serverless::StateMachine": "Name",
+    "AWS::StepFunctions::StateMachine": "StateMachineName",
 }
 
 
@@ -125,6 +128,9 @@ def _check_constraints(name: str, spec: dict[str, Any], value: str) -> None:
             f"one of {allowed}" if allowed is not None else f"matching {pattern}"
         )
         raise ValueError(f"parameter {name}={value!r} is not allowed: {why}")
+
+
+_STATE_MACHINES = ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine")
 
 
 class _Resolver:
@@ -196,6 +202,8 @@ class _Resolver:
             return self.arn("sns", n)
         if rtype in ("AWS::Serverless::LayerVersion", "AWS::Lambda::LayerVersion"):
             return self.arn("lambda", f"layer:{n}:1")
+        if rtype in _STATE_MACHINES:
+            return self.arn("states", f"stateMachine:{n}")
         return n
 
     def getatt(self, logical_id: str, attr: str) -> str:
@@ -214,6 +222,10 @@ class _Resolver:
             ("AWS::Serverless::Function", "Arn"): lambda: self.arn("lambda", f"function:{n}"),
             ("AWS::Lambda::Function", "Arn"): lambda: self.arn("lambda", f"function:{n}"),
             ("AWS::CloudWatch::Alarm", "Arn"): lambda: self.arn("cloudwatch", f"alarm:{n}"),
+            ("AWS::Serverless::StateMachine", "Arn"): lambda: self.ref(logical_id),
+            ("AWS::Serverless::StateMachine", "Name"): lambda: n,
+            ("AWS::StepFunctions::StateMachine", "Arn"): lambda: self.ref(logical_id),
+            ("AWS::StepFunctions::StateMachine", "Name"): lambda: n,
         }
         if (rtype, attr) not in table:
             raise ValueError(f"Fn::GetAtt {logical_id}.{attr} ({rtype}) is not supported")
@@ -442,6 +454,7 @@ def provision(
         physical[lid] = refs[lid]
 
     _provision_user_pools(resolved, session, physical)
+    provision_state_machines(resolved, session, physical)
 
     s3 = session.client("s3", region_name=region)
     buckets = _of_type(resolved, "AWS::S3::Bucket")
@@ -539,6 +552,44 @@ _CLIENT_KEYS = (
     "RefreshTokenValidity",
     "TokenValidityUnits",
 )
+
+
+def state_machine_definition(resolved: dict[str, Any], logical_id: str) -> str:
+    """An AWS::Serverless::StateMachine's ASL with its DefinitionSubstitutions applied
+    (``${Name}`` -> value, as SAM does), from ``Definition`` or the ``DefinitionUri`` file."""
+    props = resolved["Resources"][logical_id]["Properties"]
+    if "Definition" in props:
+        text = json.dumps(props["Definition"])
+    else:
+        root = Path(resolved.get("TemplateRoot") or Path(__file__).resolve().parents[1])
+        text = (root / props["DefinitionUri"]).read_text(encoding="utf-8")
+    for name, value in (props.get("DefinitionSubstitutions") or {}).items():
+        text = text.replace("${" + name + "}", str(value))
+    json.loads(text)  # what CloudFormation would refuse: not JSON after the substitutions
+    return text
+
+
+def provision_state_machines(resolved: dict[str, Any], session: Any, physical: dict) -> None:
+    """Create (or update, when it exists) each state machine from its definition."""
+    machines = _of_type(resolved, "AWS::Serverless::StateMachine")
+    if not machines:
+        return
+    sfn = session.client("stepfunctions", region_name=resolved["Region"])
+    for lid, _res in machines:
+        arn = resolved["Refs"][lid]
+        name = arn.rsplit(":", 1)[1]
+        definition = state_machine_definition(resolved, lid)
+        role = f"arn:aws:iam::{resolved['AccountId']}:role/{name}-Role"
+        existing = {
+            m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]
+        }
+        if name in existing:
+            sfn.update_state_machine(stateMachineArn=existing[name], definition=definition)
+            physical[lid] = existing[name]
+        else:
+            physical[lid] = sfn.create_state_machine(
+                name=name, definition=definition, roleArn=role, type="STANDARD"
+            )["stateMachineArn"]
 
 
 def _provision_user_pools(resolved: dict[str, Any], session: Any, physical: dict) -> None:

@@ -150,6 +150,10 @@ class Demo:
             # ~50 of the 1,618 unlabeled uploads go to people at random (they certify); the rest
             # of the 5% review budget goes to the most informative items
             "AuditFraction": "0.03",
+            # The rollout state machine: read the endpoint every 2 s, watch the rollback alarms
+            # 10 s after the switch (the template's 600 s bake is for a real endpoint's traffic)
+            "RolloutPollSeconds": "2",
+            "RolloutBakeSeconds": "10",
         }
 
     def run(self) -> dict[str, Any]:

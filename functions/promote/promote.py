@@ -1,4 +1,4 @@
-"""SageMaker training / tuning job state change -> gate, register, deploy, confirm, relabel."""
+"""SageMaker training / tuning job state change -> gate; a winner starts the rollout."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from flywheel.settings import PromoteSettings
 # Patch only botocore: patch_all imports every supported library (~0.6 s of cold start).
 logger, tracer, metrics = Logger(), Tracer(patch_modules=["botocore"]), Metrics()
 TUNING_DETAIL = "SageMaker HyperParameter Tuning Job State Change"
+# The rollout's outcomes (promoted, rolled back) are counted by RolloutFunction.
 METRIC = {
-    "promoted": "ModelsPromoted",
+    "deploying": "RolloutsStarted",
     "rejected": "ModelsRejected",
     "failed": "TrainingJobsFailed",
-    "rolled_back": "DeploymentsRolledBack",
 }
 
 

@@ -229,6 +229,22 @@ class StackClient:
                 )
             return body
 
+    def inject_fault(
+        self, function: str, delay_s: float, match: dict[str, Any] | None = None, times: int = 1
+    ) -> dict[str, Any]:
+        """Local test hook: the next ``times`` synchronous invokes of ``function`` whose event
+        has ``match``'s keys answer ``delay_s`` late (the function itself runs at once)."""
+        import urllib.request
+
+        body = {"function": function, "delay_s": delay_s, "times": times, "match": match or {}}
+        req = urllib.request.Request(
+            f"{self.info['endpoints']['lambda']}/_flywheel/faults",
+            method="POST",
+            data=json.dumps(body).encode(),
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         """Invoke a function synchronously; raise RuntimeError with its message if it fails."""
         resp = self.client("lambda").invoke(

@@ -61,6 +61,7 @@ from werkzeug.serving import make_server
 from werkzeug.wsgi import get_input_stream
 
 from infra.local import journal as jr
+from infra.local.moto_stepfunctions import install_for_server
 
 log = logging.getLogger(__name__)
 
@@ -504,6 +505,10 @@ def classify(environ: dict[str, Any], body: bytes) -> str:
         return "read"
     if _service(environ) == "s3":
         return "http"
+    if _service(environ) == "states":
+        # Step Functions is not persisted (moto_stepfunctions.py): replaying StartExecution
+        # would run a rollout again before the stack's Lambda API listens.
+        return "read"
     action = _action(environ, body)
     if action is None:
         return "http"
@@ -706,6 +711,7 @@ class MotoServer:
         started = time.monotonic()
         for service in ALL_SERVICES:  # the backends are process-global
             get_backend(service).reset()
+        install_for_server(self.state_dir)  # Step Functions executions (moto_stepfunctions.py)
         self.app = DomainDispatcherApplication(create_backend_app)
         first_segment, ssm_params = self._restore_snapshot()
         for p in ssm_params:

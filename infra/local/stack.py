@@ -1,7 +1,8 @@
 """The whole stack on 127.0.0.1: ``LocalStack(data_dir).start()``.
 
-    moto server (S3, DynamoDB, SQS, SNS, EventBridge, SSM, CloudWatch)
-      + the template's resources, created from its own properties
+    moto server (S3, DynamoDB, SQS, SNS, EventBridge, SSM, CloudWatch, Step Functions)
+      + the template's resources, created from its own properties; state machines run
+      their definitions, their Lambda tasks go to the Lambda Invoke API below
     local SageMaker (training/tuning jobs as processes, endpoints over HTTP)
     the functions (one worker process each) + the event router
     a Lambda Invoke API (so ``boto3.client("lambda").invoke`` works)
@@ -29,6 +30,7 @@ from infra.local.functions import FunctionPool
 from infra.local.http_api import HttpApiServer, routes_from_template
 from infra.local.lambda_api import LambdaApi
 from infra.local.moto_server import DEFAULT_SNAPSHOT_BYTES, REGION, MotoProcess, client
+from infra.local.moto_stepfunctions import write_lambda_endpoint
 from infra.local.router import Router
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ MOTO_SERVICE_IDS = (
     "STS",
     "IAM",
     "COGNITO_IDENTITY_PROVIDER",
+    "SFN",
 )
 REVIEWER_FILE = "reviewer.json"
 REVIEWER = "reviewer"
@@ -170,6 +173,8 @@ class LocalStack:
             retry_delay_s=self.retry_delay_s,
         )
         self.api = LambdaApi(self.router, port=port(2), status=self.router_status)
+        # The state machines' Lambda tasks (run inside moto) call the functions through it.
+        write_lambda_endpoint(self.moto.state_dir, self.api.url)
         env = self.client_environment(moto_url, sagemaker_url, self.api.url)
         for worker in self.pool.workers.values():
             worker.base_env = {**env, **self._function_runtime_env()}

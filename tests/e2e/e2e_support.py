@@ -24,6 +24,9 @@ E2E_PARAMETERS = {
     "TargetAutoLabelAccuracy": "0.8",
     "ClassNames": "0,1,2,3,4,5,6,7,8,9",
     "MinNewHumanLabels": "10",
+    # The rollout state machine: read the endpoint every 2 s, watch the alarms 4 s.
+    "RolloutPollSeconds": "2",
+    "RolloutBakeSeconds": "4",
 }
 
 

@@ -1,67 +1,28 @@
-"""promote: job state change -> gate -> registry -> model/config/endpoint -> champion -> sweep.
+"""promote: job state change -> gate -> model + endpoint config -> the rollout state machine.
 
-moto records models, endpoint configs, model packages and training jobs; it has no
-UpdateEndpoint, so the endpoint calls go to ``FakeEndpoints`` (a typed fake of the
-``Endpoints`` adapter) that can complete, roll back or stay Updating.
+What happens after the gate (deploy, bake, champion, relabel sweep) is the rollout state
+machine's: tests/integration/test_rollout.py runs it. Here the execution is only started
+(moto records it without running it).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 
 import promote
 import pytest
-from flywheel.adapters import items
 from flywheel.adapters import sagemaker as sm_adapter
-from flywheel.errors import EndpointNotReady
+from flywheel.services.promote import promote_job
+from flywheel.settings import PromoteSettings
 from integration_kit import STACK, load_event, metrics_doc, model_tar
 
 JOB = "dfw-0123456789abcdef"
 
 
-class FakeEndpoints(sm_adapter.Endpoints):
-    """Endpoint lifecycle.
-
-    'complete' switches config, 'rollback' keeps the old one, 'stuck' stays Updating.
-    """
-
-    def __init__(self, behaviour: str = "complete"):
-        self.behaviour = behaviour
-        self.state: dict[str, dict] = {}
-        self.updates: list[dict] = []
-
-    def describe(self, name: str) -> dict | None:
-        return copy.deepcopy(self.state.get(name))
-
-    def create(self, name: str, config: str, tags: list[dict]) -> None:
-        status = "Creating" if self.behaviour == "stuck" else "InService"
-        self.state[name] = {
-            "EndpointName": name,
-            "EndpointConfigName": config,
-            "EndpointStatus": status,
-        }
-
-    def update(self, request: dict) -> None:
-        self.updates.append(request)
-        current = self.state[request["EndpointName"]]
-        if self.behaviour == "complete":
-            current["EndpointConfigName"] = request["EndpointConfigName"]
-        elif self.behaviour == "stuck":
-            current["EndpointStatus"] = "Updating"
-        # rollback: alarms fired, SageMaker restored the old config; status back to InService
-
-
-@pytest.fixture
-def endpoints(monkeypatch):
-    fake = FakeEndpoints()
-    monkeypatch.setattr(sm_adapter, "endpoints", lambda: fake)
-    return fake
-
-
 @pytest.fixture
 def env(stack):
-    stack.use("PromoteFunction", ENDPOINT_WAIT_SECONDS="0")
+    stack.use("PromoteFunction")
+    stack.sfn = stack.session.client("stepfunctions")
     # Observe SNS outcomes through a subscribed queue.
     sns = stack.session.client("sns")
     url = stack.sqs.create_queue(QueueName="outcomes")["QueueUrl"]
@@ -145,43 +106,58 @@ def packages(stack) -> list[dict]:
     ]
 
 
-def test_first_model_above_the_floor_is_deployed_and_becomes_champion(env, endpoints, context):
-    # Given a finished job (no champion yet) and items waiting for a model
+def executions(stack) -> list[dict]:
+    """The rollouts started: each execution's name and input."""
+    arn = stack.physical["RolloutStateMachine"]
+    listed = stack.sfn.list_executions(stateMachineArn=arn)["executions"]
+    return [
+        {
+            "name": e["name"],
+            "input": json.loads(
+                stack.sfn.describe_execution(executionArn=e["executionArn"])["input"]
+            ),
+        }
+        for e in listed
+    ]
+
+
+def test_first_model_above_the_floor_gets_its_model_and_config_and_a_rollout(env, context):
+    # Given a finished job (no champion yet)
     finished_job(env, JOB, metrics_doc(JOB, 0.93))
-    for n, state in enumerate(["unlabeled", "needs_review", "auto_labeled", "human_labeled"]):
-        items.put_new(
-            env.table, {"item_id": f"{n:064x}", "state": state, "image_key": f"images/{n:064x}.png"}
-        )
-    audit = f"{9:064x}"  # the audit stream waits for people, blind: never re-queued
-    items.put_new(
-        env.table,
-        {"item_id": audit, "state": "needs_review", "review_reason": "audit", "image_key": "k"},
-    )
 
     # When promote handles the Completed event
     result = promote.handler(event_for(JOB), context)
 
-    # Then the model is live on a serverless endpoint, the champion is recorded...
-    assert result["outcome"] == "promoted"
+    # Then the model and a serverless endpoint config exist...
+    assert result["outcome"] == "deploying"
     model = env.sm.describe_model(ModelName=JOB)
     assert model["PrimaryContainer"]["ModelDataUrl"].endswith(f"{JOB}/output/model.tar.gz")
     assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.6-cpu-py312")
-    endpoint = endpoints.describe(f"{STACK}-classifier")
-    config = env.sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    (execution,) = executions(env)
+    rollout = execution["input"]["rollout"]
+    config = env.sm.describe_endpoint_config(EndpointConfigName=rollout["endpoint_config"])
     assert config["ProductionVariants"][0]["VariantName"] == "AllTraffic"
     assert config["ProductionVariants"][0]["ServerlessConfig"]["MemorySizeInMB"] == 3072
-    champion = env.champion()
-    assert champion["model_version"] == JOB and champion["threshold"] == 0.8
-    assert champion["endpoint_config"] == endpoint["EndpointConfigName"]
-    # ...registered as Approved, announced, and unlabeled + needs_review items are re-queued
-    (package,) = packages(env)
-    assert package["ModelApprovalStatus"] == "Approved"
-    assert package["CustomerMetadataProperties"]["training_job"] == JOB
-    assert sorted(m["item_id"] for m in env.drain("LabelQueue")) == [f"{0:064x}", f"{1:064x}"]
-    assert [o["outcome"] for o in outcomes(env)] == ["promoted"]
+    # ...and one rollout of this model version started, with what its steps need
+    assert execution["name"] == f"rollout-{JOB}"
+    assert result["execution_arn"].endswith(
+        f":execution:{env.physical['RolloutStateMachine'].rsplit(':', 1)[1]}:rollout-{JOB}"
+    )
+    assert rollout["mode"] == "serverless" and rollout["previous_config"] is None
+    assert rollout["champion"]["threshold"] == 0.8 and rollout["champion"]["model_version"] == JOB
+    assert rollout["package"]["ModelPackageGroupName"] == f"{STACK}-classifier"
+    assert rollout["timing"] == {
+        "poll_s": 30,
+        "bake_s": 600,
+        "step_timeout_s": 120,
+        "max_polls": 120,
+        "bake_checks": 20,
+    }
+    # Nothing is champion, registered or announced before the rollout records its outcome
+    assert env.champion() is None and packages(env) == [] and outcomes(env) == []
 
 
-def test_challenger_that_loses_changes_nothing(env, endpoints, context):
+def test_challenger_that_loses_changes_nothing(env, context):
     # Given a champion and a challenger that is worse on the same test set
     set_champion(env, "dfw-champion00000")
     finished_job(env, JOB, metrics_doc(JOB, 0.91, champion_accuracy=0.95))
@@ -194,12 +170,12 @@ def test_challenger_that_loses_changes_nothing(env, endpoints, context):
     (package,) = packages(env)
     assert package["ModelApprovalStatus"] == "Rejected"
     assert env.sm.list_models()["Models"] == []
-    assert endpoints.state == {}
+    assert executions(env) == []
     assert env.champion()["model_version"] == "dfw-champion00000"
     assert [o["outcome"] for o in outcomes(env)] == ["rejected"]
 
 
-def test_failed_training_job_notifies_and_changes_nothing(env, endpoints, monkeypatch, context):
+def test_failed_training_job_notifies_and_changes_nothing(env, monkeypatch, context):
     # Given a job SageMaker reports as Failed (moto jobs always complete: typed fake describe)
     event = load_event("sagemaker_training_job_failed.json")
     monkeypatch.setattr(sm_adapter, "describe_training_job", lambda name: event["detail"])
@@ -213,57 +189,28 @@ def test_failed_training_job_notifies_and_changes_nothing(env, endpoints, monkey
     assert env.champion() is None and env.sm.list_models()["Models"] == []
 
 
-def test_update_that_rolls_back_keeps_the_old_champion(env, endpoints, context):
-    # Given an instance endpoint serving the champion, and a better challenger
-    env.use("PromoteFunction", ENDPOINT_WAIT_SECONDS="0", ENDPOINT_MODE="instance")
-    set_champion(env, "dfw-champion00000")
-    endpoints.state[f"{STACK}-classifier"] = {
-        "EndpointName": f"{STACK}-classifier",
-        "EndpointConfigName": "dfw-champion00000-aaaaaa",
-        "EndpointStatus": "InService",
-    }
-    endpoints.behaviour = "rollback"
-    finished_job(env, JOB, metrics_doc(JOB, 0.97, champion_accuracy=0.90))
-
-    # When promote deploys it and the alarms roll the canary back
-    result = promote.handler(event_for(JOB), context)
-
-    # Then the blue/green request carried the rollback alarms, and the champion is unchanged
-    (update,) = endpoints.updates
-    policy = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]
-    assert policy["TrafficRoutingConfiguration"]["Type"] == "CANARY"
-    assert update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
-        {"AlarmName": f"{STACK}-endpoint-5xx"},
-        {"AlarmName": f"{STACK}-endpoint-latency"},
-    ]
-    assert result["outcome"] == "rolled_back"
-    assert env.champion()["model_version"] == "dfw-champion00000"
-    assert packages(env)[0]["ModelApprovalStatus"] == "Rejected"
-    assert env.drain("LabelQueue") == []
-
-
-def test_endpoint_still_updating_fails_so_the_event_retries(env, endpoints, context):
-    endpoints.behaviour = "stuck"
-    finished_job(env, JOB, metrics_doc(JOB, 0.93))
-    with pytest.raises(EndpointNotReady):
-        promote.handler(event_for(JOB), context)
-    assert env.champion() is None
-    # the retry (endpoint now in service with our config) completes the promotion
-    endpoints.state[f"{STACK}-classifier"]["EndpointStatus"] = "InService"
-    assert promote.handler(event_for(JOB), context)["outcome"] == "promoted"
-    assert env.champion()["model_version"] == JOB
-
-
-def test_redelivered_event_is_idempotent(env, endpoints, context):
+def test_redelivered_event_is_idempotent(env, context):
     finished_job(env, JOB, metrics_doc(JOB, 0.93))
     first = promote.handler(event_for(JOB), context)
     second = promote.handler(event_for(JOB), context)
     assert first == second
-    assert len(packages(env)) == 1
-    assert len(outcomes(env)) == 1
+    assert len(executions(env)) == 1
 
 
-def test_tuning_job_promotes_its_best_training_job(env, endpoints, monkeypatch, context):
+def test_a_second_promotion_of_the_same_model_starts_no_second_rollout(env):
+    # Given a model whose rollout already ran (say, rolled back), when its job's event comes
+    # again after the idempotency record expired, then no second rollout is started
+    finished_job(env, JOB, metrics_doc(JOB, 0.93))
+    settings = PromoteSettings.from_env()
+    first = promote_job(settings, "training", JOB)
+    again = promote_job(settings, "training", JOB)
+    # (Step Functions answers a running execution's name and input with that execution, a
+    # finished one's with ExecutionAlreadyExists: either way the same one)
+    assert again.execution_arn == first.execution_arn
+    assert len(executions(env)) == 1
+
+
+def test_tuning_job_rolls_out_its_best_training_job(env, monkeypatch, context):
     best = "dfw-h0123456789abcde-003-1a2b3c4d"
     finished_job(env, best, metrics_doc(best, 0.94))
     event = load_event("sagemaker_tuning_job_completed.json")
@@ -278,5 +225,6 @@ def test_tuning_job_promotes_its_best_training_job(env, endpoints, monkeypatch, 
 
     result = promote.handler(event, context)
 
-    assert result["outcome"] == "promoted" and result["model_version"] == best
-    assert env.champion()["training_job"] == best
+    assert result["outcome"] == "deploying" and result["model_version"] == best
+    (execution,) = executions(env)
+    assert execution["input"]["rollout"]["champion"]["training_job"] == best

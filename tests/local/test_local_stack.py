@@ -7,6 +7,7 @@ import json
 import pytest
 
 from infra import cfn
+from infra.local.client import StackClient
 from infra.local.moto_server import client
 from infra.local.stack import DEFAULT_TEMPLATE, LocalStack, StackError, endpoints
 
@@ -77,7 +78,7 @@ def test_functions_get_local_environment_and_layers(stack):
     assert env["ITEMS_TABLE"] == "flywheel-ItemsTable"
     assert specs["IngestFunction"].environment["LABEL_QUEUE_URL"] == stack.physical["LabelQueue"]
     assert any(str(p).endswith("functions/shared") for p in specs["IngestFunction"].layer_paths)
-    assert specs["PromoteFunction"].timeout_s == 900
+    assert specs["PromoteFunction"].timeout_s == 120  # the long waits are the state machine's
     assert specs["PromoteFunction"].on_failure.endswith(":flywheel-AsyncFailureDLQ")
     assert specs["TeardownFunction"].async_max_attempts == 1  # MaximumRetryAttempts: 0
 
@@ -101,3 +102,71 @@ def test_endpoints_file_and_second_stack_refused(stack):
     assert info["environment"]["AWS_ENDPOINT_URL_S3"] == stack.moto.url
     with pytest.raises(StackError):
         endpoints(stack.data_dir / "nowhere")
+
+
+def test_the_rollout_state_machine_is_provisioned_from_its_definition_file(stack):
+    sfn = client("stepfunctions", stack.moto.url)
+    arn = stack.physical["RolloutStateMachine"]
+    definition = json.loads(sfn.describe_state_machine(stateMachineArn=arn)["definition"])
+    resources = {s["Resource"] for s in definition["States"].values() if s["Type"] == "Task"}
+    assert resources == {"arn:aws:lambda:us-east-1:123456789012:function:flywheel-RolloutFunction"}
+    promote = {s.logical_id: s for s in stack.router.specs}["PromoteFunction"]
+    assert promote.environment["ROLLOUT_STATE_MACHINE_ARN"] == arn
+    assert stack.info["environment"]["AWS_ENDPOINT_URL_SFN"] == stack.moto.url
+
+
+def _run(sfn, machine: str, payload: dict, timeout: float = 60) -> dict:
+    import time
+    import uuid
+
+    # (moto leaves an unnamed execution's name None: name it, as AWS would)
+    arn = sfn.start_execution(
+        stateMachineArn=machine, name=uuid.uuid4().hex, input=json.dumps(payload)
+    )["executionArn"]
+    deadline = time.monotonic() + timeout
+    while (done := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "execution still running"
+        time.sleep(0.3)
+    return done | {"history": sfn.get_execution_history(executionArn=arn)["events"]}
+
+
+def test_state_machine_lambda_tasks_run_the_local_functions_and_late_answers_are_retried(stack):
+    # Given a one-step machine whose task is the rollout's bake step (it reads the template's
+    # rollback alarms from moto), run by moto, its Lambda task going to the local runner
+    sfn = client("stepfunctions", stack.moto.url)
+    step = {
+        "Type": "Task",
+        "Resource": "arn:aws:lambda:us-east-1:123456789012:function:flywheel-RolloutFunction",
+        "Parameters": {"action": "bake", "execution.$": "$$.Execution.Name", "state.$": "$"},
+        "TimeoutSeconds": 4,
+        "Retry": [{"ErrorEquals": ["States.Timeout"], "IntervalSeconds": 1, "MaxAttempts": 2}],
+        "ResultPath": "$.bake",
+        "End": True,
+    }
+    machine = sfn.create_state_machine(
+        name="bake-probe",
+        definition=json.dumps({"StartAt": "Bake", "States": {"Bake": step}}),
+        roleArn="arn:aws:iam::123456789012:role/probe",
+    )["stateMachineArn"]
+    state = {"rollout": {"timing": {"bake_checks": 1}}}
+
+    # When it runs with the alarms quiet, Then the local function answered
+    quiet = _run(sfn, machine, state)
+    assert quiet["status"] == "SUCCEEDED", quiet
+    assert json.loads(quiet["output"])["bake"]["verdict"] == "passed"
+
+    # When the 5XX alarm fires, Then the same step says roll back
+    cw = client("cloudwatch", stack.moto.url)
+    cw.set_alarm_state(AlarmName="flywheel-endpoint-5xx", StateValue="ALARM", StateReason="test")
+    try:
+        firing = _run(sfn, machine, state)
+    finally:
+        cw.set_alarm_state(AlarmName="flywheel-endpoint-5xx", StateValue="OK", StateReason="test")
+    assert json.loads(firing["output"])["bake"]["verdict"] == "rollback"
+
+    # When the function's first answer comes after the task's timeout (the local fault hook),
+    # Then Step Functions times the task out and the retry succeeds
+    StackClient(stack.data_dir).inject_fault("RolloutFunction", delay_s=6, match={"action": "bake"})
+    late = _run(sfn, machine, state)
+    assert late["status"] == "SUCCEEDED", late
+    assert [e["type"] for e in late["history"]].count("LambdaFunctionTimedOut") == 1

@@ -36,7 +36,7 @@ def translated(raw_template) -> dict:
     # What `sam package` does before CloudFormation sees it: local paths become S3 URIs.
     for lid, res in template["Resources"].items():
         props = res.get("Properties") or {}
-        for key in ("CodeUri", "ContentUri"):
+        for key in ("CodeUri", "ContentUri", "DefinitionUri"):
             if isinstance(props.get(key), str):
                 props[key] = f"s3://sam-artifacts/{lid}.zip"
     params = {

@@ -30,6 +30,7 @@ HANDLERS = {
     "ReviewExportFunction": "review_export",
     "StartTrainingFunction": "start_training",
     "PromoteFunction": "promote",
+    "RolloutFunction": "rollout",
     "TeardownFunction": "teardown",
 }
 

@@ -63,6 +63,8 @@ def test_every_contract_logical_id_exists(raw_template):
         "ReviewExportFunction",
         "StartTrainingFunction",
         "PromoteFunction",
+        "RolloutFunction",
+        "RolloutStateMachine",
         "TeardownFunction",
         "SharedLayer",
         "TrainingCodeLayer",
@@ -98,10 +100,20 @@ def test_every_function_has_a_dlq_or_on_failure_destination(raw_template, transl
         for r in resources.values()
         if r["Type"] == "AWS::Lambda::EventInvokeConfig"
     }
+    # Steps of a state machine are invoked synchronously: its Retry/Catch handle their errors.
+    state_machine_steps = {
+        value["Fn::GetAtt"][0]
+        for res in raw_template["Resources"].values()
+        if res["Type"] == "AWS::Serverless::StateMachine"
+        for value in res["Properties"].get("DefinitionSubstitutions", {}).values()
+        if isinstance(value, dict) and "Fn::GetAtt" in value
+    }
     for lid, fn in functions(raw_template).items():
         events = (fn["Properties"].get("Events") or {}).values()
         if events and all(e["Type"] == "HttpApi" for e in events):
             continue  # synchronous: the caller gets the error; there is nothing to redeliver
+        if not events and lid in state_machine_steps:
+            continue
         sqs_sources = [
             e for e in (fn["Properties"].get("Events") or {}).values() if e["Type"] == "SQS"
         ]
@@ -353,6 +365,7 @@ HANDLERS = {
     "review_api": "review_api",
     "start_training": "start_training",
     "promote": "promote",
+    "rollout": "rollout",
     "teardown": "teardown",
 }
 PROBE = """

@@ -33,7 +33,11 @@ def test_resolve_sub_if_findinmap_and_conditions():
     assert env["CHAMPION_PARAMETER"] == "/demo/champion"
     promote = function_environment(resolved, "PromoteFunction")
     assert promote["ENDPOINT_MODE"] == "instance"
-    assert promote["ROLLBACK_ALARMS"] == "demo-endpoint-5xx,demo-endpoint-latency"
+    assert promote["ROLLOUT_STATE_MACHINE_ARN"] == (
+        "arn:aws:states:eu-west-1:111122223333:stateMachine:demo-RolloutStateMachine"
+    )
+    rollout = function_environment(resolved, "RolloutFunction")
+    assert rollout["ROLLBACK_ALARMS"] == "demo-endpoint-5xx,demo-endpoint-latency"
     assert "NotificationsEmailSubscription" not in resolved["Resources"]  # condition false
 
 
@@ -53,3 +57,22 @@ def test_overrides_and_physical_names():
 def test_a_parameter_cloudformation_would_refuse_is_refused_locally():
     with pytest.raises(ValueError, match="TrainingImageUri.*ECR image URI"):
         resolve(load_template(TEMPLATE), "demo", {"TrainingImageUri": "my/image:1"})
+
+
+def test_state_machine_definition_gets_its_substitutions_and_invokes_only_the_rollout_steps():
+    import json
+
+    from infra.cfn import state_machine_definition
+
+    resolved = resolve(load_template(TEMPLATE), "demo", {})
+    definition = json.loads(state_machine_definition(resolved, "RolloutStateMachine"))
+    tasks = [s for s in definition["States"].values() if s["Type"] == "Task"]
+    assert {t["Resource"] for t in tasks} == {
+        "arn:aws:lambda:us-east-1:123456789012:function:demo-RolloutFunction"
+    }
+    for task in tasks:  # every step is retried when its answer is lost or late
+        assert task["TimeoutSecondsPath"] == "$.rollout.timing.step_timeout_s"
+        retried = {e for r in task["Retry"] for e in r["ErrorEquals"]}
+        assert {"States.Timeout", "Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= (
+            retried
+        )

@@ -72,8 +72,7 @@ def promote_settings(**env: str):
             "STACK_NAME",
             "SAGEMAKER_ROLE_ARN",
             "MODEL_PACKAGE_GROUP",
-            "ENDPOINT_NAME",
-            "THRESHOLD_ALARM_NAME",
+            "ROLLOUT_STATE_MACHINE_ARN",
         ]
     }
     base |= {"INFERENCE_CPU_IMAGE_URI": "inf-cpu", "INFERENCE_GPU_IMAGE_URI": "inf-gpu"}

@@ -135,9 +135,9 @@ class StartTrainingSettings(_Settings):
 
 class PromoteSettings(_Settings):
     DATA_BUCKET: str
+    # The gate's decision is recorded there (meta#gate, the dashboard's last gate).
     ITEMS_TABLE: str
     IDEMPOTENCY_TABLE: str
-    LABEL_QUEUE_URL: str
     TOPIC_ARN: str
     CHAMPION_PARAMETER: str
     JOB_PREFIX: str = "dfw"
@@ -148,16 +148,32 @@ class PromoteSettings(_Settings):
     INFERENCE_CPU_IMAGE_URI: str
     INFERENCE_GPU_IMAGE_URI: str
     MODEL_PACKAGE_GROUP: str
-    ENDPOINT_NAME: str
     ENDPOINT_MODE: Literal["serverless", "instance"] = "serverless"
     ENDPOINT_INSTANCE_TYPE: str = "ml.m5.large"
     ENDPOINT_INSTANCE_COUNT: int = 1
     SERVERLESS_MEMORY_MB: int = 3072
     SERVERLESS_MAX_CONCURRENCY: int = 5
-    ROLLBACK_ALARMS: tuple[str, ...] = ()
     MIN_TEST_ACCURACY: float = 0.8
     PROMOTION_MARGIN: float = 0.0
-    ENDPOINT_WAIT_SECONDS: int = 780
+    # The rollout state machine a promoted model goes to, and how it paces the rollout.
+    ROLLOUT_STATE_MACHINE_ARN: str
+    ROLLOUT_POLL_SECONDS: int = Field(default=30, ge=1)
+    ROLLOUT_BAKE_SECONDS: int = Field(default=600, ge=0)
+    ROLLOUT_STEP_TIMEOUT_SECONDS: int = Field(default=120, ge=1)
+
+
+class RolloutSettings(_Settings):
+    """The rollout state machine's Lambda steps (deploy, check, bake, roll back, record)."""
+
+    ITEMS_TABLE: str
+    IDEMPOTENCY_TABLE: str
+    LABEL_QUEUE_URL: str
+    TOPIC_ARN: str
+    CHAMPION_PARAMETER: str
+    STACK_NAME: str
+    ENDPOINT_NAME: str
+    ENDPOINT_MODE: Literal["serverless", "instance"] = "serverless"
+    ROLLBACK_ALARMS: tuple[str, ...] = ()
     # A new champion clears the auto-label accuracy alarm its predecessor may have raised.
     THRESHOLD_ALARM_NAME: str
 
@@ -180,5 +196,6 @@ FUNCTION_SETTINGS: dict[str, type[_Settings]] = {
     "ReviewApiFunction": ReviewApiSettings,
     "StartTrainingFunction": StartTrainingSettings,
     "PromoteFunction": PromoteSettings,
+    "RolloutFunction": RolloutSettings,
     "TeardownFunction": TeardownSettings,
 }

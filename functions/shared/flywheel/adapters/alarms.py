@@ -1,6 +1,7 @@
-"""The auto-label accuracy alarm: a CloudWatch metric the template's alarm watches, and the
-alarm's state set at once (CloudWatch would take a period to evaluate the metric; moto
-never evaluates alarms, so locally the state is the observable part)."""
+"""CloudWatch alarms: the auto-label accuracy alarm (a metric the template's alarm watches,
+and the state set at once: CloudWatch would take a period to evaluate the metric, and moto
+never evaluates alarms, so locally the state is the observable part), and the states the
+rollout's bake reads."""
 
 from __future__ import annotations
 
@@ -42,3 +43,11 @@ def clear_alarm(alarm_name: str, stack_name: str, reason: str) -> None:
     client("cloudwatch").set_alarm_state(
         AlarmName=alarm_name, StateValue="OK", StateReason=reason[:1023]
     )
+
+
+def states(names: tuple[str, ...]) -> dict[str, str]:
+    """{alarm name: StateValue} for the alarms that exist (a missing one is absent)."""
+    if not names:
+        return {}
+    found = client("cloudwatch").describe_alarms(AlarmNames=list(names))
+    return {a["AlarmName"]: a["StateValue"] for a in found.get("MetricAlarms", [])}

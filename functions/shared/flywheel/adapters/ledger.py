@@ -121,11 +121,30 @@ def rounds(table: str) -> list[dict]:
     return list((record.get("rounds") or {}).values())
 
 
-def put_gate(table: str, record: dict) -> None:
+def put_gate(table: str, record: dict, *, first_for_candidate: bool = False) -> bool:
+    """Write the gate's last decision; False when ``first_for_candidate`` and the record is
+    already about this candidate (a re-delivered promote must not overwrite the rollout's
+    final word with "deploying")."""
     item = {"item_id": GATE_ID, **record}
-    client("dynamodb").put_item(
-        TableName=table, Item={k: items._to_ddb(v) for k, v in item.items() if v is not None}
+    condition = (
+        {
+            "ConditionExpression": "attribute_not_exists(candidate) OR candidate <> :c",
+            "ExpressionAttributeValues": {":c": {"S": str(record["candidate"])}},
+        }
+        if first_for_candidate
+        else {}
     )
+    try:
+        client("dynamodb").put_item(
+            TableName=table,
+            Item={k: items._to_ddb(v) for k, v in item.items() if v is not None},
+            **condition,
+        )
+    except ClientError as exc:
+        if error_code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 def last_gate(table: str) -> dict | None:
