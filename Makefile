@@ -11,10 +11,13 @@ SAM_CLI_VERSION := 1.170.0
 # label-studio-sdk (the Label Studio format checks of the tests) pins its own dependencies too.
 LSVENV := .venv-labelstudio
 LABEL_STUDIO_SDK_VERSION := 2.1.2
+# The review app's browser test drives Debian's chromium (Playwright never downloads one).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test lint clean
 
-setup: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed
+setup: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed $(CHROMIUM)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +37,14 @@ $(LSVENV)/.installed:
 	$(LSVENV)/bin/pip install --quiet label-studio-sdk==$(LABEL_STUDIO_SDK_VERSION)
 	touch $@
 
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
 demo: $(VENV)/.installed
 	$(VENV)/bin/flywheel demo
 
-test: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed
+test: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed $(CHROMIUM)
 	$(VENV)/bin/pytest
 
 lint: $(VENV)/.installed

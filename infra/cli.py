@@ -9,6 +9,7 @@
     flywheel wait [--timeout S]                  # until queues are drained and jobs decided
     flywheel schedule StartTrainingFunction      # run a template schedule now
     flywheel review export [-o DIR] [--format csv|label-studio]  /  flywheel review import FILE
+    flywheel review open [--stack NAME] # the review app: print a sign-in URL
     flywheel export --format {manifest,csv,imagefolder} -o OUT
     flywheel preflight [--parameter K=V]          # the account's SageMaker quotas
 
@@ -124,11 +125,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         flush=True,
     )
     reviewer = info.get("reviewer")
+    c = StackClient(stack.data_dir)
     if reviewer:
         password = json.loads(Path(reviewer["file"]).read_text())["password"]
         who = f"{reviewer['username']} / {password}"
         print(f"  reviewer login    {who}   (also in {reviewer['file']})", flush=True)
-    c = StackClient(stack.data_dir)
+        print(
+            f"  review app        {review_app_url(c, 12 * 3600)}\n"
+            "                    (open it, sign in with the login above; valid 12 h, "
+            "a fresh link: flywheel review open)",
+            flush=True,
+        )
     try:
         while not stop.wait(args.status_every):
             try:
@@ -429,6 +436,59 @@ def cmd_review_export(args: argparse.Namespace) -> int:
             f"{got['label_studio_config']}; Import: {got['label_studio_tasks']}; when done, "
             "Export as JSON (or JSON-MIN), then: flywheel review import <export>.json"
         )
+    return 0
+
+
+def review_app_url(c: Any, expires: int) -> str:
+    """Upload the review page (configured for the local stack) and presign a GET of it."""
+    from infra import review_app
+
+    config = review_app.config_for(
+        api_url=c.outputs["ReviewApiUrl"],
+        client_id=c.outputs["ReviewUserPoolClientId"],
+        region=c.info["region"],
+        stack=c.info["stack_name"],
+        cognito=c.info["endpoints"]["moto"],  # moto's cognito-idp: the page's own origin
+    )
+    return review_app.publish(c.client("s3"), c.data_bucket, config, expires)
+
+
+def cmd_review_open(args: argparse.Namespace) -> int:
+    from infra import review_app
+
+    if args.stack:  # a deployed stack: its outputs through CloudFormation
+        from botocore.config import Config
+
+        session = _aws_session(args)
+        region = session.region_name
+        if not region:
+            raise CliError("no AWS region: pass --region or configure one")
+        (stack,) = session.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        # Virtual-hosted on the regional endpoint: the origin the API's CORS allows.
+        s3 = session.client(
+            "s3",
+            region_name=region,
+            endpoint_url=f"https://s3.{region}.amazonaws.com",
+            config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}),
+        )
+        config = review_app.config_for(
+            outputs["ReviewApiUrl"], outputs["ReviewUserPoolClientId"], region, args.stack
+        )
+        url = review_app.publish(s3, outputs["DataBucketName"], config, args.expires)
+        how = (
+            "sign in as a reviewer of user pool "
+            f"{outputs.get('ReviewUserPoolId', '?')} (invite one: aws cognito-idp "
+            "admin-create-user --user-pool-id <id> --username NAME)"
+        )
+    else:
+        c = _client(args)
+        url = review_app_url(c, args.expires)
+        reviewer = c.info.get("reviewer") or {}
+        who = reviewer.get("username", "reviewer")
+        how = f"sign in as {who} (password in {reviewer.get('file')})"
+    print(url)
+    print(f"open it in a browser within {args.expires} s; {how}")
     return 0
 
 
@@ -879,6 +939,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300, help="seconds to wait for its result (default 300)"
     )
     ri.set_defaults(fn=cmd_review_import)
+    ro = rsub.add_parser(
+        "open",
+        help="upload the review app and print a presigned URL to open it",
+        description="Uploads the review page to the data bucket (app/index.html, configured "
+        "for the stack's API and user pool) and prints a presigned GET of it. Without --stack: "
+        "the local stack; with --stack: a deployed one (your AWS credentials).",
+    )
+    ro.add_argument("--stack", help="a deployed stack's name (default: the local stack)")
+    ro.add_argument("--region", help="AWS region of --stack (default: your configuration's)")
+    ro.add_argument("--profile", help="AWS named profile for --stack")
+    ro.add_argument(
+        "--expires", type=int, default=3600, help="seconds the URL stays valid (default 3600)"
+    )
+    ro.set_defaults(fn=cmd_review_open)
 
     ex = sub.add_parser("export", help="export the labeled dataset")
     ex.add_argument(

@@ -14,6 +14,16 @@ issuer's JWKS, carry the configured ``iss``, an ``aud`` (ID token) or ``client_i
 runs. The issuer is moto's cognito-idp (the stack's user pool): its JWKS comes from
 moto's ``/<pool id>/.well-known/jwks.json``; joserfc (moto's own JWT library) verifies.
 Claims reach the function as ``requestContext.authorizer.jwt.claims`` (as strings).
+
+The API's ``CorsConfiguration`` is honoured as API Gateway does: a preflight (``OPTIONS``
+with ``Origin`` and ``Access-Control-Request-Method``) is answered by the gateway itself,
+204 and never through the authorizer, with the CORS headers only when the origin, the
+method and the requested headers are allowed; every other response to an allowed
+``Origin`` (the function's, a 401, a 404) carries ``Access-Control-Allow-Origin``, and CORS
+headers a function returns are dropped. Origins are ``*`` or exact. An allowed origin that
+is one of the stack's buckets on AWS's S3 endpoint (``https://<bucket>.s3[.<region>]
+.amazonaws.com``, where the review page is served from) is that bucket's origin here:
+moto's S3 endpoint, which serves its objects path-style.
 """
 
 from __future__ import annotations
@@ -83,6 +93,95 @@ class JwtAuthorizer:
         return claims
 
 
+@dataclass(frozen=True)
+class CorsPolicy:
+    """An HttpApi's ``CorsConfiguration`` (origins already mapped to local endpoints)."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None
+    allow_credentials: bool = False
+
+    def allows(self, origin: str) -> bool:
+        return "*" in self.allow_origins or origin.lower() in self.allow_origins
+
+    def response_headers(self, origin: str) -> list[tuple[str, str]]:
+        """CORS headers for a non-preflight response to ``origin`` (none if not allowed)."""
+        if not origin or not self.allows(origin):
+            return []
+        out = [("Access-Control-Allow-Origin", origin), ("Vary", "Origin")]
+        if self.allow_credentials:
+            out.append(("Access-Control-Allow-Credentials", "true"))
+        if self.expose_headers:
+            out.append(("Access-Control-Expose-Headers", ", ".join(self.expose_headers)))
+        return out
+
+    def preflight_headers(
+        self, origin: str, method: str, requested_headers: str
+    ) -> list[tuple[str, str]]:
+        """CORS headers for a preflight; none when anything asked for is not allowed."""
+        wanted = {h.strip().lower() for h in requested_headers.split(",") if h.strip()}
+        method_ok = "*" in self.allow_methods or method.upper() in self.allow_methods
+        headers_ok = "*" in self.allow_headers or wanted <= set(self.allow_headers)
+        if not (origin and self.allows(origin) and method_ok and headers_ok):
+            return []
+        out = [
+            ("Access-Control-Allow-Origin", origin),
+            ("Vary", "Origin"),
+            ("Access-Control-Allow-Methods", ", ".join(self.allow_methods)),
+        ]
+        if self.allow_headers:
+            out.append(("Access-Control-Allow-Headers", ", ".join(self.allow_headers)))
+        if self.max_age is not None:
+            out.append(("Access-Control-Max-Age", str(self.max_age)))
+        if self.allow_credentials:
+            out.append(("Access-Control-Allow-Credentials", "true"))
+        return out
+
+
+# https://<bucket>.s3.amazonaws.com or https://<bucket>.s3.<region>.amazonaws.com[.cn]
+_S3_ORIGIN = re.compile(
+    r"^https://([a-z0-9][a-z0-9-]*)\.s3(?:\.[a-z0-9-]+)?\.amazonaws\.com(?:\.cn)?$"
+)
+
+
+def local_origin(origin: str, buckets: set[str], moto_url: str) -> str:
+    """The origin a browser has here for an origin the template allows.
+
+    A stack bucket's S3 endpoint (virtual-hosted in AWS) is moto's endpoint locally
+    (path-style); any other origin is kept as written.
+    """
+    found = _S3_ORIGIN.match(origin.lower())
+    if found and found.group(1) in buckets:
+        parts = urlsplit(moto_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+    return origin.lower().rstrip("/")
+
+
+def cors_policy(
+    api_properties: dict[str, Any], by_ref: dict[str, str], buckets: set[str], moto_url: str
+) -> CorsPolicy | None:
+    config = api_properties.get("CorsConfiguration")
+    if not config:
+        return None
+    if isinstance(config, str):  # SAM's short form: one origin
+        config = {"AllowOrigins": [config]}
+
+    def strings(key: str) -> list[str]:
+        return [str(v) for v in _substitute(config.get(key) or [], by_ref)]
+
+    return CorsPolicy(
+        allow_origins=tuple(local_origin(o, buckets, moto_url) for o in strings("AllowOrigins")),
+        allow_methods=tuple(m.upper() for m in strings("AllowMethods")),
+        allow_headers=tuple(h.lower() for h in strings("AllowHeaders")),
+        expose_headers=tuple(h.lower() for h in strings("ExposeHeaders")),
+        max_age=int(config["MaxAge"]) if "MaxAge" in config else None,
+        allow_credentials=bool(config.get("AllowCredentials", False)),
+    )
+
+
 @dataclass
 class Route:
     method: str  # GET, POST, ... or ANY
@@ -90,6 +189,7 @@ class Route:
     function: str  # logical id
     api_id: str
     authorizer: JwtAuthorizer | None
+    cors: CorsPolicy | None = None
     pattern: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +224,11 @@ def routes_from_template(
         for lid, res in resolved["Resources"].items()
         if res["Type"] == "AWS::Serverless::HttpApi"
     }
+    buckets = {
+        physical[lid]
+        for lid, res in resolved["Resources"].items()
+        if res["Type"] == "AWS::S3::Bucket" and lid in physical
+    }
     routes: list[Route] = []
     for spec in specs:
         for name, event in spec.events.items():
@@ -133,7 +238,8 @@ def routes_from_template(
             api_lid = api_by_ref.get(str(props.get("ApiId", "")))
             if api_lid is None:
                 raise ValueError(f"{spec.logical_id}.{name}: HttpApi events need an ApiId")
-            auth = (resolved["Resources"][api_lid]["Properties"] or {}).get("Auth") or {}
+            api_props = resolved["Resources"][api_lid]["Properties"] or {}
+            auth = api_props.get("Auth") or {}
             chosen = (props.get("Auth") or {}).get("Authorizer") or auth.get("DefaultAuthorizer")
             authorizer = None
             if chosen and chosen != "NONE":
@@ -154,6 +260,7 @@ def routes_from_template(
                     function=spec.logical_id,
                     api_id=api_lid,
                     authorizer=authorizer,
+                    cors=cors_policy(api_props, by_ref, buckets, moto_url),
                 )
             )
     return routes
@@ -253,18 +360,44 @@ class HttpApiServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _json(self, status: int, doc: Any) -> None:
+            def _json(
+                self, status: int, doc: Any, extra: list[tuple[str, str]] | None = None
+            ) -> None:
                 body = json.dumps(doc).encode()
-                self._reply(status, body, [("Content-Type", "application/json")])
+                self._reply(status, body, [("Content-Type", "application/json"), *(extra or [])])
+
+            def _preflight(self, path: str, headers: dict[str, str]) -> None:
+                # API Gateway answers it itself: no route, no authorizer, no function.
+                policy = server.cors_for(path)
+                cors = (
+                    policy.preflight_headers(
+                        headers.get("origin", ""),
+                        headers.get("access-control-request-method", ""),
+                        headers.get("access-control-request-headers", ""),
+                    )
+                    if policy
+                    else []
+                )
+                self._reply(204, b"", cors)
 
             def _handle(self) -> None:
                 split = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                policy = server.cors_for(split.path)
+                if (
+                    self.command == "OPTIONS"
+                    and policy is not None
+                    and "origin" in headers
+                    and "access-control-request-method" in headers
+                ):
+                    self._preflight(split.path, headers)
+                    return
+                cors = policy.response_headers(headers.get("origin", "")) if policy else []
                 route, params = server.match(self.command, split.path)
                 if route is None:
-                    self._json(404, {"message": "Not Found"})
+                    self._json(404, {"message": "Not Found"}, cors)
                     return
                 claims = None
                 if route.authorizer is not None:
@@ -272,7 +405,7 @@ class HttpApiServer:
                         claims = route.authorizer.verify(headers)
                     except Unauthorized as exc:
                         log.info("http api: 401 for %s %s: %s", self.command, split.path, exc)
-                        self._json(401, {"message": "Unauthorized"})
+                        self._json(401, {"message": "Unauthorized"}, cors)
                         return
                 event = http_event(
                     route,
@@ -289,11 +422,14 @@ class HttpApiServer:
                     result = server.pool.get(route.function).invoke(event)
                 except InvocationError as exc:
                     log.warning("http api: %s failed: %s", route.function, exc)
-                    self._json(500, {"message": "Internal Server Error"})
+                    self._json(500, {"message": "Internal Server Error"}, cors)
                     return
-                self._reply(*response_of(result))
+                status, data, out = response_of(result)
+                if policy is not None:  # the gateway's CORS headers replace the function's
+                    out = [h for h in out if not h[0].lower().startswith("access-control-")]
+                self._reply(status, data, out + cors)
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle  # noqa: N815
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
@@ -306,6 +442,15 @@ class HttpApiServer:
             if found and route.method in (method, "ANY"):
                 return route, found.groupdict()
         return None, {}
+
+    def cors_for(self, path: str) -> CorsPolicy | None:
+        """The CORS configuration of the API that serves ``path`` (any method)."""
+        apis = {r.api_id: r.cors for r in self.routes}
+        for route in self.routes:
+            if route.pattern.match(path):
+                return route.cors
+        # An unknown path: the API's CORS still applies when there is only one API.
+        return next(iter(apis.values())) if len(apis) == 1 else None
 
     def start(self) -> str:
         self._thread = threading.Thread(

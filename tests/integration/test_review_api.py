@@ -190,6 +190,9 @@ def test_answers_go_through_the_labels_write_path_with_provenance_and_count_for_
     assert (stats["done"], stats["labeled"], stats["left"]) == (2, 2, 2)
     assert stats["items_by_state"]["human_labeled"] == 2
     assert stats["labels_per_minute"] > 0
+    assert stats["classes"] == ["cat", "dog"]  # ClassNames: the app's buttons
+    env.use("ReviewApiFunction", CLASS_NAMES="")
+    assert call(context, "GET", "/review/stats")[1]["classes"] == ["cat", "dog"]  # champion's
 
 
 def test_the_same_answer_twice_is_unchanged(env, context):

@@ -202,3 +202,78 @@ def test_the_user_pool_and_the_reviewer_survive_a_restart(tmp_path):
             k: second[k] for k in ("user_pool_id", "client_id", "password")
         }
         assert stats(again, tokens["IdToken"]).status_code == 200
+
+
+def test_cors_preflight_needs_no_token_and_only_the_data_buckets_origin_is_allowed(stack, reviewer):
+    # The template allows https://<data bucket>.s3[.<region>].amazonaws.com: locally that
+    # bucket's origin is moto's S3 endpoint, where `flywheel review open` serves the page.
+    page_origin = stack.moto.url
+    api = stack.http_api.url
+
+    def preflight(origin: str, method: str = "GET", headers: str = "authorization") -> dict:
+        got = requests.options(
+            f"{api}/review/stats",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": headers,
+            },
+            timeout=10,
+        )
+        assert got.status_code == 204, got.text  # the gateway answers: no authorizer, no function
+        return {k.lower(): v for k, v in got.headers.items()}
+
+    allowed = preflight(page_origin, "POST", "authorization,content-type")
+    assert allowed["access-control-allow-origin"] == page_origin
+    assert set(allowed["access-control-allow-methods"].split(", ")) == {"GET", "POST"}
+    assert set(allowed["access-control-allow-headers"].split(", ")) == {
+        "authorization",
+        "content-type",
+    }
+    assert allowed["access-control-max-age"] == "600"
+    for refused in (
+        preflight("https://evil.example"),
+        preflight(page_origin, "DELETE"),
+        preflight(page_origin, "GET", "authorization,x-other"),
+    ):
+        assert "access-control-allow-origin" not in refused
+
+    # Real requests: the allowed origin gets the header on 200s and on the authorizer's 401
+    token = login(stack.moto.url, reviewer["client_id"], "reviewer", reviewer["password"])
+    ok = requests.get(
+        f"{api}/review/stats",
+        headers={"Authorization": f"Bearer {token['IdToken']}", "Origin": page_origin},
+        timeout=60,
+    )
+    assert ok.status_code == 200 and ok.headers["Access-Control-Allow-Origin"] == page_origin
+    denied = requests.get(f"{api}/review/stats", headers={"Origin": page_origin}, timeout=10)
+    assert denied.status_code == 401
+    assert denied.headers["Access-Control-Allow-Origin"] == page_origin
+    foreign = requests.get(
+        f"{api}/review/stats",
+        headers={"Authorization": f"Bearer {token['IdToken']}", "Origin": "https://evil.example"},
+        timeout=60,
+    )
+    assert foreign.status_code == 200  # CORS is the browser's guard, not an authorizer
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+    # and an OPTIONS without the preflight headers is an ordinary request: no route, 404
+    assert requests.options(f"{api}/review/stats", timeout=10).status_code == 404
+
+
+def test_review_open_publishes_the_configured_page_behind_a_presigned_get(stack, reviewer, capsys):
+    from infra import cli
+
+    # When a person runs `flywheel review open` against the running stack
+    assert cli.main(["--data-dir", str(stack.data_dir), "review", "open", "--expires", "120"]) == 0
+    url, how = capsys.readouterr().out.splitlines()[:2]
+
+    # Then the URL is a presigned GET of app/index.html on moto's S3 endpoint (the origin
+    # the API's CORS allows), serving the page configured for this stack
+    assert url.startswith(f"{stack.moto.url}/{stack.info['outputs']['DataBucketName']}/app/")
+    assert "Signature=" in url or "X-Amz-Signature=" in url
+    assert "reviewer" in how
+    page = requests.get(url, timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert f'"client_id": "{reviewer["client_id"]}"' in page.text
+    assert f'"api_url": "{stack.http_api.url}"' in page.text
+    assert "Content-Security-Policy" in page.text

@@ -188,6 +188,25 @@ def test_every_http_api_route_needs_a_cognito_jwt(raw_template, translated):
     assert {"ALLOW_USER_PASSWORD_AUTH", "ALLOW_USER_SRP_AUTH"} <= set(client["ExplicitAuthFlows"])
 
 
+def test_the_review_api_allows_only_the_data_buckets_origin(raw_template, translated):
+    # The review page is opened from the data bucket (a presigned GET): the API's CORS
+    # allows that origin alone, the Authorization header, GET and POST; preflights are
+    # API Gateway's own (no OPTIONS route, so nothing anonymous reaches a function).
+    (api,) = [r for r in translated["Resources"].values() if r["Type"] == "AWS::ApiGatewayV2::Api"]
+    cors = api["Properties"]["Body"]["x-amazon-apigateway-cors"]
+    raw = raw_template["Resources"]["ReviewApi"]["Properties"]["CorsConfiguration"]
+    assert [o["Fn::Sub"] for o in raw["AllowOrigins"]] == [
+        "https://${DataBucket}.s3.${AWS::Region}.${AWS::URLSuffix}",
+        "https://${DataBucket}.s3.${AWS::URLSuffix}",
+    ]
+    assert len(cors["allowOrigins"]) == 2
+    assert {h.lower() for h in cors["allowHeaders"]} == {"authorization", "content-type"}
+    assert set(cors["allowMethods"]) == {"GET", "POST"}
+    assert cors.get("allowCredentials") in (None, False)  # a bearer token, never cookies
+    methods = {m for ops in api["Properties"]["Body"]["paths"].values() for m in ops}
+    assert "options" not in methods
+
+
 def test_the_review_api_role_reads_images_and_nothing_else_in_s3(translated):
     # Presigned image URLs carry the signing role's rights: a URL whose key was changed
     # fails its signature, and even a valid signature could reach images/* and no more.

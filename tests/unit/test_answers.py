@@ -7,6 +7,7 @@ from flywheel.domain.answers import (
     Answer,
     labels_per_minute,
     lease_holder,
+    offered_classes,
     parse_answer,
     parse_count,
     restorable,
@@ -67,6 +68,12 @@ def test_labels_per_minute_over_the_recent_window():
     assert labels_per_minute([], 1000) == 0.0
     assert labels_per_minute([1000 - 120 + 12 * i for i in range(10)], 1000) == 5.0
     assert labels_per_minute([0.0], 10_000) == 0.0  # older than the window
+
+
+def test_the_app_offers_classnames_else_the_champions_classes_else_none():
+    assert offered_classes(("cat", "dog"), ["x"]) == ["cat", "dog"]
+    assert offered_classes((), ["zero", "one"]) == ["zero", "one"]
+    assert offered_classes((), None) == []
 
 
 def test_client_errors_map_to_their_status_codes_in_one_place():

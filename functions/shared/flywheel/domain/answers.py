@@ -143,6 +143,15 @@ def view(item: Mapping[str, Any], image_url: str, lease_expires: float) -> dict:
     }
 
 
+def offered_classes(
+    class_names: Iterable[str], champion_classes: Iterable[str] | None
+) -> list[str]:
+    """The classes the app shows as buttons: ClassNames when the stack fixes them, else the
+    champion's (what the model can suggest), else none (the reviewer types a class name;
+    the labels write path checks its grammar)."""
+    return list(class_names) or list(champion_classes or [])
+
+
 # -- undo ---------------------------------------------------------------------------------
 
 LEASE_FIELDS = ("lease_owner", "lease_expires")

@@ -190,12 +190,14 @@ def undo(s: ReviewApiSettings, reviewer: str, now: float | None = None) -> dict:
 
 
 def stats(s: ReviewApiSettings, reviewer: str, now: float | None = None) -> dict:
-    """The reviewer's progress, what is left, items by state, the retrain counter."""
+    """The reviewer's progress, what is left, items by state, the retrain counter, and the
+    classes the app offers as buttons."""
     now = time.time() if now is None else now
     mine = answers.since(s.ANSWERS_TABLE, reviewer, "0")
     actions = Counter(a.get("action") for a in mine)
     by_state = {state.value: items.count_state(s.ITEMS_TABLE, state) for state in State}
-    cold_start = parameters.get_champion(s.CHAMPION_PARAMETER) is None
+    champion = parameters.get_champion(s.CHAMPION_PARAMETER)
+    cold_start = champion is None
     left = by_state[State.NEEDS_REVIEW] + (by_state[State.UNLABELED] if cold_start else 0)
     meta = items.get_training_meta(s.ITEMS_TABLE)
     new_labels = items.count_state(s.ITEMS_TABLE, State.HUMAN_LABELED, meta.get("started_at"))
@@ -211,4 +213,5 @@ def stats(s: ReviewApiSettings, reviewer: str, now: float | None = None) -> dict
         "cold_start": cold_start,
         "items_by_state": by_state,
         "retrain": {"new_human_labels": new_labels, "needed": s.MIN_NEW_HUMAN_LABELS},
+        "classes": rules.offered_classes(s.CLASS_NAMES, champion.classes if champion else None),
     }
