@@ -456,15 +456,14 @@ def review_app_url(c: Any, expires: int) -> str:
 def cmd_review_open(args: argparse.Namespace) -> int:
     from infra import review_app
 
-    if args.stack:  # a deployed stack: its outputs through CloudFormation
+    if _local_data_dir(args) is None:  # a deployed stack: its outputs through CloudFormation
         from botocore.config import Config
 
         session = _aws_session(args)
         region = session.region_name
         if not region:
             raise CliError("no AWS region: pass --region or configure one")
-        (stack,) = session.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"]
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        outputs = dict(_client(args).outputs)
         # Virtual-hosted on the regional endpoint: the origin the API's CORS allows.
         s3 = session.client(
             "s3",
@@ -946,9 +945,6 @@ def build_parser() -> argparse.ArgumentParser:
         "for the stack's API and user pool) and prints a presigned GET of it. Without --stack: "
         "the local stack; with --stack: a deployed one (your AWS credentials).",
     )
-    ro.add_argument("--stack", help="a deployed stack's name (default: the local stack)")
-    ro.add_argument("--region", help="AWS region of --stack (default: your configuration's)")
-    ro.add_argument("--profile", help="AWS named profile for --stack")
     ro.add_argument(
         "--expires", type=int, default=3600, help="seconds the URL stays valid (default 3600)"
     )

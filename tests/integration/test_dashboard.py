@@ -8,10 +8,10 @@ import json
 import promote
 import pytest
 from flywheel.adapters import items, ledger
-from flywheel.adapters import sagemaker as sm_adapter
 from flywheel.domain.audit import Observation
 from integration_kit import metrics_doc
-from test_promote import FakeEndpoints, event_for, finished_job, set_champion
+from rollout_kit import fake_endpoints, finished_job, promote_and_wait, rollouts
+from test_promote import event_for, set_champion
 from test_review_api import call
 
 JOB = "dfw-0123456789abcdef"
@@ -19,9 +19,7 @@ JOB = "dfw-0123456789abcdef"
 
 @pytest.fixture
 def endpoints(monkeypatch):
-    fake = FakeEndpoints()
-    monkeypatch.setattr(sm_adapter, "endpoints", lambda: fake)
-    return fake
+    return fake_endpoints(monkeypatch)
 
 
 def dashboard(stack, context) -> dict:
@@ -64,7 +62,7 @@ def test_an_empty_stack_says_there_is_no_champion(stack, context):
 
 def test_a_rejected_first_model_is_the_last_gate_decision(stack, endpoints, context):
     # Given a first model below the test-accuracy floor (0.8)
-    stack.use("PromoteFunction", ENDPOINT_WAIT_SECONDS="0")
+    stack.use("PromoteFunction")
     finished_job(stack, JOB, metrics_doc(JOB, 0.62))
 
     # When promote judges it
@@ -81,7 +79,6 @@ def test_a_rejected_first_model_is_the_last_gate_decision(stack, endpoints, cont
 
 def test_a_champion_that_certified_nothing_says_how_many_labels_would(stack, endpoints, context):
     # Given a first model whose 18 random labels certified nothing at 0.95
-    stack.use("PromoteFunction", ENDPOINT_WAIT_SECONDS="0")
     metrics = metrics_doc(JOB, 0.9)
     metrics["threshold"] = {
         "target_accuracy": 0.95,
@@ -97,8 +94,9 @@ def test_a_champion_that_certified_nothing_says_how_many_labels_would(stack, end
     metrics["data"] = {"train": 30, "validation": 6, "test": 4, "random": 18}
     finished_job(stack, JOB, metrics)
 
-    # When it is promoted (the first model above the floor)
-    assert promote.handler(event_for(JOB), context)["outcome"] == "promoted"
+    # When it is promoted (the first model above the floor) and its rollout runs to its end
+    with rollouts(stack):
+        assert promote_and_wait(stack, context, job=JOB)["status"] == "SUCCEEDED"
 
     # Then the dashboard shows the champion, why it auto-labels nothing, and its round
     body = dashboard(stack, context)
@@ -142,6 +140,7 @@ class StatusStack:
         self.stack = stack
         self.env: dict[str, str] = {}
         self.info = {"stack_name": "dataflywheel", "data_dir": ".flywheel", "parameters": {}}
+        self.stack_name, self.where = "dataflywheel", "moto"
         self.items_table, self.data_bucket = stack.table, stack.data_bucket
         self.champion_parameter = "/dataflywheel/champion"
 

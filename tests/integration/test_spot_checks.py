@@ -10,16 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import autolabel
 import human_labels
-import promote
 import pytest
 from botocore.stub import Stubber
 from flywheel.adapters import aws, items, ledger
-from flywheel.adapters import sagemaker as sm_adapter
 from flywheel.domain.audit import is_spot_check_draw
 from integration_kit import STACK, metrics_doc, sqs_event
+from rollout_kit import fake_endpoints, finished_job, promote_and_wait, rollouts
 from test_autolabel import CHAMPION, add_item, message, predictions, respond
 from test_labels_and_review import labels_event
-from test_promote import FakeEndpoints, event_for, finished_job
 from test_review_api import call
 
 VERSION = CHAMPION["model_version"]
@@ -226,13 +224,12 @@ def test_wrong_answers_suspend_the_champion_alarm_once_and_a_new_champion_resume
         "suspended: audited accuracy 0.17 (95% CI 0.00-0.64, 1/6) below 0.95"
     )
 
-    # When a retrained model is promoted
-    fake = FakeEndpoints()
-    monkeypatch.setattr(sm_adapter, "endpoints", lambda: fake)
-    env.use("PromoteFunction", ENDPOINT_WAIT_SECONDS="0")
+    # When a retrained model is promoted (its rollout runs to its end)
+    fake_endpoints(monkeypatch)
     job = "dfw-0123456789abcdef"
     finished_job(env, job, metrics_doc(job, 0.97, champion_accuracy=0.9))
-    assert promote.handler(event_for(job), context)["outcome"] == "promoted"
+    with rollouts(env):
+        assert promote_and_wait(env, context, job=job)["status"] == "SUCCEEDED"
 
     # Then the alarm is over and the new champion auto-labels (the sweep re-queued the item)
     assert alarm(env)["StateValue"] == "OK"
