@@ -132,6 +132,28 @@ class Stack:
 # ---- event builders ------------------------------------------------------------------
 
 
+def tap_notifications(stack: Stack) -> str:
+    """An SQS queue subscribed to the NotificationsTopic (raw delivery), as ``Outcomes``."""
+    url = stack.sqs.create_queue(QueueName="outcomes")["QueueUrl"]
+    arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    stack.session.client("sns").subscribe(
+        TopicArn=stack.physical["NotificationsTopic"],
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    stack.physical["Outcomes"] = url
+    return url
+
+
+def outcomes(stack: Stack) -> list[dict]:
+    """The notifications the tap received since the last call."""
+    got = stack.sqs.receive_message(QueueUrl=stack.physical["Outcomes"], MaxNumberOfMessages=10)
+    return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+
 def s3_sqs_event(
     records: list[tuple[str, str, int]] | list[tuple[str, str, int, str | None]],
     message_ids: list[str] | None = None,

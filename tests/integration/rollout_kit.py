@@ -14,7 +14,7 @@ from collections.abc import Callable
 import promote
 import rollout
 from flywheel.adapters import sagemaker as sm_adapter
-from integration_kit import STACK, LambdaContext, load_event, model_tar
+from integration_kit import STACK, LambdaContext, load_event, model_tar, tap_notifications
 
 from infra.cfn import provision_state_machines
 from infra.local import moto_stepfunctions
@@ -148,29 +148,13 @@ def rollouts(stack):
             Threshold=float(props["Threshold"]),
             ComparisonOperator=props["ComparisonOperator"],
         )
-    sns = stack.session.client("sns")
-    url = stack.sqs.create_queue(QueueName="outcomes")["QueueUrl"]
-    arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(
-        TopicArn=stack.physical["NotificationsTopic"],
-        Protocol="sqs",
-        Endpoint=arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    stack.physical["Outcomes"] = url
+    tap_notifications(stack)
     stack.fn = Lambda(stack.resolved["Refs"]["RolloutFunction"])
     uninstall = moto_stepfunctions.install(stack.fn)
     # The executing backend is moto's parser backend: create the state machine there.
     provision_state_machines(stack.resolved, stack.session, stack.physical)
     yield stack
     uninstall()
-
-
-def outcomes(stack) -> list[dict]:
-    got = stack.sqs.receive_message(QueueUrl=stack.physical["Outcomes"], MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in got.get("Messages", [])]
 
 
 def finished_job(stack, name: str, metrics: dict) -> None:

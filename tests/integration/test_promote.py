@@ -14,7 +14,7 @@ import pytest
 from flywheel.adapters import sagemaker as sm_adapter
 from flywheel.services.promote import promote_job
 from flywheel.settings import PromoteSettings
-from integration_kit import STACK, load_event, metrics_doc, model_tar
+from integration_kit import STACK, load_event, metrics_doc, model_tar, outcomes, tap_notifications
 
 JOB = "dfw-0123456789abcdef"
 
@@ -24,24 +24,8 @@ def env(stack):
     stack.use("PromoteFunction")
     stack.sfn = stack.session.client("stepfunctions")
     # Observe SNS outcomes through a subscribed queue.
-    sns = stack.session.client("sns")
-    url = stack.sqs.create_queue(QueueName="outcomes")["QueueUrl"]
-    arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(
-        TopicArn=stack.physical["NotificationsTopic"],
-        Protocol="sqs",
-        Endpoint=arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    stack.physical["Outcomes"] = url
+    tap_notifications(stack)
     return stack
-
-
-def outcomes(stack) -> list[dict]:
-    got = stack.sqs.receive_message(QueueUrl=stack.physical["Outcomes"], MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in got.get("Messages", [])]
 
 
 def finished_job(stack, name: str, metrics: dict) -> None:

@@ -15,7 +15,7 @@ import pytest
 from flywheel.domain.rollout import execution_name
 from flywheel.services.promote import promote_job
 from flywheel.settings import PromoteSettings
-from integration_kit import STACK, metrics_doc
+from integration_kit import STACK, metrics_doc, outcomes
 from rollout_kit import (
     CHAMPION,
     CHAMPION_CONFIG,
@@ -26,7 +26,6 @@ from rollout_kit import (
     fake_endpoints,
     finished_job,
     history,
-    outcomes,
     packages,
     promote_and_wait,
     rollouts,

@@ -14,7 +14,7 @@ import pytest
 from botocore.stub import Stubber
 from flywheel.adapters import aws, items, ledger
 from flywheel.domain.audit import is_spot_check_draw
-from integration_kit import STACK, metrics_doc, sqs_event
+from integration_kit import STACK, metrics_doc, outcomes, sqs_event, tap_notifications
 from rollout_kit import fake_endpoints, finished_job, promote_and_wait, rollouts
 from test_autolabel import CHAMPION, add_item, message, predictions, respond
 from test_labels_and_review import labels_event
@@ -27,25 +27,9 @@ ALARM = f"{STACK}-auto-label-accuracy"
 @pytest.fixture
 def env(stack):
     stack.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
-    sns = stack.session.client("sns")
-    url = stack.sqs.create_queue(QueueName="outcomes")["QueueUrl"]
-    arn = stack.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    sns.subscribe(
-        TopicArn=stack.physical["NotificationsTopic"],
-        Protocol="sqs",
-        Endpoint=arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    stack.physical["Outcomes"] = url
+    tap_notifications(stack)
     stack.cw = stack.session.client("cloudwatch")
     return stack
-
-
-def outcomes(stack) -> list[dict]:
-    got = stack.sqs.receive_message(QueueUrl=stack.physical["Outcomes"], MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in got.get("Messages", [])]
 
 
 def alarm(stack) -> dict:
