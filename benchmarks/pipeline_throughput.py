@@ -176,7 +176,7 @@ class Stack:
 
     def label_queue_depth(self) -> int:
         attrs = self.c.client("sqs").get_queue_attributes(
-            QueueUrl=self.c.resources["LabelQueue"],
+            QueueUrl=self.c.output("LabelQueueUrl"),
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return int(attrs["ApproximateNumberOfMessages"]) + int(
@@ -240,7 +240,7 @@ def moto_round_trips(stack: Stack, seconds: float = 3.0) -> dict[str, float]:
             TableName=stack.c.items_table, Key={"item_id": {"S": "no-such-item"}}
         ),
         "sqs_get_attributes_per_s": lambda: sqs.get_queue_attributes(
-            QueueUrl=stack.c.resources["LabelQueue"], AttributeNames=["ApproximateNumberOfMessages"]
+            QueueUrl=stack.c.output("LabelQueueUrl"), AttributeNames=["ApproximateNumberOfMessages"]
         ),
     }
     out = {}
@@ -336,7 +336,7 @@ def run_size(n: int, work: Path, workers: int | None) -> dict[str, Any]:
         t1 = time.monotonic()
         sent = relabel_sweep(
             SimpleNamespace(
-                ITEMS_TABLE=stack.c.items_table, LABEL_QUEUE_URL=stack.c.resources["LabelQueue"]
+                ITEMS_TABLE=stack.c.items_table, LABEL_QUEUE_URL=stack.c.output("LabelQueueUrl")
             )
         )
         wait(

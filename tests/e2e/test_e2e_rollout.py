@@ -75,7 +75,7 @@ def train(c) -> str:
 
 def execution(c, job: str) -> dict:
     sfn = c.client("stepfunctions")
-    arn = c.resources["RolloutStateMachine"]
+    arn = c.output("RolloutStateMachineArn")
     name = f"rollout-{job}"
     found = [e for e in sfn.list_executions(stateMachineArn=arn)["executions"] if e["name"] == name]
     assert found, f"no rollout execution for {job}"

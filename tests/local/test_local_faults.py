@@ -69,7 +69,7 @@ def ingested_metric_total(log_path) -> int:
 def ingest_backlog(c) -> int:
     sqs = c.client("sqs")
     attrs = sqs.get_queue_attributes(
-        QueueUrl=c.resources["IngestQueue"],
+        QueueUrl=c.output("IngestQueueUrl"),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]) + int(
