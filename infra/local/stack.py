@@ -51,6 +51,7 @@ ENDPOINTS_KEYS = (
     "started_at",
     "endpoints",
     "environment",
+    "moto_recovery",  # what moto's start replayed from its journal, and how long it took
 )
 
 # Services whose AWS_ENDPOINT_URL_<ID> points at moto (botocore service ids).

@@ -142,7 +142,7 @@ def test_kill_9_mid_upload_loses_no_acknowledged_upload_and_ingests_each_once(tm
         assert ingested_metric_total(log) <= len(items)
         print(
             f"\nacknowledged {len(acked)}, items {len(items)}, restart {started_s:.1f} s "
-            f"(moto: {c.info['moto_recovery']}), settled {settled_s:.1f} s after that"
+            f"(moto: {c.local.get('moto_recovery')}), settled {settled_s:.1f} s after that"
         )
 
         # And Ctrl-C stops the whole stack within a few seconds
