@@ -169,7 +169,7 @@ def ensure_chromium() -> str:
     """Debian's chromium (never a browser download); skip when it is not installed."""
     found = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     if not found:
-        pytest.skip("chromium is not installed (make test installs it: apt-get install chromium)")
+        pytest.fail("chromium is not installed (make test installs it: apt-get install chromium)")
     return found
 
 
