@@ -166,7 +166,7 @@ def add_reviewer(stack: LocalStack, username: str, password: str = PASSWORD) -> 
 
 
 def ensure_chromium() -> str:
-    """Debian's chromium (never a browser download); skip when it is not installed."""
+    """Debian's chromium (never a browser download); a missing one fails with how to install it."""
     found = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     if not found:
         pytest.fail("chromium is not installed (make test installs it: apt-get install chromium)")
