@@ -222,15 +222,10 @@ class Stack:
         return {k: round(v, 1) for k, v in out.items()}
 
 
-def wait(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+def wait(predicate: Any, timeout: float, what: str) -> Any:
+    from infra.local.client import wait_until  # after the path setup, like the other imports
+
+    return wait_until(predicate, timeout, what, every=0.5)
 
 
 def moto_round_trips(stack: Stack, seconds: float = 3.0) -> dict[str, float]:
