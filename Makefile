@@ -19,10 +19,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed $(CHROMIUM)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml samlocal/requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet -e '.[local,dev]'
 	touch $@
 
 $(SAMVENV)/.installed:

@@ -113,10 +113,10 @@ class Stack:
         self.c: Any = None
 
     def start(self) -> None:
-        from infra.local.client import StackClient
-        from infra.local.stack import StackError
+        from dataflywheel.stack_client import StackClient
+        from samlocal.stack import StackError
 
-        args = [sys.executable, "-m", "infra.cli", "--data-dir", str(self.data_dir), "up"]
+        args = [sys.executable, "-m", "dataflywheel.cli", "--data-dir", str(self.data_dir), "up"]
         args += ["--port-base", "0", "--no-schedules", "--status-every", "3600"]
         for k, v in PARAMETERS.items():
             args += ["--parameter", f"{k}={v}"]
@@ -223,7 +223,7 @@ class Stack:
 
 
 def wait(predicate: Any, timeout: float, what: str) -> Any:
-    from infra.local.client import wait_until  # after the path setup, like the other imports
+    from dataflywheel.stack_client import wait_until  # after the path setup, like the other imports
 
     return wait_until(predicate, timeout, what, every=0.5)
 
@@ -364,7 +364,7 @@ def run_size(n: int, work: Path, workers: int | None) -> dict[str, Any]:
 
 def _batch_size() -> int:
     """The autolabel function's INFERENCE_BATCH_SIZE as the template resolves it."""
-    from infra.local import provision as prov
+    from samlocal import provision as prov
 
     resolved = prov.resolve(REPO / "template.yaml", "flywheel", PARAMETERS)
     env = resolved["Resources"]["AutoLabelFunction"]["Properties"]["Environment"]["Variables"]

@@ -37,9 +37,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "functions" / "shared"), str(ROOT / "tests
 
 import review_kit as kit  # noqa: E402
 
-from infra.cli import review_app_url  # noqa: E402
-from infra.local.client import StackClient  # noqa: E402
-from infra.local.moto_server import client  # noqa: E402
+from dataflywheel.cli import review_app_url  # noqa: E402
+from dataflywheel.stack_client import StackClient  # noqa: E402
+from samlocal.moto_server import client  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:

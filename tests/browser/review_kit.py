@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 import pytest
 
-from infra.local.client import StackClient, wait_until
-from infra.local.moto_server import client
-from infra.local.stack import LocalStack
+from dataflywheel.stack_client import StackClient, wait_until
+from samlocal.moto_server import client
+from samlocal.stack import LocalStack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import review_kit as kit
 
-from infra.cli import review_app_url
-from infra.local.client import StackClient
+from dataflywheel.cli import review_app_url
+from dataflywheel.stack_client import StackClient
 
 pytestmark = pytest.mark.browser
 playwright_api = pytest.importorskip("playwright.sync_api")

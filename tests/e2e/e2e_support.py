@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from infra.local.client import StackClient, wait_until
-from infra.local.stack import StackError
-from infra.stack_ref import StackRefError
+from dataflywheel.stack_client import StackClient, wait_until
+from dataflywheel.stack_ref import StackRefError
+from samlocal.stack import StackError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ class RunningStack:
         args = [
             sys.executable,
             "-m",
-            "infra.cli",
+            "dataflywheel.cli",
             "--data-dir",
             str(self.data_dir),
             "up",

@@ -19,7 +19,7 @@ def test_quick_demo_completes_with_a_report(tmp_path):
         [
             sys.executable,
             "-m",
-            "infra.cli",
+            "dataflywheel.cli",
             "--data-dir",
             str(tmp_path / "demo-data"),
             "demo",

@@ -16,8 +16,8 @@ import sys
 import pytest
 from e2e_support import E2E_PARAMETERS, REPO, RunningStack, job_status, wait_for  # noqa: I001
 
-from infra import cli
-from infra.demo import digits
+from dataflywheel import cli
+from dataflywheel.demo import digits
 
 pytestmark = pytest.mark.e2e
 
@@ -126,7 +126,7 @@ def test_a_rejected_first_model_is_followed_by_a_promoted_retrain(stack, capsys)
     assert float(champion["test_accuracy"]) >= 0.7
     # And `flywheel status` explains the certificate in words
     status = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "--data-dir", str(stack.data_dir), "status"],
+        [sys.executable, "-m", "dataflywheel.cli", "--data-dir", str(stack.data_dir), "status"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert status.returncode == 0, status.stderr

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from e2e_support import job_status, wait_for  # noqa: I001
 
-from infra import cli
-from infra.demo import digits
+from dataflywheel import cli
+from dataflywheel.demo import digits
 
 pytestmark = pytest.mark.e2e
 
@@ -150,7 +150,8 @@ def test_cli_status_predict_and_export(running_stack, tmp_path):
 
     def flywheel(*args):
         return subprocess.run(
-            [sys.executable, "-m", "infra.cli", "--data-dir", str(running_stack.data_dir), *args],
+            [sys.executable, "-m", "dataflywheel.cli", "--data-dir", str(running_stack.data_dir)]
+            + list(args),
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -177,7 +178,7 @@ def test_cli_status_predict_and_export(running_stack, tmp_path):
     assert all(x["source-ref"].startswith("s3://") for x in lines)
     assert sum(1 for p in (tmp_path / "folder").rglob("*.png")) == len(lines)
     none = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "--data-dir", str(tmp_path / "none"), "status"],
+        [sys.executable, "-m", "dataflywheel.cli", "--data-dir", str(tmp_path / "none"), "status"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -16,7 +16,7 @@ import time
 import pytest
 from e2e_support import E2E_PARAMETERS, RunningStack, job_status, wait_for  # noqa: I001
 
-from infra.demo import digits
+from dataflywheel.demo import digits
 
 pytestmark = pytest.mark.e2e
 

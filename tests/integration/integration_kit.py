@@ -1,6 +1,6 @@
 """Integration tier helpers: real handlers under moto's mock_aws, resources from template.yaml.
 
-``stack`` provisions the template's buckets/tables/queues/topics with infra/cfn.py and
+``stack`` provisions the template's buckets/tables/queues/topics with samlocal/cfn.py and
 sets a function's environment exactly as the template would (``stack.use("IngestFunction")``).
 Events come from tests/events/ in their real shapes.
 """
@@ -33,7 +33,7 @@ for _folder in sorted((ROOT / "functions").iterdir()):
 
 from flywheel.adapters import aws  # noqa: E402
 
-from infra.cfn import function_environment, load_template, provision, resolve  # noqa: E402
+from samlocal.cfn import function_environment, load_template, provision, resolve  # noqa: E402
 
 STACK = "dataflywheel"
 TRAINING_CODE = Path(__file__).parent / "fixtures" / "training_code"
@@ -83,7 +83,7 @@ class Stack:
     def register(self) -> list[str]:
         """Register this stack in (moto's) CloudFormation with the template's Outputs, as
         a deployment would; returns the CLI's arguments that reach it."""
-        from infra.local.provision import register_stack, stack_outputs
+        from samlocal.provision import register_stack, stack_outputs
 
         outputs = stack_outputs(self.resolved, self.physical)
         register_stack(self.resolved, outputs, self.session.client("cloudformation"))

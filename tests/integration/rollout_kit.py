@@ -16,8 +16,8 @@ import rollout
 from flywheel.adapters import sagemaker as sm_adapter
 from integration_kit import STACK, LambdaContext, load_event, model_tar, tap_notifications
 
-from infra.cfn import provision_state_machines
-from infra.local import moto_stepfunctions
+from samlocal import moto_stepfunctions
+from samlocal.cfn import provision_state_machines
 
 JOB = "dfw-0123456789abcdef"
 CHAMPION = "dfw-champion00000"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import cli
+from dataflywheel import cli
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_stack_that_does_not_exist_is_one_clear_line(stack, capsys):
 
 def test_a_stack_from_an_older_template_names_the_missing_output(stack, tmp_path, capsys):
     # Given a deployed stack whose template had no EndpointName output
-    from infra.local.provision import register_stack, stack_outputs
+    from samlocal.provision import register_stack, stack_outputs
 
     outputs = stack_outputs(stack.resolved, stack.physical)
     del outputs["EndpointName"]

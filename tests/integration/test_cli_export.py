@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from flywheel.adapters import items
 
-from infra import cli
+from dataflywheel import cli
 
 HOSTILE_LABELS = [
     "../x",

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from infra import cli
+from dataflywheel import cli
 
 LIST = {"ServiceCode": "sagemaker", "MaxResults": 100}
 

@@ -159,7 +159,7 @@ class StatusStack:
 
 def test_flywheel_status_prints_the_same_figures(stack, monkeypatch, capsys, context):
     # Given a champion with 40 spot checks answered, 39 right, and two items
-    from infra import cli
+    from dataflywheel import cli
 
     set_champion(stack, "dfw-champion00000")
     entry = ledger.tally_entry(stack.table, Observation("dfw-champion00000", 40, 39, {}))

@@ -2,7 +2,7 @@
 
 promote starts the execution as in AWS; moto runs the definition (Wait, Choice, Retry,
 Catch, TimeoutSecondsPath); each Lambda task runs RolloutFunction's real handler in this
-process (``infra.local.moto_stepfunctions.install``, the hook the local stack uses with its
+process (``samlocal.moto_stepfunctions.install``, the hook the local stack uses with its
 Lambda API). moto has no UpdateEndpoint, so the endpoint is ``FakeEndpoints``: an update
 takes one DescribeEndpoint to finish, and with ``blue_green_rolls_back`` an update carrying
 SageMaker's AutoRollbackConfiguration ends InService on the old config, as a canary whose

@@ -7,7 +7,7 @@ from typing import Any
 from flywheel.adapters import items
 from flywheel.domain.items import TRAINING_META_ID
 
-from infra.local.client import StackClient
+from dataflywheel.stack_client import StackClient
 
 
 class MovingTable:
@@ -138,7 +138,7 @@ def test_counts_are_count_queries_on_the_state_index_across_pages(stack):
 
 
 def test_the_demo_counts_the_review_items_a_sweep_has_yet_to_reach(stack):
-    from infra.demo import STALE_REVIEW
+    from dataflywheel.demo import STALE_REVIEW
 
     # Given needs_review items: labeled by the old model, by the new one, audit draws, and
     # one with no model label yet

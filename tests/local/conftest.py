@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra.local.functions import FunctionPool
-from infra.local.moto_server import MotoServer, client
-from infra.local.router import Router
+from samlocal.functions import FunctionPool
+from samlocal.moto_server import MotoServer, client
+from samlocal.router import Router
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from infra.local.functions import FunctionSpec
+from samlocal.functions import FunctionSpec
 
 PROBE_DIR = Path(__file__).parent / "fixtures" / "probe"
 

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from infra.local.client import StackClient
-from infra.local.stack import StackError
+from dataflywheel.stack_client import StackClient
+from samlocal.stack import StackError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,7 @@ class UpProcess:
         self.log = data_dir.parent / f"{data_dir.name}-up.log"
 
     def start(self, timeout: float = 180) -> StackClient:
-        args = [sys.executable, "-m", "infra.cli", "--data-dir", str(self.data_dir), "up"]
+        args = [sys.executable, "-m", "dataflywheel.cli", "--data-dir", str(self.data_dir), "up"]
         args += ["--port-base", "0", "--no-schedules", "--status-every", "3600"]
         for k, v in self.parameters.items():
             args += ["--parameter", f"{k}={v}"]

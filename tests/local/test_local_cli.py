@@ -11,11 +11,11 @@ import json
 
 import pytest
 
-from infra import cli
-from infra.demo import digits
-from infra.local.moto_server import MotoServer, client
-from infra.local.provision import register_stack
-from infra.local.stack import ENDPOINTS_FILE, LocalStack
+from dataflywheel import cli
+from dataflywheel.demo import digits
+from samlocal.moto_server import MotoServer, client
+from samlocal.provision import register_stack
+from samlocal.stack import ENDPOINTS_FILE, LocalStack
 
 DIGITS = digits(0.02, seed=1)  # 2 per class
 LABELED, UNLABELED = DIGITS[:6], DIGITS[6:10]

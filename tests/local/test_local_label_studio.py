@@ -14,9 +14,9 @@ import json
 import pytest
 import requests
 
-from infra import cli
-from infra.local.client import StackClient
-from infra.local.stack import LocalStack
+from dataflywheel import cli
+from dataflywheel.stack_client import StackClient
+from samlocal.stack import LocalStack
 
 UNCERTAIN, AUDIT = "1" * 64, "2" * 64
 

@@ -14,8 +14,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from infra.local import journal as jr
-from infra.local.moto_server import MotoProcess, MotoServer, client
+from samlocal import journal as jr
+from samlocal.moto_server import MotoProcess, MotoServer, client
 
 
 def crash(moto: MotoProcess) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from infra.local.moto_server import MotoServer, client
+from samlocal.moto_server import MotoServer, client
 
 
 def test_restart_keeps_objects_items_parameters_and_inflight_messages(tmp_path):

@@ -16,8 +16,8 @@ import requests
 from joserfc import jwk, jwt
 from moto.utilities.utils import load_resource
 
-from infra.local.moto_server import client
-from infra.local.stack import LocalStack
+from samlocal.moto_server import client
+from samlocal.stack import LocalStack
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +261,7 @@ def test_cors_preflight_needs_no_token_and_only_the_data_buckets_origin_is_allow
 
 
 def test_review_open_publishes_the_configured_page_behind_a_presigned_get(stack, reviewer, capsys):
-    from infra import cli
+    from dataflywheel import cli
 
     # When a person runs `flywheel review open` against the running stack
     assert cli.main(["--data-dir", str(stack.data_dir), "review", "open", "--expires", "120"]) == 0

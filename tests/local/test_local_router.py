@@ -8,8 +8,8 @@ import time
 import pytest
 from local_probes import probe_spec, received  # noqa: I001
 
-from infra.local.moto_server import client
-from infra.local.router import failed_ids, next_fire
+from samlocal.moto_server import client
+from samlocal.router import failed_ids, next_fire
 
 
 def wait_for(predicate, timeout=20.0, every=0.2):
@@ -227,7 +227,7 @@ def test_schedule_fire_now_and_direct_invoke(make_router, tmp_path):
 
 
 def test_function_timeout_kills_and_recovers(make_router, tmp_path):
-    from infra.local.functions import InvocationError
+    from samlocal.functions import InvocationError
 
     spec = probe_spec("Slow", "probe.slow", tmp_path, timeout_s=1)
     router = make_router([spec])

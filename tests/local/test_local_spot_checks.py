@@ -9,10 +9,10 @@ import json
 
 import requests
 
-from infra import cli
-from infra.local.client import StackClient
-from infra.local.moto_server import client
-from infra.local.stack import LocalStack
+from dataflywheel import cli
+from dataflywheel.stack_client import StackClient
+from samlocal.moto_server import client
+from samlocal.stack import LocalStack
 
 VERSION = "dfw-local0000000"
 CHAMPION = {

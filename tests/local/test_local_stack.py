@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from infra import cfn
-from infra.local.client import StackClient
-from infra.local.moto_server import client
-from infra.local.stack import DEFAULT_TEMPLATE, LocalStack, StackError, endpoints
+from dataflywheel.stack_client import StackClient
+from samlocal import cfn
+from samlocal.moto_server import client
+from samlocal.stack import DEFAULT_TEMPLATE, LocalStack, StackError, endpoints
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from sm_support import BUCKET, FIXTURES, EventLog, client, start_service, tar_gz
 
-from infra.local_sagemaker import LocalSageMaker
+from samlocal.sagemaker import LocalSageMaker
 
 
 @pytest.fixture(scope="session")

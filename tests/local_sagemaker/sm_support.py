@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 
-from infra.local_sagemaker import LocalSageMaker
+from samlocal.sagemaker import LocalSageMaker
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "sm-local-test"

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sm_support import BUCKET, FIXTURES, drain_queue, tar_gz, unique, wait_endpoint
 
-from infra.local_sagemaker.service import default_model_server_workers
+from samlocal.sagemaker.service import default_model_server_workers
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
 

@@ -1,7 +1,7 @@
 """`flywheel train --wait`'s view of a job: trials and epochs from the AWS APIs only.
 
 The local SageMaker writes each job's log to CloudWatch Logs where SageMaker does
-(/aws/sagemaker/TrainingJobs, <job>/algo-1-<time>); infra.progress reads it back and
+(/aws/sagemaker/TrainingJobs, <job>/algo-1-<time>); dataflywheel.progress reads it back and
 parses it with the job's MetricDefinitions.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from sm_support import client, training_request, unique
 from test_sm_tuning import tuning_request
 
-from infra.progress import LOG_GROUP, JobProgress
+from dataflywheel.progress import LOG_GROUP, JobProgress
 
 
 def follow(progress: JobProgress, timeout: float = 120) -> list[str]:

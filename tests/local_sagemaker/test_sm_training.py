@@ -190,7 +190,7 @@ def test_augmented_manifest_channel(sm: Any, s3: Any, bucket: str, service: Any)
 
 
 def test_hyperparameters_become_flags_like_the_toolkit() -> None:
-    from infra.local_sagemaker.training import decode_hyperparameters, to_cmd_args
+    from samlocal.sagemaker.training import decode_hyperparameters, to_cmd_args
 
     hps = {
         "lr": "0.01",
@@ -236,7 +236,7 @@ HOSTILE_PARTS = [
 
 @pytest.mark.parametrize("part", HOSTILE_PARTS)
 def test_no_key_part_resolves_outside_the_channel_directory(tmp_path: Any, part: str) -> None:
-    from infra.local_sagemaker.aws import UnsafeKey, confined
+    from samlocal.sagemaker.aws import UnsafeKey, confined
 
     channel = tmp_path / "train"
     try:

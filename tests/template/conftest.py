@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SAM_VENV = ROOT / ".venv-sam"
 
-from infra.cfn import load_template  # noqa: E402
+from samlocal.cfn import load_template  # noqa: E402
 
 
 class _NoIamPolicies:

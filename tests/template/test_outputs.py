@@ -9,14 +9,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_output_the_stack_client_reads_exists(raw_template):
-    source = (ROOT / "infra" / "local" / "client.py").read_text()
+    source = (ROOT / "dataflywheel" / "stack_client.py").read_text()
     asked = set(re.findall(r'self\.output\("(\w+)"\)', source))
     assert {"UploadBucketName", "EndpointName", "ModelPackageGroupName"} <= asked
     assert asked <= set(raw_template["Outputs"])
 
 
 def test_every_function_the_cli_invokes_or_schedules_has_a_name_output(raw_template):
-    cli = (ROOT / "infra" / "cli.py").read_text()
+    cli = (ROOT / "dataflywheel" / "cli.py").read_text()
     invoked = set(re.findall(r'\.invoke\(\s*"(\w+)"', cli))
     scheduled = {
         lid

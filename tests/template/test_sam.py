@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from flywheel.packaging import package_source_dir
 
-from infra.sam_sizes import LIMIT_BYTES, sizes
+from dataflywheel.sam_sizes import LIMIT_BYTES, sizes
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.sam

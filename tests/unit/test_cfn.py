@@ -1,10 +1,10 @@
-"""infra/cfn.py: intrinsic resolution against the real template (no AWS)."""
+"""samlocal/cfn.py: intrinsic resolution against the real template (no AWS)."""
 
 from pathlib import Path
 
 import pytest
 
-from infra.cfn import function_environment, load_template, resolve
+from samlocal.cfn import function_environment, load_template, resolve
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 
@@ -62,7 +62,7 @@ def test_a_parameter_cloudformation_would_refuse_is_refused_locally():
 def test_state_machine_definition_gets_its_substitutions_and_invokes_only_the_rollout_steps():
     import json
 
-    from infra.cfn import state_machine_definition
+    from samlocal.cfn import state_machine_definition
 
     resolved = resolve(load_template(TEMPLATE), "demo", {})
     definition = json.loads(state_machine_definition(resolved, "RolloutStateMachine"))

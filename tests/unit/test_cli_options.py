@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from infra.cli import build_parser
+from dataflywheel.cli import build_parser
 
 COMMANDS = [
     ["status"],

@@ -1,6 +1,6 @@
 """The demo report's per-round figures, from items as the items table holds them."""
 
-from infra.report import accuracy_text, round_metrics
+from dataflywheel.report import accuracy_text, round_metrics
 
 TRUTH = {"a": "1", "b": "2", "c": "3", "d": "4"}
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from infra import review_app
+from dataflywheel import review_app
 
 CONFIG = review_app.config_for(
     "https://abc.execute-api.eu-west-1.amazonaws.com", "client123", "eu-west-1", "prod"

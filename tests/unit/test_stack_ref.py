@@ -1,4 +1,4 @@
-"""infra/stack_ref.py: one DescribeStacks call, and a clear line for each way it can fail."""
+"""dataflywheel/stack_ref.py: one DescribeStacks call, and a clear line for each way it can fail."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from infra.stack_ref import (
+from dataflywheel.stack_ref import (
     MissingOutput,
     NoCredentials,
     StackNotFound,

@@ -1,7 +1,7 @@
 """Deterministic ``sourcedir.tar.gz`` of training_jobs/ (same tree -> same bytes -> same hash).
 
 start_training packages the TrainingCodeLayer (/opt) on first use and publishes it as
-``code/sourcedir-<sha256[:16]>.tar.gz``; infra/ reuses ``package_source_dir`` locally.
+``code/sourcedir-<sha256[:16]>.tar.gz`` (the local stack runs the same function).
 The built layer also holds ``wheels/`` (training_jobs/Makefile) and a requirements.txt
 that installs only from them, so the tarball carries every dependency the container
 installs: jobs need no internet.

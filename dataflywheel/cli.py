@@ -57,7 +57,7 @@ def _local_data_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from infra.local.client import StackClient
+    from dataflywheel.stack_client import StackClient
 
     return StackClient(
         _local_data_dir(args), stack=args.stack, region=args.region, profile=args.profile
@@ -90,8 +90,8 @@ def _status_line(c: Any) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from infra.local.client import StackClient
-    from infra.local.stack import DEFAULT_STACK, LocalStack
+    from dataflywheel.stack_client import StackClient
+    from samlocal.stack import DEFAULT_STACK, LocalStack
 
     if args.region or args.profile:
         raise CliError("flywheel up serves the stack on this machine: no --region/--profile")
@@ -330,7 +330,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _wait_for_decision(c: Any, kind: str, name: str, timeout: float) -> int:
-    from infra.progress import JobProgress, follow
+    from dataflywheel.progress import JobProgress, follow
 
     deadline = time.monotonic() + timeout
     job = JobProgress(c.client("sagemaker"), c.client("logs"), kind, name)
@@ -378,7 +378,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
         state["quiet"] = state["quiet"] + 1 if not busy else 0
         return lines, state["quiet"] >= 2
 
-    from infra.progress import follow
+    from dataflywheel.progress import follow
 
     follow(
         poll,
@@ -441,7 +441,7 @@ def cmd_review_export(args: argparse.Namespace) -> int:
 
 def review_app_url(c: Any, expires: int) -> str:
     """Upload the review page (configured for the local stack) and presign a GET of it."""
-    from infra import review_app
+    from dataflywheel import review_app
 
     config = review_app.config_for(
         api_url=c.outputs["ReviewApiUrl"],
@@ -454,7 +454,7 @@ def review_app_url(c: Any, expires: int) -> str:
 
 
 def cmd_review_open(args: argparse.Namespace) -> int:
-    from infra import review_app
+    from dataflywheel import review_app
 
     if _local_data_dir(args) is None:  # a deployed stack: its outputs through CloudFormation
         from botocore.config import Config
@@ -630,7 +630,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from infra.demo import run_demo
+    from dataflywheel.demo import run_demo
 
     report = run_demo(
         out_dir=Path(args.out),
@@ -669,13 +669,13 @@ def _samconfig_overrides(path: Path) -> dict[str, str]:
 
 def preflight_parameters(args: argparse.Namespace, session: Any) -> dict[str, str]:
     """Template defaults < samconfig.toml < the deployed stack's (--stack) < --parameter."""
-    from infra.cfn import load_template
+    from samlocal.cfn import load_template
 
     template = load_template(ROOT / "template.yaml")
     params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()}
     params.update(_samconfig_overrides(ROOT / "samconfig.toml"))
     if args.stack:
-        from infra.stack_ref import describe_with
+        from dataflywheel.stack_ref import describe_with
 
         region = session.region_name
         cfn = session.client("cloudformation")
@@ -692,7 +692,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from flywheel.domain.quotas import TrainingNeed, check_training_quota, wanted_quota_names
     from flywheel.errors import ConfigurationError
 
-    from infra.cfn import load_template
+    from samlocal.cfn import load_template
 
     if args.data_dir:
         raise CliError("preflight checks an AWS account: --stack NAME names a deployed stack")
@@ -992,8 +992,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from infra.local.stack import StackError
-    from infra.stack_ref import StackRefError
+    from dataflywheel.stack_ref import StackRefError
+    from samlocal.stack import StackError
 
     try:
         return int(args.fn(args) or 0)

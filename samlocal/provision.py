@@ -1,6 +1,6 @@
 """The template's resources in moto, and its functions as local specs.
 
-Resolution and resource creation are ``infra/cfn.py``'s (the template's own
+Resolution and resource creation are ``samlocal/cfn.py``'s (the template's own
 properties, the same code the moto tests use). This module adds what only the
 local runtime needs:
 
@@ -32,9 +32,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from infra import cfn
-from infra.local.functions import FunctionSpec
-from infra.local.moto_server import REGION, client
+from samlocal import cfn
+from samlocal.functions import FunctionSpec
+from samlocal.moto_server import REGION, client
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Run the local SageMaker as a process.
 
-    python -m infra.local_sagemaker --data-dir .flywheel/sagemaker --port 0
+    python -m samlocal.sagemaker --data-dir .flywheel/sagemaker --port 0
 
 Prints `LOCAL_SAGEMAKER_URL=<url>` once serving; SIGINT/SIGTERM stop it.
 """
@@ -16,7 +16,7 @@ from . import LocalSageMaker
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m infra.local_sagemaker", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m samlocal.sagemaker", description=__doc__)
     p.add_argument("--data-dir", required=True, help="all state lives here; reuse it to resume")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")

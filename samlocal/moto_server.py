@@ -62,8 +62,8 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.serving import make_server
 from werkzeug.wsgi import get_input_stream
 
-from infra.local import journal as jr
-from infra.local.moto_stepfunctions import install_for_server
+from samlocal import journal as jr
+from samlocal.moto_stepfunctions import install_for_server
 
 log = logging.getLogger(__name__)
 
@@ -974,7 +974,7 @@ class MotoProcess:
             [
                 sys.executable,
                 "-c",  # not -m: pickled classes of this module must not live in __main__
-                "from infra.local.moto_server import main; main()",
+                "from samlocal.moto_server import main; main()",
                 "--state-dir",
                 str(self.state_dir),
                 "--host",
@@ -1021,7 +1021,7 @@ class MotoProcess:
 
 
 def main() -> None:
-    """python -c 'from infra.local.moto_server import main; main()' --state-dir DIR [--port N]
+    """python -c 'from samlocal.moto_server import main; main()' --state-dir DIR [--port N]
 
     (run by the stack: MotoProcess)
     """

@@ -3,7 +3,7 @@
     StackClient(".flywheel")                        # the local stack (flywheel up) in that folder
     StackClient(None, stack="flywheel", region="eu-west-1", profile="dev")   # a deployed stack
 
-Both go one way: ``DescribeStacks`` on the stack's CloudFormation (``infra.stack_ref``)
+Both go one way: ``DescribeStacks`` on the stack's CloudFormation (``dataflywheel.stack_ref``)
 gives every name and URL from the template's Outputs. For the local stack,
 ``<data_dir>/endpoints.json`` only says where its endpoints listen (moto, the local
 SageMaker, the Lambda API); ``flywheel up`` registered the stack in moto's CloudFormation.
@@ -24,8 +24,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from infra.local.stack import DEFAULT_DATA_DIR, DEFAULT_TEMPLATE, endpoints
-from infra.stack_ref import (
+from dataflywheel.stack_ref import (
     Connection,
     StackNotFound,
     StackRefError,
@@ -33,6 +32,7 @@ from infra.stack_ref import (
     describe,
     require_output,
 )
+from samlocal.stack import DEFAULT_DATA_DIR, DEFAULT_TEMPLATE, endpoints
 
 
 def wait_until(predicate: Any, timeout: float, what: str, every: float = 1.0) -> Any:
@@ -84,7 +84,7 @@ def queue_outputs(outputs: dict[str, str]) -> dict[str, str]:
 
 def schedule_event(function: str, template: Path = DEFAULT_TEMPLATE) -> Any:
     """What a function's (first) template schedule delivers: its Input, or a Scheduled Event."""
-    from infra.cfn import load_template
+    from samlocal.cfn import load_template
 
     resource = load_template(template)["Resources"].get(function) or {}
     events = (resource.get("Properties") or {}).get("Events") or {}

@@ -107,7 +107,7 @@ class FunctionWorker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.worker"],
+            [sys.executable, "-m", "samlocal.worker"],
             env=self._environment(f"{host}:{port}", authkey),
             cwd=str(self.spec.code_dir),
             stdin=subprocess.DEVNULL,

@@ -8,7 +8,7 @@ Every tool reaches a stack this way: ``DescribeStacks`` gives its status, its
 parameters and its Outputs, and the template's Outputs carry every name and URL the
 tools need. The local runtime registers a stack with the same Outputs in its own
 CloudFormation (moto), so a ``Connection`` whose clients point at the local endpoints
-goes down this same path (``infra.local.client.local_connection``).
+goes down this same path (``dataflywheel.stack_client.local_connection``).
 
 Errors are one line for a person: no credentials, no such stack, a stack that is not
 in a usable state, an output that an older template did not have.

@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from infra.local.functions import InvocationError
-from infra.local.router import ACCOUNT, Router
+from samlocal.functions import InvocationError
+from samlocal.router import ACCOUNT, Router
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Unzipped size of every built function, its layers included (Lambda's limit: 250 MB).
 
-    .venv-sam/bin/sam build && .venv/bin/python -m infra.sam_sizes   # table; exit 1 if over
+    .venv-sam/bin/sam build && .venv/bin/python -m dataflywheel.sam_sizes   # table; exit 1 if over
 
 Reads .aws-sam/build/template.yaml: each function's CodeUri plus its own and the Globals
 layers (built layers under .aws-sam/build, unbuilt ones such as TrainingCodeLayer at their
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from infra.cfn import load_template
+from samlocal.cfn import load_template
 
 LIMIT_BYTES = 262_144_000  # 250 MB (MiB-based) - Lambda's unzipped function + layers quota
 SKIP: set[str] = set()  # count everything that gets zipped, caches included

@@ -41,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from infra.local.functions import FunctionPool, FunctionSpec, InvocationError
-from infra.local.moto_server import REGION, client
+from samlocal.functions import FunctionPool, FunctionSpec, InvocationError
+from samlocal.moto_server import REGION, client
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class Router:
                         "spec": spec,
                         "event": event_name,
                     }
-                elif kind and kind != "HttpApi":  # HttpApi routes: infra/local/http_api.py
+                elif kind and kind != "HttpApi":  # HttpApi routes: samlocal/http_api.py
                     log.warning("event type %s of %s is not delivered locally", kind, key)
         if self.schedules:
             self._spawn(self._schedule_loop)

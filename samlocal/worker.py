@@ -1,13 +1,13 @@
 """One Lambda function's execution environment: a long-lived process.
 
-Started by ``infra.local.functions.FunctionWorker`` with the function's
+Started by ``samlocal.functions.FunctionWorker`` with the function's
 environment and ``sys.path`` (code dir + layers) already set, like a warm
 Lambda sandbox. It imports the handler once (init phase), then serves
 invocations over a ``multiprocessing.connection`` pipe, one at a time.
 Handler output (Powertools' JSON logs, EMF metrics) goes to stdout/stderr,
 which the parent sends to ``<data>/logs/<Function>.log``.
 
-    python -m infra.local.worker   # only ever run by the local stack
+    python -m samlocal.worker   # only ever run by the local stack
 """
 
 from __future__ import annotations

@@ -28,13 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from infra.local import provision as prov
-from infra.local.functions import FunctionPool
-from infra.local.http_api import HttpApiServer, routes_from_template
-from infra.local.lambda_api import LambdaApi
-from infra.local.moto_server import DEFAULT_SNAPSHOT_BYTES, REGION, MotoProcess, client
-from infra.local.moto_stepfunctions import write_lambda_endpoint
-from infra.local.router import Router
+from samlocal import provision as prov
+from samlocal.functions import FunctionPool
+from samlocal.http_api import HttpApiServer, routes_from_template
+from samlocal.lambda_api import LambdaApi
+from samlocal.moto_server import DEFAULT_SNAPSHOT_BYTES, REGION, MotoProcess, client
+from samlocal.moto_stepfunctions import write_lambda_endpoint
+from samlocal.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ class LocalStack:
         if not self.with_sagemaker:
             return ""
         try:
-            from infra.local_sagemaker import LocalSageMaker
+            from samlocal.sagemaker import LocalSageMaker
         except ImportError as exc:
             log.warning("local SageMaker is not available (%s); jobs and endpoints are off", exc)
             return ""

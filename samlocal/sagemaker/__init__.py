@@ -6,7 +6,7 @@ boto3 reaches it through the standard endpoint variables, unchanged code:
 
 Start it in-process::
 
-    from infra.local_sagemaker import LocalSageMaker
+    from samlocal.sagemaker import LocalSageMaker
 
     sm = LocalSageMaker(
         data_dir=".flywheel/sagemaker",      # all state; reuse it to survive restarts
@@ -25,7 +25,7 @@ Start it in-process::
 
 or as a process::
 
-    python -m infra.local_sagemaker --data-dir .flywheel/sagemaker --port 0 \
+    python -m samlocal.sagemaker --data-dir .flywheel/sagemaker --port 0 \
         --s3-endpoint http://127.0.0.1:5000 --events-endpoint http://127.0.0.1:5000
 
 Other keyword-only knobs: region, account (default 123456789012, moto's),

@@ -1,6 +1,6 @@
 """The demo's report: per-round figures, markdown + JSON, and the plots.
 
-Pure data in, files out (matplotlib with the Agg backend); ``infra/demo.py``
+Pure data in, files out (matplotlib with the Agg backend); ``dataflywheel/demo.py``
 collects the data through the stack's APIs.
 """
 

@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from infra import report as rep
-from infra.local.client import wait_until
+from dataflywheel import report as rep
+from dataflywheel.stack_client import wait_until
 
 IMAGE_SIZE = 32
 SEED_FRACTION = 0.10
@@ -157,8 +157,8 @@ class Demo:
         }
 
     def run(self) -> dict[str, Any]:
-        from infra.local.client import StackClient
-        from infra.local.stack import LocalStack
+        from dataflywheel.stack_client import StackClient
+        from samlocal.stack import LocalStack
 
         data = digits(self.fraction, self.seed)
         truth = {d["item_id"]: d["label"] for d in data}

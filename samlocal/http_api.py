@@ -44,8 +44,8 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from infra.local.functions import FunctionPool, FunctionSpec, InvocationError
-from infra.local.router import ACCOUNT
+from samlocal.functions import FunctionPool, FunctionSpec, InvocationError
+from samlocal.router import ACCOUNT
 
 log = logging.getLogger(__name__)
 

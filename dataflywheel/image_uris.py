@@ -3,8 +3,8 @@
 The SDK is a deploy-time tool only (never imported by a Lambda), so it lives in its own venv:
 
     python3.11 -m venv .venv-deploy && .venv-deploy/bin/pip install "sagemaker>=2.240,<3"
-    .venv-deploy/bin/python infra/image_uris.py            # rewrites the mapping in template.yaml
-    .venv-deploy/bin/python infra/image_uris.py --check    # exit 1 if the template is stale
+    .venv-deploy/bin/python dataflywheel/image_uris.py          # rewrites template.yaml's mapping
+    .venv-deploy/bin/python dataflywheel/image_uris.py --check  # exit 1 if the template is stale
 
 pytorch-training and pytorch-inference 2.6 py312, a CPU and a GPU image of each per region
 (keys TrainingCpu, TrainingGpu, InferenceCpu, InferenceGpu); the functions pick one from the

@@ -7,7 +7,7 @@ process. Its Lambda tasks (``arn:aws:states:::lambda:invoke`` and bare function 
 ``lambda:Invoke`` through ``boto_client_for``, which points at moto's own port, where moto's
 Lambda would need Docker. ``install(invoker)`` swaps that client for one whose ``invoke``
 goes to ``invoker``: the local stack passes the Lambda Invoke API of its function runner
-(``infra/local/lambda_api.py``), tests may pass an in-process one.
+(``samlocal/lambda_api.py``), tests may pass an in-process one.
 
 What an execution survives: executions run in moto's memory (their threads hold the
 interpreter state), so a restart of the moto process ends the executions in flight and
