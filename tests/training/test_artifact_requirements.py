@@ -185,3 +185,11 @@ def test_a_rewritten_artifact_drops_what_the_previous_arch_needed(
 )
 def test_wheel_and_requirement_names_normalize_alike(name, project):
     assert artifact.distribution(name) == project
+
+
+def test_every_inference_requirement_is_a_training_requirement_so_sam_build_fetches_it():
+    # training_jobs/Makefile downloads the wheels of training_jobs/requirements.txt only
+    training = (artifact.CODE_DIR / "requirements.txt").read_text().splitlines()
+    lines = {line.strip() for line in training if line.strip() and not line.startswith("#")}
+    for arch, requirements in artifact.INFERENCE_REQUIREMENTS.items():
+        assert set(requirements) <= lines, arch
