@@ -1,4 +1,4 @@
-"""One step of the rollout state machine: deploy, check, bake, roll back or record."""
+"""One step of the rollout state machine: deploy, check, bake, roll back, withdraw or record."""
 
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def handler(event: dict, context: LambdaContext) -> dict:
         result = rollout.check(settings, state, key="check_rollback")
     elif action == "bake":
         result = rollout.bake(settings, state)
+    elif action == "withdraw":
+        result = rollout.withdraw(settings, state)
     else:
         result = rollout.rollback(settings, state)
     logger.info("rollout step", extra={"action": action, "execution": execution, **result})

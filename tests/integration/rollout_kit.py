@@ -36,6 +36,7 @@ class FakeEndpoints(sm_adapter.Endpoints):
         self.state: dict[str, dict] = {}
         self.creates: list[str] = []
         self.updates: list[dict] = []
+        self.deletes: list[str] = []
         self.blue_green_rolls_back = False
         self.creation_fails = False
         self.on_switch: Callable[[str], None] = lambda config: None
@@ -53,7 +54,10 @@ class FakeEndpoints(sm_adapter.Endpoints):
             rec = self.state.get(name)
             if rec is None:
                 return None
-            if rec["EndpointStatus"] in ("Creating", "Updating"):
+            if rec["EndpointStatus"] == "Deleting" and rec.pop("_read", False):
+                del self.state[name]  # gone on the read after the one that saw it Deleting
+                return None
+            if rec["EndpointStatus"] in ("Creating", "Updating", "Deleting"):
                 if rec.pop("_read", False):
                     self._finish(rec)
                 else:
@@ -81,6 +85,16 @@ class FakeEndpoints(sm_adapter.Endpoints):
                 "EndpointConfigName": config,
                 "EndpointStatus": "Creating",
             }
+
+    def delete(self, name: str) -> bool:
+        with self._lock:
+            self.deletes.append(name)
+            rec = self.state.get(name)
+            if rec is None:
+                return False
+            assert rec["EndpointStatus"] == "InService", "DeleteEndpoint on a busy endpoint"
+            rec["EndpointStatus"] = "Deleting"
+            return True
 
     def update(self, request: dict) -> None:
         with self._lock:

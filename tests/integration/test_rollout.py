@@ -12,6 +12,7 @@ alarms fired does.
 from __future__ import annotations
 
 import pytest
+from flywheel.adapters import items
 from flywheel.domain.rollout import execution_name
 from flywheel.services.promote import promote_job
 from flywheel.settings import PromoteSettings
@@ -31,6 +32,7 @@ from rollout_kit import (
     rollouts,
     set_champion,
 )
+from test_dashboard import dashboard
 
 
 @pytest.fixture
@@ -47,8 +49,6 @@ def env(stack):
 def test_serverless_first_model_is_deployed_baked_and_becomes_champion(env, endpoints, context):
     # Given a finished job, no champion, and an item waiting for a model
     finished_job(env, JOB, metrics_doc(JOB, 0.93))
-    from flywheel.adapters import items
-
     items.put_new(env.table, {"item_id": "0" * 64, "state": "unlabeled", "image_key": "k"})
 
     # When promote starts the rollout and it runs
@@ -178,6 +178,68 @@ def test_an_endpoint_that_fails_is_recorded_failed_and_no_champion(env, endpoint
     assert package["ModelApprovalStatus"] == "Rejected"
     assert env.champion() is None
     assert "bake" not in env.fn.actions()
+
+
+@pytest.mark.parametrize("mode", ["serverless", "instance"])
+def test_a_first_model_whose_alarms_fire_is_withdrawn_and_leaves_no_champion(
+    env, endpoints, context, mode
+):
+    # Given no champion and no endpoint yet, an item waiting for a model, and a first model
+    # whose serving trips the 5XX alarm as soon as the endpoint is up
+    env.use("PromoteFunction", ENDPOINT_MODE=mode, **TIMING)
+    env.use("RolloutFunction", ENDPOINT_MODE=mode)
+    items.put_new(env.table, {"item_id": "0" * 64, "state": "unlabeled", "image_key": "k"})
+    finished_job(env, JOB, metrics_doc(JOB, 0.93))
+    alarm = f"{STACK}-endpoint-5xx"
+    endpoints.on_switch = lambda config: env.cw.set_alarm_state(
+        AlarmName=alarm, StateValue="ALARM", StateReason="5XX"
+    )
+    # and the withdraw step's first answer arrives after the task's timeout
+    env.fn.late["withdraw"] = STEP_TIMEOUT_S + 2
+
+    # When the rollout runs
+    done = promote_and_wait(env, context)
+
+    # Then the state machine baked the new endpoint (instance too: CreateEndpoint has no
+    # canary), found nothing to roll back to, and deleted the endpoint: once, though the
+    # withdraw step ran again after its timeout
+    assert done["status"] == "FAILED" and done["error"] == "RolledBack", done
+    (config,) = endpoints.creates
+    assert endpoints.updates == []
+    assert "bake" in env.fn.actions() and "rollback" in env.fn.actions()
+    assert env.fn.actions().count("withdraw") >= 3  # timed out, retried, read until gone
+    assert endpoints.deletes == [ENDPOINT]
+    assert ENDPOINT not in endpoints.state  # nothing serves the bad model
+    # recorded once as rolled back, with why and where the model went
+    (note,) = outcomes(env)
+    assert note["outcome"] == "rolled_back" and alarm in note["reason"]
+    assert f"no previous model to roll back to: endpoint {ENDPOINT} deleted" in note["reason"]
+    (package,) = packages(env)
+    assert package["ModelApprovalStatus"] == "Rejected"
+    # no champion: nothing is auto-labeled, no relabel sweep, and status says why
+    assert env.champion() is None
+    assert env.drain("LabelQueue") == []
+    body = dashboard(env, context)
+    assert body["champion"] is None and body["auto_labeling"]["active"] is False
+    why = body["auto_labeling"]["why_not"]
+    assert why.startswith(f"no champion yet: the last candidate {JOB} was rolled_back")
+    assert alarm in why and "deleted" in why
+
+
+def test_an_instance_endpoint_created_for_the_first_model_is_baked(env, endpoints, context):
+    # Given instance mode, no champion and no endpoint yet
+    env.use("PromoteFunction", ENDPOINT_MODE="instance", **TIMING)
+    env.use("RolloutFunction", ENDPOINT_MODE="instance")
+    finished_job(env, JOB, metrics_doc(JOB, 0.93))
+
+    # When the rollout runs with quiet alarms
+    done = promote_and_wait(env, context)
+
+    # Then the state machine watched the alarms for the whole bake before the champion
+    assert done["status"] == "SUCCEEDED", done
+    assert env.fn.actions().count("bake") == 2  # bake_s 2 / poll_s 1
+    assert env.champion()["endpoint_config"] == endpoints.creates[0]
+    assert endpoints.deletes == []
 
 
 def test_a_finished_rollout_is_not_started_again(env, endpoints, context):

@@ -148,3 +148,41 @@ def test_the_packaged_training_code_installs_nothing_from_the_network(built, tmp
         p.parent == tmp_path / "code" / "wheels" for n, p in sources.items() if n not in image
     )
     assert (layer / "requirements.txt").read_text().startswith("--no-index\n--find-links wheels\n")
+
+
+def test_the_model_s_code_installs_offline_from_the_packaged_wheels(built, tmp_path, monkeypatch):
+    """code/ of an efficientnet_lite0 model trained from the packaged source dir (its
+    /opt/ml/code/wheels is the layer's), installed as the inference toolkit does:
+    ``pip install -r /opt/ml/model/code/requirements.txt`` from elsewhere, torch the image's."""
+    from classifier import artifact
+
+    monkeypatch.setattr(artifact, "WHEELS_DIR", built / "TrainingCodeLayer" / "wheels")
+    code, image = tmp_path / "model" / "code", tmp_path / "image"
+    code.mkdir(parents=True), image.mkdir()
+    artifact.write_requirements(
+        code, "efficientnet_lite0", artifact.inference_wheels("efficientnet_lite0")
+    )
+    for name, version in IMAGE_PROVIDES.items():
+        stand_in_wheel(image, name, version)
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "-r", str(code / "requirements.txt")),
+            *("--dry-run", "--ignore-installed", "--find-links", str(image)),
+            *(*CONTAINER_PLATFORM, "--target", str(tmp_path / "site"), "--report", str(report)),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Looking in indexes" not in done.stdout  # the file's own --no-index
+    sources = {
+        i["metadata"]["name"].lower(): Path(
+            i["download_info"]["url"].removeprefix("file://")
+        ).parent
+        for i in json.loads(report.read_text())["install"]
+    }
+    assert sources == {"efficientnet-lite-pytorch": code / "wheels", "torch": image}

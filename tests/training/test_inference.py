@@ -205,12 +205,13 @@ def test_a_detector_travels_in_ood_json_and_blank_images_are_never_auto_labelled
 
 
 def test_the_serving_container_installs_the_network_code_the_arch_needs(tmp_path, monkeypatch):
+    # (training_jobs/ as is: no wheels/, so from PyPI; test_artifact_requirements has wheels)
     monkeypatch.setattr(artifact, "validate_metrics", lambda metrics: None)
     for arch in ("small_cnn", "efficientnet_lite0"):
         artifact.save_artifact(tmp_path / arch, {}, {"arch": arch}, {})
-    assert "efficientnet" not in (tmp_path / "small_cnn" / "code" / "requirements.txt").read_text()
+    assert not (tmp_path / "small_cnn" / "code" / "requirements.txt").exists()  # image has all
     lite = (tmp_path / "efficientnet_lite0" / "code" / "requirements.txt").read_text()
-    assert "efficientnet-lite-pytorch==0.1.0" in lite and "opencv" in lite
+    assert "efficientnet-lite-pytorch==0.1.0" in lite and "opencv" not in lite
 
 
 def _ingest_codec():

@@ -8,10 +8,13 @@ from flywheel.domain.rollout import (
     Request,
     Timing,
     Verdict,
+    Withdrawal,
     bake_verdict,
     deploy_request,
     execution_name,
+    needs_bake,
     update_progress,
+    withdrawal,
 )
 
 NEW, OLD = "dfw-new-abc123", "dfw-old-def456"
@@ -36,6 +39,7 @@ def endpoint(status: str, config: str = OLD, pending: str | None = None, **extra
         (endpoint("Updating", OLD, "dfw-other-000000"), (Request.BUSY, OLD)),
         (endpoint("RollingBack", OLD), (Request.BUSY, OLD)),
         (endpoint("Failed", OLD), (Request.FAILED, OLD)),
+        (endpoint("Deleting", OLD), (Request.BUSY, None)),  # a withdrawn first model leaving
     ],
 )
 def test_deploy_request_asks_only_what_is_not_already_asked(described, expected):
@@ -86,3 +90,38 @@ def test_execution_name_is_one_per_model_version_and_valid_for_step_functions():
     name = execution_name("dfw-h0123456789abcde-003-1a2b3c4d")
     assert name == "rollout-dfw-h0123456789abcde-003-1a2b3c4d"
     assert len(execution_name("x" * 100)) == 80
+
+
+@pytest.mark.parametrize(
+    ("mode", "request_", "described", "baked"),
+    [
+        ("serverless", Request.UPDATE, endpoint("InService"), True),  # no alarm rollback
+        ("serverless", Request.CREATE, None, True),
+        ("instance", Request.UPDATE, endpoint("InService"), False),  # SageMaker's canary
+        ("instance", Request.NONE, endpoint("Updating", OLD, NEW), False),
+        ("instance", Request.CREATE, None, True),  # CreateEndpoint has no canary
+        ("instance", Request.NONE, endpoint("Creating", NEW), True),  # a retried create
+    ],
+)
+def test_the_state_machine_bakes_whatever_sagemaker_does_not_watch(
+    mode, request_, described, baked
+):
+    assert needs_bake(mode, request_, described) is baked
+
+
+@pytest.mark.parametrize(
+    ("described", "attempt", "expected"),
+    [
+        (endpoint("InService", NEW), 1, Withdrawal.DELETE),
+        (endpoint("Failed", NEW), 1, Withdrawal.DELETE),
+        (endpoint("Deleting", NEW), 2, Withdrawal.DELETING),  # asked once: read again
+        (endpoint("Updating", NEW, OLD), 1, Withdrawal.DELETING),  # cannot delete yet
+        (None, 3, Withdrawal.DELETED),
+        (endpoint("InService", OLD), 1, Withdrawal.KEPT),  # not ours any more
+        (endpoint("Deleting", NEW), 10, Withdrawal.TIMED_OUT),
+    ],
+)
+def test_withdrawal_deletes_only_an_endpoint_serving_the_failed_first_model(
+    described, attempt, expected
+):
+    assert withdrawal(described, NEW, attempt, max_polls=10) == expected

@@ -2,7 +2,8 @@
 
 model.tar.gz: model.pt (state dict), model_config.json, ood.json (the out-of-distribution
 detector, when the config has one under "ood": kept apart because it is large), metrics.json
-and code/ (inference.py, classifier/, flywheel/contracts/, requirements.txt).
+and code/ (inference.py, classifier/, flywheel/contracts/, and for an arch that needs a
+package the inference image lacks: requirements.txt and the wheels/ it installs from).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -22,10 +24,27 @@ from classifier.metrics import validate_metrics
 from classifier.models import build_model
 
 CODE_DIR = Path(__file__).resolve().parent.parent  # training_jobs/: inference.py and classifier/
-# What the PyTorch inference container installs from code/requirements.txt (torch, numpy and
-# scipy come with the image; OpenCV 4.11 accepts NumPy 1.x and 2.x, 4.12 requires 2.x).
-INFERENCE_REQUIREMENTS = "opencv-python-headless>=4.8,<4.12\n"
-ARCH_REQUIREMENTS = {"efficientnet_lite0": "efficientnet-lite-pytorch==0.1.0\n"}  # network code
+# What the PyTorch inference container must install from code/requirements.txt, by arch: only
+# what its image lacks. The pytorch-inference 2.6 images (CPU and GPU, deep-learning-containers
+# pytorch/inference/docker/2.6) already have torch, torchvision, numpy, scipy and
+# opencv-python (cv2), so most archs need nothing, and no second OpenCV is installed over the
+# image's. Each list is closed under dependencies minus the image's packages
+# (efficientnet-lite-pytorch needs only torch); inference never validates metrics, so
+# jsonschema is training-only, and the EfficientNet weights package too (the artifact has them).
+INFERENCE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "efficientnet_lite0": ("efficientnet-lite-pytorch==0.1.0",),  # the network code
+}
+# The training job's source dir (/opt/ml/code) carries wheels/ when sam built it
+# (training_jobs/Makefile): the model's code/ takes the ones it needs, so the endpoint installs
+# offline. pip reads a relative --find-links in a requirements file relative to that file's
+# folder, and the inference toolkit runs `pip install -r /opt/ml/model/code/requirements.txt`.
+WHEELS = "wheels"
+WHEELS_DIR = CODE_DIR / WHEELS
+OFFLINE_HEADER = f"--no-index\n--find-links {WHEELS}\n"
+ONLINE_HEADER = (
+    "# The training source dir had no wheels/ (a local run from training_jobs/): the inference\n"
+    "# container installs these from PyPI when the endpoint starts, which needs internet.\n"
+)
 OOD_FILE = "ood.json"
 
 
@@ -90,6 +109,7 @@ def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dic
     """model.pt, model_config.json, ood.json (config["ood"], if any), metrics.json and code/ in
     `model_dir` (SageMaker tars it). read_artifact gives the config back whole."""
     validate_metrics(metrics)  # before writing anything: a bad artifact must never be promoted
+    vendored = inference_wheels(config["arch"])  # and a broken build fails here too
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save(state, model_dir / "model.pt")
@@ -106,10 +126,67 @@ def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dic
     )
     shutil.copy2(CODE_DIR / "inference.py", code / "inference.py")
     copy_contracts(code)
-    (code / "requirements.txt").write_text(
-        INFERENCE_REQUIREMENTS + ARCH_REQUIREMENTS.get(config["arch"], "")
-    )
+    write_requirements(code, config["arch"], vendored)
     write_json(model_dir / "metrics.json", metrics)  # last: its presence means a complete artifact
+
+
+def distribution(name: str) -> str:
+    """The project name of a wheel file or a requirement line, normalized (PEP 503):
+    efficientnet_lite_pytorch-0.1.0-py3-none-any.whl and efficientnet-lite-pytorch==0.1.0
+    both give efficientnet-lite-pytorch."""
+    if name.endswith(".whl"):
+        name = name.split("-", 1)[0]  # wheel names escape "-" in the project name as "_"
+    name = re.split(r"[=<>!~;\[ ]", name, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def inference_wheels(arch: str) -> list[Path] | None:
+    """The wheels of the source dir's wheels/ that ``arch``'s endpoint installs; None when the
+    source dir has no wheels/ (training_jobs/ run locally, not built by sam).
+
+    A wheels/ without a wheel the arch needs is a broken build: an error (before the artifact
+    is written), not an endpoint that fails to start.
+    """
+    wheels = WHEELS_DIR
+    if not wheels.is_dir():
+        return None
+    needed = {distribution(r) for r in INFERENCE_REQUIREMENTS.get(arch, ())}
+    found = sorted(w for w in wheels.glob("*.whl") if distribution(w.name) in needed)
+    missing = needed - {distribution(w.name) for w in found}
+    if missing:
+        raise ValueError(
+            f"{wheels} has no wheel for {', '.join(sorted(missing))}, which the {arch} endpoint "
+            "installs: add it to training_jobs/requirements.txt and run sam build again"
+        )
+    return found
+
+
+def write_requirements(code: Path, arch: str, vendored: list[Path] | None) -> None:
+    """code/requirements.txt for ``arch``, and code/wheels/ with ``vendored`` (inference_wheels).
+
+    Nothing to install: no requirements.txt at all (the toolkit then runs no pip). Wheels: the
+    file installs only from code/wheels/, the endpoint needs no internet. No wheels (a local
+    run): the requirements install from PyPI, as the file itself says.
+    """
+    requirements = INFERENCE_REQUIREMENTS.get(arch, ())
+    target = code / "requirements.txt"
+    shutil.rmtree(code / WHEELS, ignore_errors=True)
+    target.unlink(missing_ok=True)
+    if not requirements:
+        return
+    if vendored is None:
+        print(
+            f"no {WHEELS_DIR}: the endpoint will pip-install "
+            f"{', '.join(requirements)} from PyPI (needs internet); a sam-built source dir "
+            "vendors them",
+            flush=True,
+        )
+        target.write_text(ONLINE_HEADER + "\n".join(requirements) + "\n")
+        return
+    (code / WHEELS).mkdir()
+    for wheel in vendored:
+        shutil.copy2(wheel, code / WHEELS / wheel.name)
+    target.write_text(OFFLINE_HEADER + "\n".join(requirements) + "\n")
 
 
 def copy_contracts(code: Path) -> None:

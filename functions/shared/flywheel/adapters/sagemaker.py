@@ -117,7 +117,7 @@ def set_model_package_status(arn: str, status: str, description: str) -> None:
 
 
 class Endpoints:
-    """Describe / create / update one endpoint."""
+    """Describe / create / update / delete one endpoint."""
 
     def describe(self, name: str) -> dict | None:
         try:
@@ -138,6 +138,10 @@ class Endpoints:
 
     def update(self, request: dict) -> None:
         client("sagemaker").update_endpoint(**request)
+
+    def delete(self, name: str) -> bool:
+        """DeleteEndpoint (its configs and models stay); False if it was already gone."""
+        return delete("endpoint", name)
 
 
 def endpoints() -> Endpoints:

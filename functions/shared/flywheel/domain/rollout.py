@@ -17,6 +17,7 @@ from flywheel.domain.deployment import IN_PROGRESS
 MAX_UPDATE_SECONDS = 3600
 ALARM = "ALARM"
 MISSING = "MISSING"
+DELETING = "Deleting"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ def deploy_request(endpoint: dict | None, target: str) -> tuple[Request, str | N
     current = endpoint.get("EndpointConfigName")
     status = endpoint.get("EndpointStatus")
     pending = (endpoint.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+    if status == DELETING:  # a withdrawn first model going away: create once it is gone
+        return Request.BUSY, None
     if status in IN_PROGRESS:
         if pending == target or (status == "Creating" and current == target):
             return Request.NONE, current if current != target else None
@@ -69,6 +72,17 @@ def deploy_request(endpoint: dict | None, target: str) -> tuple[Request, str | N
             return Request.NONE, None
         return Request.UPDATE, current
     return Request.FAILED, current
+
+
+def needs_bake(mode: str, request: Request, endpoint: dict | None) -> bool:
+    """Whether the state machine must watch the alarms after the switch (``endpoint`` as the
+    deploy step found it). SageMaker's blue/green canary with alarm rollback only exists for
+    an UpdateEndpoint of an instance endpoint: serverless endpoints, and any endpoint this
+    rollout creates (the first model, or an endpoint deleted since), get the bake here."""
+    if mode != "instance" or request == Request.CREATE:
+        return True
+    # A retried deploy finds the endpoint it created still Creating (asked nothing again).
+    return request == Request.NONE and (endpoint or {}).get("EndpointStatus") == "Creating"
 
 
 class Progress(StrEnum):
@@ -148,6 +162,33 @@ def bake_verdict(
     if checks >= needed:
         return Bake(Verdict.PASSED, f"alarms quiet for {checks} reads", checks)
     return Bake(Verdict.CONTINUE, "", checks)
+
+
+class Withdrawal(StrEnum):
+    """A model that failed its bake with no previous model to go back to: take it off the air."""
+
+    DELETE = "delete"  # the endpoint serves it: DeleteEndpoint
+    DELETING = "deleting"  # on its way out: read again
+    DELETED = "deleted"  # no endpoint: nothing serves the model
+    KEPT = "kept"  # the endpoint serves another config now: not ours to delete
+    TIMED_OUT = "timed_out"  # still there after the longest wait
+
+
+def withdrawal(endpoint: dict | None, target: str, attempt: int, max_polls: int) -> Withdrawal:
+    """What to do about the endpoint of a first model whose bake failed (``attempt``-th read).
+
+    Only an endpoint on ``target`` is deleted: one that another rollout moved on is left be.
+    """
+    if endpoint is None:
+        return Withdrawal.DELETED
+    status = endpoint.get("EndpointStatus")
+    if endpoint.get("EndpointConfigName") != target:
+        return Withdrawal.KEPT
+    if attempt >= max_polls:
+        return Withdrawal.TIMED_OUT
+    if status == DELETING or status in IN_PROGRESS:
+        return Withdrawal.DELETING  # Updating/Creating cannot be deleted yet: read again
+    return Withdrawal.DELETE
 
 
 class Outcome(StrEnum):

@@ -9,9 +9,12 @@ the other keys are earlier steps' results). The actions:
   asked nothing (the handler also runs it once per execution);
 - ``check`` / ``check_rollback``: one DescribeEndpoint, read as live / rolled back / failed /
   still updating (``update_progress``);
-- ``bake``: one read of the rollback alarms (serverless endpoints: SageMaker has no
-  alarm rollback for them, so the state machine watches);
-- ``rollback``: UpdateEndpoint back to the config the champion was served from;
+- ``bake``: one read of the rollback alarms (serverless endpoints and endpoints this rollout
+  created: SageMaker has no alarm rollback for them, so the state machine watches);
+- ``rollback``: UpdateEndpoint back to the config the champion was served from (a plain
+  update: the alarms that would roll a canary back are the ones firing);
+- ``withdraw``: a first model that failed its bake has nothing to go back to: DeleteEndpoint
+  while the endpoint serves it, then read until it is gone (no champion, nothing served);
 - ``record``: the outcome, once per execution (the handler runs it under the idempotency
   table): model package, the gate's final decision (``meta#gate``), and if promoted the
   champion parameter, the round (``meta#rounds``), the end of a predecessor's auto-label
@@ -29,15 +32,18 @@ from flywheel.domain.items import State, image_key, now_iso
 from flywheel.domain.rollout import (
     Outcome,
     Request,
+    Withdrawal,
     bake_verdict,
     deploy_request,
+    needs_bake,
     update_progress,
+    withdrawal,
 )
 from flywheel.domain.sampling import AUDIT
 from flywheel.errors import EndpointNotReady, InvalidArtifact
 from flywheel.settings import RolloutSettings
 
-ACTIONS = ("deploy", "check", "bake", "rollback", "check_rollback", "record")
+ACTIONS = ("deploy", "check", "bake", "rollback", "check_rollback", "withdraw", "record")
 
 
 def _tags(s: RolloutSettings) -> list[dict]:
@@ -55,14 +61,22 @@ def _request(s: RolloutSettings, config: str) -> dict:
 def _put(s: RolloutSettings, config: str, what: str) -> dict:
     """Ask SageMaker to serve ``config`` unless it already does or is getting there."""
     api = sagemaker.endpoints()
-    request, previous = deploy_request(api.describe(s.ENDPOINT_NAME), config)
+    endpoint = api.describe(s.ENDPOINT_NAME)
+    request, previous = deploy_request(endpoint, config)
     if request == Request.CREATE:
         api.create(s.ENDPOINT_NAME, config, _tags(s))
+    elif request == Request.UPDATE and what == "rollback":
+        # Plain: a canary watching the alarms that fired would roll the rollback back.
+        api.update({"EndpointName": s.ENDPOINT_NAME, "EndpointConfigName": config})
     elif request == Request.UPDATE:
         api.update(_request(s, config))
     elif request == Request.BUSY:  # the state machine retries this error with backoff
         raise EndpointNotReady(f"{s.ENDPOINT_NAME} is busy with another update ({what})")
-    return {"requested": str(request), "replaced": previous}
+    return {
+        "requested": str(request),
+        "replaced": previous,
+        "bake": needs_bake(s.ENDPOINT_MODE, request, endpoint),
+    }
 
 
 def deploy(s: RolloutSettings, state: dict) -> dict:
@@ -99,7 +113,23 @@ def rollback(s: RolloutSettings, state: dict) -> dict:
     previous = (state.get("deploy") or {}).get("previous_config")
     if not previous:
         return {"status": "nothing_to_roll_back_to"}
-    return {"status": "requested", **_put(s, previous, "rollback")}
+    out = _put(s, previous, "rollback")
+    out.pop("bake")
+    return {"status": "requested", **out}
+
+
+def withdraw(s: RolloutSettings, state: dict) -> dict:
+    """Take a first model that failed its bake off the endpoint: delete the endpoint while it
+    serves that model (its config and model stay, for a look at what went wrong)."""
+    target = state["rollout"]["endpoint_config"]
+    attempt = int((state.get("withdraw") or {}).get("attempt", 0)) + 1
+    api = sagemaker.endpoints()
+    endpoint = api.describe(s.ENDPOINT_NAME)
+    step = withdrawal(endpoint, target, attempt, int(state["rollout"]["timing"]["max_polls"]))
+    if step == Withdrawal.DELETE:
+        api.delete(s.ENDPOINT_NAME)
+        step = Withdrawal.DELETING
+    return {"status": str(step), "attempt": attempt, "endpoint": s.ENDPOINT_NAME}
 
 
 def relabel_sweep(table: str, queue_url: str) -> int:
@@ -119,6 +149,14 @@ def _why(state: dict, outcome: Outcome) -> str:
     error = state.get("error") or {}
     if error:
         return f"{error.get('Error', 'error')}: {str(error.get('Cause', ''))[:500]}"
+    gone = (state.get("withdraw") or {}).get("status")
+    if gone:  # a first model whose bake failed: say what the bake saw, and where it went
+        bake = (state.get("bake") or {}).get("reason", "")
+        where = {
+            "deleted": f"endpoint {_withdrawn_endpoint(state)} deleted, nothing serves it",
+            "kept": f"endpoint {_withdrawn_endpoint(state)} already serves another config",
+        }.get(gone, f"endpoint {_withdrawn_endpoint(state)} not deleted ({gone})")
+        return f"{bake}; no previous model to roll back to: {where}"
     for key, field in (("rollback", "status"), ("bake", "reason"), ("check", "reason")):
         found = (state.get(key) or {}).get(field)
         if found and found != "requested":
@@ -127,6 +165,10 @@ def _why(state: dict, outcome: Outcome) -> str:
                 reason = f"{(state.get('bake') or {}).get('reason', '')}; {reason}"
             return reason
     return "deployment did not complete"
+
+
+def _withdrawn_endpoint(state: dict) -> str:
+    return str((state.get("withdraw") or {}).get("endpoint", "the endpoint"))
 
 
 def record(s: RolloutSettings, state: dict, outcome: Outcome) -> dict:
@@ -162,9 +204,8 @@ def record(s: RolloutSettings, state: dict, outcome: Outcome) -> dict:
         subject = f"Model promoted: {version}"
     else:
         subject = f"Deployment {outcome}: {version}"
-        reason = (
-            f"{reason}; endpoint kept its previous config" if outcome == "rolled_back" else reason
-        )
+        if outcome == Outcome.ROLLED_BACK and not state.get("withdraw"):
+            reason = f"{reason}; endpoint kept its previous config"
     message: dict[str, Any] = {
         "outcome": str(outcome),
         "job": job,
