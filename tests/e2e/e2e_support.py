@@ -80,6 +80,9 @@ class RunningStack:
             except (StackError, StackRefError):
                 pass
             time.sleep(0.5)
+        # A fixture that fails here never reaches its teardown: stop the stack now, or it would
+        # keep its cores busy for the rest of the run.
+        self.stop()
         raise RuntimeError("flywheel up did not come up in time")
 
     def stop(self) -> None:
