@@ -136,9 +136,7 @@ class Demo:
     def parameters(self) -> dict[str, str]:
         return {
             "EnableTuning": "false",  # one training job per round on 2 cores
-            # --quick checks mechanics: 10 epochs (each >= 512 images, then self-training)
-            # still clear its 0.5 floor; the job's time is about proportional to the budget
-            "TrainingEpochs": "10" if self.quick else "30",
+            "TrainingEpochs": "15" if self.quick else "30",  # --quick checks mechanics
             # Every random label certifies (cross-fitting: each fold's labels scored by a model
             # that never saw them); 4 folds keep a round to ~5 models on 2 cores.
             "CrossFitFolds": "2" if self.quick else "4",
