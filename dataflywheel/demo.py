@@ -151,9 +151,10 @@ class Demo:
             # of the 5% review budget goes to the most informative items
             "AuditFraction": "0.03",
             # The rollout state machine: read the endpoint every 2 s, watch the rollback alarms
-            # 10 s after the switch (the template's 600 s bake is for a real endpoint's traffic)
+            # 10 s after the switch, 4 s with --quick (the template's 600 s bake is for a real
+            # endpoint's traffic)
             "RolloutPollSeconds": "2",
-            "RolloutBakeSeconds": "10",
+            "RolloutBakeSeconds": "4" if self.quick else "10",
         }
 
     def run(self) -> dict[str, Any]:
