@@ -63,7 +63,8 @@ from werkzeug.serving import make_server
 from werkzeug.wsgi import get_input_stream
 
 from infra.local import journal as jr
-from infra.local.moto_stepfunctions import install_for_server
+from infra.local.moto_stepfunctions import ExecutionLog, forget_ended, install_for_server
+from infra.local.moto_stepfunctions import record_request as record_execution_request
 
 log = logging.getLogger(__name__)
 
@@ -581,10 +582,27 @@ def _status_code(status: str) -> int:
 
 
 class JournaledApp:
-    """moto's WSGI app behind the journal: a write is answered once it is on disk."""
+    """moto's WSGI app behind the journal: a write is answered once it is on disk.
 
-    def __init__(self, app: Any, journal: jr.Journal) -> None:
-        self.app, self.journal = app, journal
+    Step Functions is not journaled (see ``classify``); its StartExecution and
+    StopExecution go to ``executions`` instead (moto_stepfunctions.ExecutionLog).
+    """
+
+    def __init__(self, app: Any, journal: jr.Journal, executions: Any = None) -> None:
+        self.app, self.journal, self.executions = app, journal, executions
+
+    def _execution_call(
+        self, env: dict[str, Any], body: bytes, action: str, start_response: Any
+    ) -> Any:
+        status, headers, chunks = run_app(self.app, env)
+        if _status_code(status) == 200:
+            try:
+                record_execution_request(self.executions, action, body, b"".join(chunks))
+            except OSError as exc:  # not durable: not acknowledged either
+                start_response("503 SERVICE UNAVAILABLE", [("Content-Type", "text/plain")])
+                return [f"the execution could not be recorded: {exc}".encode()]
+        start_response(status, headers)
+        return chunks
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD", "OPTIONS"):
@@ -593,6 +611,10 @@ class JournaledApp:
         env = _with_body(environ, body)
         kind = classify(env, body)
         if kind == "read":
+            if self.executions is not None and _service(env) == "states":
+                action = _action(env, body)
+                if action in ("StartExecution", "StopExecution"):
+                    return self._execution_call(env, body, action, start_response)
             return self.app(env, start_response)
         try:
             with MUTATIONS:
@@ -651,7 +673,13 @@ def client(service: str, endpoint_url: str, region: str = REGION) -> Any:
     )
 
 
-def _json_call(app: Any, service: str, target: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _json_call(
+    app: Any,
+    service: str,
+    target: str,
+    payload: dict[str, Any],
+    content_type: str = "application/x-amz-json-1.1",
+) -> dict[str, Any]:
     """One JSON-protocol request to moto's app, in process."""
     body = json.dumps(payload).encode()
     env = _replay_environ(
@@ -664,7 +692,7 @@ def _json_call(app: Any, service: str, target: str, payload: dict[str, Any]) -> 
             "SERVER_PROTOCOL": "HTTP/1.1",
             "wsgi.url_scheme": "http",
             "HTTP_HOST": "localhost",
-            "CONTENT_TYPE": "application/x-amz-json-1.1",
+            "CONTENT_TYPE": content_type,
             "HTTP_X_AMZ_TARGET": target,
             "HTTP_AUTHORIZATION": (
                 f"AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, "
@@ -716,6 +744,8 @@ class MotoServer:
         self._snapshot_deadline = float("inf")  # a stopping server cuts snapshots short
         self.recovery: dict[str, Any] = {}
         self.url = ""
+        # Step Functions executions started and not yet ended (moto_stepfunctions.py)
+        self.executions = ExecutionLog(self.state_dir)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -750,7 +780,10 @@ class MotoServer:
         }
         log.info("moto state restored: %s", json.dumps(self.recovery))
         self._server = make_server(
-            self.host, self.port, JournaledApp(self.app, self.journal), threaded=True
+            self.host,
+            self.port,
+            JournaledApp(self.app, self.journal, self.executions),
+            threaded=True,
         )
         self._serve_thread = threading.Thread(
             target=self._server.serve_forever, name="moto-http", daemon=True
@@ -758,11 +791,10 @@ class MotoServer:
         self._serve_thread.start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
-        if self.snapshot_bytes > 0 or self.snapshot_records > 0:
-            self._watch_thread = threading.Thread(
-                target=self._watch_journal, name="moto-snapshot", daemon=True
-            )
-            self._watch_thread.start()
+        self._watch_thread = threading.Thread(
+            target=self._watch_journal, name="moto-snapshot", daemon=True
+        )
+        self._watch_thread.start()
         return self.url
 
     def stop(self, snapshot: bool = True, snapshot_timeout_s: float | None = None) -> None:
@@ -883,9 +915,26 @@ class MotoServer:
             or journal.records - records > self.snapshot_records
         )
 
+    def _describe_execution(self, arn: str) -> str | None:
+        try:
+            got = _json_call(
+                self.app,
+                "states",
+                "AWSStepFunctions.DescribeExecution",
+                {"executionArn": arn},
+                content_type="application/x-amz-json-1.0",
+            )
+        except RuntimeError:  # no such execution (moto restarted, not restarted yet)
+            return None
+        return str(got.get("status"))
+
     def _watch_journal(self) -> None:
         while not self._stop.wait(1):
-            if self._journal_grown():
+            try:
+                forget_ended(self.executions, self._describe_execution)
+            except Exception:  # the records stay: an ended execution is restarted, harmless
+                log.exception("reading the executions' states failed")
+            if (self.snapshot_bytes > 0 or self.snapshot_records > 0) and self._journal_grown():
                 try:
                     self.snapshot_in_background()
                 except Exception:  # the journal still holds everything: keep serving

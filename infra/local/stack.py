@@ -33,7 +33,7 @@ from infra.local.functions import FunctionPool
 from infra.local.http_api import HttpApiServer, routes_from_template
 from infra.local.lambda_api import LambdaApi
 from infra.local.moto_server import DEFAULT_SNAPSHOT_BYTES, REGION, MotoProcess, client
-from infra.local.moto_stepfunctions import write_lambda_endpoint
+from infra.local.moto_stepfunctions import restart_executions, write_lambda_endpoint
 from infra.local.router import Router
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,11 @@ class LocalStack:
         }
         outputs[prov.NOTIFICATIONS_TAP_OUTPUT] = self.physical["_NotificationsTap"]
         prov.register_stack(self.resolved, outputs, client("cloudformation", moto_url))
+        # Executions a restart of moto cut short run again, now that their Lambda tasks
+        # have somewhere to go (moto_stepfunctions.py: what an execution survives).
+        self.moto.recovery["executions_restarted"] = restart_executions(
+            self.moto.state_dir, client("stepfunctions", moto_url)
+        )
 
         self.info = {
             "pid": os.getpid(),
