@@ -166,9 +166,7 @@ def test_redelivered_message_for_an_item_this_champion_labeled_is_a_no_op(env, e
     assert env.item(item_id) == before
 
 
-def test_one_item_in_two_messages_of_a_batch_is_labeled_and_counted_once(
-    env, endpoint, context
-):
+def test_one_item_in_two_messages_of_a_batch_is_labeled_and_counted_once(env, endpoint, context):
     # Given a relabel sweep sent twice (its step ran again after a restart of the stack),
     # so one batch holds two messages for the same item
     env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")

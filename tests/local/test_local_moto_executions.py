@@ -132,8 +132,7 @@ def test_kill_9_mid_execution_then_the_restart_runs_it_again_from_the_start(tmp_
         assert restarted == ["held"]
         execution_arn = arn.replace(":stateMachine:", ":execution:") + ":held"
         out = wait_for(
-            lambda: (d := sfn.describe_execution(executionArn=execution_arn))["status"]
-            != "RUNNING"
+            lambda: (d := sfn.describe_execution(executionArn=execution_arn))["status"] != "RUNNING"
             and d,
             30,
             "the restarted execution",
