@@ -26,6 +26,10 @@ write-ahead journal in front of moto's WSGI app:
   segment it does not cover, so a crash at any point leaves a snapshot and the
   journal after it.
 
+Step Functions is not journaled: an acknowledged StartExecution is kept in
+``executions/`` until the execution ends, and the stack starts it again after a restart
+(``moto_stepfunctions.py``). A clean stop gives its snapshot ``STOP_SNAPSHOT_S`` (forked),
+so a Ctrl-C stays quick however big the state is; the journal covers the rest.
 SSM's backend does not pickle (it holds lambdas): snapshots keep its
 parameters' current values, restored through the API before the replay. The
 stack's registration in CloudFormation is in the snapshots too (and is written
@@ -520,8 +524,9 @@ def classify(environ: dict[str, Any], body: bytes) -> str:
     if _service(environ) == "s3":
         return "http"
     if _service(environ) == "states":
-        # Step Functions is not persisted (moto_stepfunctions.py): replaying StartExecution
-        # would run a rollout again before the stack's Lambda API listens.
+        # Step Functions is not journaled: replaying StartExecution would run a rollout
+        # again before the stack's Lambda API listens. Its starts are kept apart instead
+        # and run again by the stack (JournaledApp, moto_stepfunctions.ExecutionLog).
         return "read"
     action = _action(environ, body)
     if action is None:

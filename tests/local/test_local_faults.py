@@ -218,3 +218,170 @@ def test_ctrl_c_under_load_stops_every_process_within_seconds_and_loses_nothing(
         )
     finally:
         up.stop()
+
+
+# -- kill -9 mid-rollout, then mid relabel sweep ---------------------------------------
+
+ROLLOUT_PARAMETERS = {
+    "EnableTuning": "false",
+    "TrainingEpochs": "3",
+    "CrossFitFolds": "2",
+    "MinTestAccuracy": "0",  # any model is promoted: the faults are the subject here
+    "PromotionMargin": "-1",
+    "TargetAutoLabelAccuracy": "0.8",
+    "ClassNames": "0,1,2,3,4,5,6,7,8,9",
+    "AuditFraction": "0",  # every unlabeled item waits for the champion
+    "RolloutPollSeconds": "2",
+    "RolloutBakeSeconds": "10",  # the window the first kill lands in
+}
+LABELED = 110
+LABELED_STATES = ("auto_labeled", "needs_review")
+
+
+def wait(predicate, timeout: float, what: str, every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(every)
+
+
+def labeled_by(c, version: str) -> int:
+    return sum(c.count(s, "model_version = :v", v=version) for s in LABELED_STATES)
+
+
+def rollout_execution(c, job: str) -> dict | None:
+    sfn = c.client("stepfunctions")
+    arn = c.output("RolloutStateMachineArn").replace(":stateMachine:", ":execution:")
+    try:
+        return sfn.describe_execution(executionArn=f"{arn}:rollout-{job}")
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return None
+
+
+def test_kill_9_mid_rollout_then_mid_relabel_sweep_promotes_once_and_labels_each_once(
+    tmp_path,
+):
+    from flywheel.domain.audit import tally_id
+
+    from infra.demo import digits
+
+    data = digits(0.18, seed=8)  # ~110 labeled, ~210 waiting: 4 endpoint batches of 64
+    labeled, pool = data[:LABELED], data[LABELED:]
+    up = UpProcess(tmp_path / "data", ROLLOUT_PARAMETERS)
+    up.data_dir.mkdir()
+    c = up.start()
+    try:
+        # Given labeled digits, unlabeled ones waiting for a model, and a model trained on them
+        s3 = c.client("s3")
+        for d in labeled:
+            s3.put_object(
+                Bucket=c.upload_bucket,
+                Key=f"labeled/{d['label']}/seed {d['index']}.png",
+                Body=d["png"],
+                Metadata={"flywheel-sampling": "random"},
+            )
+        for d in pool:
+            s3.put_object(Bucket=c.upload_bucket, Key=f"pool/{d['index']}.png", Body=d["png"])
+        wait(lambda: c.count("unlabeled") == len(pool), 240, "ingest", every=1)
+        started = c.invoke("StartTrainingFunction", {"reason": "manual", "tuning": False})
+        job = started["job_name"]
+
+        # When the whole tree is killed -9 while the rollout bakes the deployed model
+        sm = c.client("sagemaker")
+
+        def baking() -> bool:
+            run = rollout_execution(c, job)
+            if run is None or run["status"] != "RUNNING":
+                assert run is None, f"the rollout ended before the kill: {run}"
+                return False
+            try:
+                endpoint = sm.describe_endpoint(EndpointName=c.endpoint_name)
+            except sm.exceptions.ClientError:  # not created yet
+                return False
+            return endpoint["EndpointStatus"] == "InService"
+
+        wait(baking, 600, "the rollout to bake", every=0.5)
+        assert c.champion() is None
+        up.kill_tree()
+        restarted = time.monotonic()
+        c = up.start(timeout=START_S)
+        started_s = time.monotonic() - restarted
+        serving = time.monotonic()
+
+        # Then the restarted stack finishes the rollout: the model is champion ...
+        champion = wait(
+            lambda: (ch := c.champion()) and ch["model_version"] == job and ch,
+            SETTLE_S,
+            "the rollout to finish after the restart",
+        )
+        promoted_s = time.monotonic() - serving
+        assert c.local["moto_recovery"]["executions_restarted"] == [f"rollout-{job}"]
+        # ... the endpoint serves it, the registry approved it once, it was announced once
+        sm = c.client("sagemaker")
+        endpoint = sm.describe_endpoint(EndpointName=c.endpoint_name)
+        assert endpoint["EndpointConfigName"] == champion["endpoint_config"]
+        packages = [
+            sm.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+            for p in sm.list_model_packages(ModelPackageGroupName=c.model_package_group)[
+                "ModelPackageSummaryList"
+            ]
+        ]
+        mine = [p for p in packages if p["CustomerMetadataProperties"]["training_job"] == job]
+        assert [p["ModelApprovalStatus"] for p in mine] == ["Approved"]
+        notes = wait(
+            lambda: [n for n in c.notifications(wait_s=1) if n["message"].get("job") == job],
+            30,
+            "the promotion's notification",
+        )
+        assert [n["message"]["outcome"] for n in notes] == ["promoted"]
+
+        # When the tree is killed -9 again while the relabel sweep labels the waiting items
+        wait(lambda: labeled_by(c, job) > 0, SETTLE_S, "the relabel sweep to start", every=0.2)
+        done_at_kill = labeled_by(c, job)
+        up.kill_tree()
+        assert done_at_kill < len(pool), "the sweep was over before the kill"
+        restarted = time.monotonic()
+        c = up.start(timeout=START_S)
+        started2_s = time.monotonic() - restarted
+        serving = time.monotonic()
+
+        # Then within 60 s every waiting item is labeled by the champion, each once
+        def swept() -> bool:
+            sqs = c.client("sqs")
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=c.output("LabelQueueUrl"),
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+            return (
+                labeled_by(c, job) == len(pool)
+                and c.count("unlabeled") == 0
+                and sum(map(int, attrs.values())) == 0
+            )
+
+        wait(swept, SETTLE_S, "the sweep to finish after the restart", every=1)
+        swept_s = time.monotonic() - serving
+        items = [i for i in c.items() if i.get("label_source") == "model"]
+        assert len(items) == len(pool)
+        assert {i["model_version"] for i in items} == {job}
+        # ... counted at most once each (a batch killed before its count is not counted)
+        tally = c.client("dynamodb").get_item(
+            TableName=c.items_table, Key={"item_id": {"S": tally_id(job)}}, ConsistentRead=True
+        )
+        decided = int(tally.get("Item", {}).get("decided", {}).get("N", 0))
+        assert decided <= len(pool)
+        # ... the champion and its announcement are unchanged by the second kill
+        assert c.champion()["model_version"] == job
+        assert not [n for n in c.notifications() if n["message"].get("job") == job]
+        print(
+            f"\nrollout: killed while baking, restart {started_s:.1f} s, promoted "
+            f"{promoted_s:.1f} s after; sweep: killed at {done_at_kill}/{len(pool)} labeled, "
+            f"restart {started2_s:.1f} s, all labeled {swept_s:.1f} s after; tally {decided}"
+        )
+    finally:
+        up.stop()
