@@ -364,7 +364,13 @@ def test_kill_9_mid_rollout_then_mid_relabel_sweep_promotes_once_and_labels_each
                 and sum(map(int, attrs.values())) == 0
             )
 
-        wait(swept, SETTLE_S, "the sweep to finish after the restart", every=1)
+        try:
+            wait(swept, SETTLE_S, "the sweep to finish after the restart", every=1)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}: {labeled_by(c, job)} of {len(pool)} labeled by {job} "
+                f"({done_at_kill} at the kill), {c.count('unlabeled')} unlabeled"
+            ) from None
         swept_s = time.monotonic() - serving
         items = [i for i in c.items() if i.get("label_source") == "model"]
         assert len(items) == len(pool)
