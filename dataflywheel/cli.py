@@ -146,8 +146,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     print("stopping (state is saved) ...", flush=True)
+    began = time.monotonic()
     stack.stop()
-    return 0
+    parts = " ".join(f"{k} {v:.1f} s" for k, v in stack.stop_timings.items())
+    print(f"stopped in {time.monotonic() - began:.1f} s ({parts})", flush=True)
+    # Everything is saved and every child has exited: skip the interpreter's teardown
+    # (freeing the template, clients, imported libraries took 1.4-2.8 s of a Ctrl-C).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # -- upload / predict -------------------------------------------------------------

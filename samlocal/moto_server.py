@@ -26,6 +26,10 @@ write-ahead journal in front of moto's WSGI app:
   segment it does not cover, so a crash at any point leaves a snapshot and the
   journal after it.
 
+Step Functions is not journaled: an acknowledged StartExecution is kept in
+``executions/`` until the execution ends, and the stack starts it again after a restart
+(``moto_stepfunctions.py``). A clean stop gives its snapshot ``STOP_SNAPSHOT_S`` (forked),
+so a Ctrl-C stays quick however big the state is; the journal covers the rest.
 SSM's backend does not pickle (it holds lambdas): snapshots keep its
 parameters' current values, restored through the API before the replay. The
 stack's registration in CloudFormation is in the snapshots too (and is written
@@ -63,7 +67,8 @@ from werkzeug.serving import make_server
 from werkzeug.wsgi import get_input_stream
 
 from samlocal import journal as jr
-from samlocal.moto_stepfunctions import install_for_server
+from samlocal.moto_stepfunctions import ExecutionLog, forget_ended, install_for_server
+from samlocal.moto_stepfunctions import record_request as record_execution_request
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,8 @@ SNAPSHOT_MAGIC = b"flywheel-moto-snapshot-2\n"  # then the first segment not cov
 # measured on 2 cores shared with a load average of 15).
 DEFAULT_SNAPSHOT_BYTES = 64 * 1024 * 1024
 DEFAULT_SNAPSHOT_RECORDS = 5000
+# A clean stop waits this long for its snapshot (see MotoServer.stop).
+STOP_SNAPSHOT_S = 2.0
 
 # Every state change in the moto backends happens under this lock (requests that
 # change state, and each pass of ReceiveMessage), so the journal's order is the
@@ -517,8 +524,9 @@ def classify(environ: dict[str, Any], body: bytes) -> str:
     if _service(environ) == "s3":
         return "http"
     if _service(environ) == "states":
-        # Step Functions is not persisted (moto_stepfunctions.py): replaying StartExecution
-        # would run a rollout again before the stack's Lambda API listens.
+        # Step Functions is not journaled: replaying StartExecution would run a rollout
+        # again before the stack's Lambda API listens. Its starts are kept apart instead
+        # and run again by the stack (JournaledApp, moto_stepfunctions.ExecutionLog).
         return "read"
     action = _action(environ, body)
     if action is None:
@@ -579,10 +587,27 @@ def _status_code(status: str) -> int:
 
 
 class JournaledApp:
-    """moto's WSGI app behind the journal: a write is answered once it is on disk."""
+    """moto's WSGI app behind the journal: a write is answered once it is on disk.
 
-    def __init__(self, app: Any, journal: jr.Journal) -> None:
-        self.app, self.journal = app, journal
+    Step Functions is not journaled (see ``classify``); its StartExecution and
+    StopExecution go to ``executions`` instead (moto_stepfunctions.ExecutionLog).
+    """
+
+    def __init__(self, app: Any, journal: jr.Journal, executions: Any = None) -> None:
+        self.app, self.journal, self.executions = app, journal, executions
+
+    def _execution_call(
+        self, env: dict[str, Any], body: bytes, action: str, start_response: Any
+    ) -> Any:
+        status, headers, chunks = run_app(self.app, env)
+        if _status_code(status) == 200:
+            try:
+                record_execution_request(self.executions, action, body, b"".join(chunks))
+            except OSError as exc:  # not durable: not acknowledged either
+                start_response("503 SERVICE UNAVAILABLE", [("Content-Type", "text/plain")])
+                return [f"the execution could not be recorded: {exc}".encode()]
+        start_response(status, headers)
+        return chunks
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("REQUEST_METHOD", "GET") in ("GET", "HEAD", "OPTIONS"):
@@ -591,6 +616,10 @@ class JournaledApp:
         env = _with_body(environ, body)
         kind = classify(env, body)
         if kind == "read":
+            if self.executions is not None and _service(env) == "states":
+                action = _action(env, body)
+                if action in ("StartExecution", "StopExecution"):
+                    return self._execution_call(env, body, action, start_response)
             return self.app(env, start_response)
         try:
             with MUTATIONS:
@@ -649,7 +678,13 @@ def client(service: str, endpoint_url: str, region: str = REGION) -> Any:
     )
 
 
-def _json_call(app: Any, service: str, target: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _json_call(
+    app: Any,
+    service: str,
+    target: str,
+    payload: dict[str, Any],
+    content_type: str = "application/x-amz-json-1.1",
+) -> dict[str, Any]:
     """One JSON-protocol request to moto's app, in process."""
     body = json.dumps(payload).encode()
     env = _replay_environ(
@@ -662,7 +697,7 @@ def _json_call(app: Any, service: str, target: str, payload: dict[str, Any]) -> 
             "SERVER_PROTOCOL": "HTTP/1.1",
             "wsgi.url_scheme": "http",
             "HTTP_HOST": "localhost",
-            "CONTENT_TYPE": "application/x-amz-json-1.1",
+            "CONTENT_TYPE": content_type,
             "HTTP_X_AMZ_TARGET": target,
             "HTTP_AUTHORIZATION": (
                 f"AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/{service}/aws4_request, "
@@ -711,8 +746,11 @@ class MotoServer:
         self._stop = threading.Event()
         self._snapshot_lock = threading.Lock()
         self._journal_at_snapshot = (0, 0)  # journal bytes and records at the last snapshot
+        self._snapshot_deadline = float("inf")  # a stopping server cuts snapshots short
         self.recovery: dict[str, Any] = {}
         self.url = ""
+        # Step Functions executions started and not yet ended (moto_stepfunctions.py)
+        self.executions = ExecutionLog(self.state_dir)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -747,7 +785,10 @@ class MotoServer:
         }
         log.info("moto state restored: %s", json.dumps(self.recovery))
         self._server = make_server(
-            self.host, self.port, JournaledApp(self.app, self.journal), threaded=True
+            self.host,
+            self.port,
+            JournaledApp(self.app, self.journal, self.executions),
+            threaded=True,
         )
         self._serve_thread = threading.Thread(
             target=self._server.serve_forever, name="moto-http", daemon=True
@@ -755,28 +796,46 @@ class MotoServer:
         self._serve_thread.start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
-        if self.snapshot_bytes > 0 or self.snapshot_records > 0:
-            self._watch_thread = threading.Thread(
-                target=self._watch_journal, name="moto-snapshot", daemon=True
-            )
-            self._watch_thread.start()
+        self._watch_thread = threading.Thread(
+            target=self._watch_journal, name="moto-snapshot", daemon=True
+        )
+        self._watch_thread.start()
         return self.url
 
-    def stop(self, snapshot: bool = True) -> None:
+    def stop(self, snapshot: bool = True, snapshot_timeout_s: float | None = None) -> None:
+        """Stop serving; with ``snapshot``, write a snapshot so the next start replays
+        nothing. With ``snapshot_timeout_s`` the snapshot is pickled by a forked child
+        that gets that long (a clean stop of the stack stays quick however big the state
+        is); past it the child is killed and the journal, which holds every acknowledged
+        write anyway, is replayed at the next start instead."""
         global _JOURNAL
+        began = time.monotonic()
+        timings: dict[str, Any] = {}
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if snapshot_timeout_s is not None:  # a background snapshot under way gets no longer
+            self._snapshot_deadline = time.monotonic() + snapshot_timeout_s
+        timings["http"] = time.monotonic() - began
         if self._watch_thread is not None:
             self._watch_thread.join(timeout=60)
         if self.journal is not None:
-            if snapshot:
+            if snapshot and snapshot_timeout_s is None:
                 self.snapshot()
+            elif snapshot and self._journal_grown(since_records=0):
+                left = self._snapshot_deadline - time.monotonic()
+                timings["snapshot_written"] = left > 0 and self.snapshot_in_background(left)
+            timings["snapshot"] = time.monotonic() - began
             self.journal.close()
             self.journal = None
             _JOURNAL = None
+        timings["closed"] = time.monotonic() - began
+        log.info(
+            "moto stopped: %s",
+            json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in timings.items()}),
+        )
 
     # -- snapshots -----------------------------------------------------------
 
@@ -825,7 +884,7 @@ class MotoServer:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     break
-                if time.monotonic() > deadline:
+                if time.monotonic() > min(deadline, self._snapshot_deadline):
                     os.kill(pid, 9)
                     os.waitpid(pid, 0)
                     status = -1
@@ -833,7 +892,10 @@ class MotoServer:
                 time.sleep(0.05)
             if status != 0:
                 tmp.unlink(missing_ok=True)
-                log.error("background snapshot failed (status %s); the journal is kept", status)
+                if self._stop.is_set() and status == -1:
+                    log.info("the stop cut a snapshot short; the journal is kept")
+                else:
+                    log.error("background snapshot failed (status %s); the journal is kept", status)
                 return False
             os.replace(tmp, self.state_file)
             jr._fsync_dir(self.state_dir)
@@ -844,19 +906,40 @@ class MotoServer:
         assert self.journal is not None
         self._journal_at_snapshot = (self.journal.bytes_written, self.journal.records)
 
-    def _journal_grown(self) -> bool:
+    def _journal_grown(self, since_records: int | None = None) -> bool:
+        """Has the journal grown past the snapshot thresholds (or past ``since_records``
+        records) since the last snapshot?"""
         journal = self.journal
         if journal is None:
             return False
         size, records = self._journal_at_snapshot
+        if since_records is not None:
+            return journal.records - records > since_records
         return (
             journal.bytes_written - size > self.snapshot_bytes
             or journal.records - records > self.snapshot_records
         )
 
+    def _describe_execution(self, arn: str) -> str | None:
+        try:
+            got = _json_call(
+                self.app,
+                "states",
+                "AWSStepFunctions.DescribeExecution",
+                {"executionArn": arn},
+                content_type="application/x-amz-json-1.0",
+            )
+        except RuntimeError:  # no such execution (moto restarted, not restarted yet)
+            return None
+        return str(got.get("status"))
+
     def _watch_journal(self) -> None:
         while not self._stop.wait(1):
-            if self._journal_grown():
+            try:
+                forget_ended(self.executions, self._describe_execution)
+            except Exception:  # the records stay: an ended execution is restarted, harmless
+                log.exception("reading the executions' states failed")
+            if (self.snapshot_bytes > 0 or self.snapshot_records > 0) and self._journal_grown():
                 try:
                     self.snapshot_in_background()
                 except Exception:  # the journal still holds everything: keep serving
@@ -1042,7 +1125,9 @@ def main() -> None:
     done = threading.Event()
     parent_gone = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
+    # Ctrl-C in a terminal reaches the whole process group: the stack stops this server
+    # last (SIGTERM), after its own last calls, so SIGINT is not for this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=server.snapshot).start())
 
     def watch_parent() -> None:
@@ -1054,7 +1139,13 @@ def main() -> None:
 
     threading.Thread(target=watch_parent, daemon=True).start()
     print(f"ready {url} {json.dumps(server.recovery)}", flush=True)
-    while not done.wait(1):
+    while not done.wait(0.2):
         pass
-    # A dead parent: the journal has every acknowledged write; exit at once.
-    server.stop(snapshot=not parent_gone.is_set())
+    log.info("stopping (%s)", "the parent is gone" if parent_gone.is_set() else "signalled")
+    # A dead parent: the journal has every acknowledged write; exit at once. A clean stop
+    # gives a snapshot STOP_SNAPSHOT_S, so that the next start has less to replay.
+    server.stop(snapshot=not parent_gone.is_set(), snapshot_timeout_s=STOP_SNAPSHOT_S)
+    # Everything is on disk: skip the interpreter's teardown (freeing moto's objects one
+    # by one took seconds of a Ctrl-C with a few thousand items).
+    logging.shutdown()
+    os._exit(0)

@@ -33,7 +33,7 @@ from samlocal.functions import FunctionPool
 from samlocal.http_api import HttpApiServer, routes_from_template
 from samlocal.lambda_api import LambdaApi
 from samlocal.moto_server import DEFAULT_SNAPSHOT_BYTES, REGION, MotoProcess, client
-from samlocal.moto_stepfunctions import write_lambda_endpoint
+from samlocal.moto_stepfunctions import restart_executions, write_lambda_endpoint
 from samlocal.router import Router
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class LocalStack:
         self.sagemaker_events: list[dict[str, Any]] = []
         self._events_lock = threading.Lock()
         self.info: dict[str, Any] = {}
+        self.stop_timings: dict[str, float] = {}  # seconds each part took to stop
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -211,6 +212,11 @@ class LocalStack:
         }
         outputs[prov.NOTIFICATIONS_TAP_OUTPUT] = self.physical["_NotificationsTap"]
         prov.register_stack(self.resolved, outputs, client("cloudformation", moto_url))
+        # Executions a restart of moto cut short run again, now that their Lambda tasks
+        # have somewhere to go (moto_stepfunctions.py: what an execution survives).
+        self.moto.recovery["executions_restarted"] = restart_executions(
+            self.moto.state_dir, client("stepfunctions", moto_url)
+        )
 
         self.info = {
             "pid": os.getpid(),
@@ -370,26 +376,42 @@ class LocalStack:
         }
 
     def stop(self) -> None:
-        # Within seconds: the router stops taking work, the sandboxes are killed (what
-        # they were doing stays on its queue and is redelivered at the next start),
-        # then the servers stop. moto stops last, so the router's last calls reach it.
+        # Within seconds: the router stops taking work; the sandboxes are killed (what
+        # they were doing stays on its queue and is redelivered at the next start) while
+        # the servers stop, all at once; moto stops last, so the router's last calls
+        # reach it. How long each part took goes to ``stop_timings`` (flywheel up prints
+        # it; tests/local/test_local_faults.py holds Ctrl-C to a bound).
+        self.stop_timings = {}
         if self.router is not None:
             self.router.stopping()
-        for part in (self.pool, self.http_api, self.router, self.api):
-            if part is not None:
-                try:
-                    part.stop()
-                except Exception:
-                    log.exception("stopping %s failed", type(part).__name__)
-        if self.sagemaker is not None:
-            try:
-                self.sagemaker.stop()
-            except Exception:
-                log.exception("stopping the local SageMaker failed")
-        self.moto.stop()
+        began = time.monotonic()
+        parts = {
+            "functions": self.pool,
+            "http_api": self.http_api,
+            "router": self.router,
+            "lambda_api": self.api,
+            "sagemaker": self.sagemaker,
+        }
+        threads = [
+            threading.Thread(target=self._stop_part, args=(name, part, began), daemon=True)
+            for name, part in parts.items()
+            if part is not None
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        self._stop_part("moto", self.moto, time.monotonic())
         path = self.data_dir / ENDPOINTS_FILE
         if path.exists() and json.loads(path.read_text()).get("pid") == os.getpid():
             path.unlink()
+
+    def _stop_part(self, name: str, part: Any, began: float) -> None:
+        try:
+            part.stop()
+        except Exception:
+            log.exception("stopping %s failed", name)
+        self.stop_timings[name] = round(time.monotonic() - began, 2)
 
     def __enter__(self) -> LocalStack:
         self.start()

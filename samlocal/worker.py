@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -72,6 +73,9 @@ def die_with_parent(every_s: float = 0.5) -> None:
 
 def main() -> None:
     die_with_parent()
+    # Ctrl-C in a terminal reaches the whole process group; the stack ends its sandboxes
+    # itself (an invocation cut short is redelivered), a handler must not see it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     address = os.environ["FLYWHEEL_WORKER_ADDRESS"]
     host, port = address.rsplit(":", 1)
     conn = Client((host, int(port)), authkey=bytes.fromhex(os.environ["FLYWHEEL_WORKER_AUTHKEY"]))

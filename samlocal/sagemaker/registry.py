@@ -96,11 +96,18 @@ class Registry:
     def create_package(self, body: dict[str, Any]) -> dict[str, Any]:
         group = body.get("ModelPackageGroupName")
         t = now()
+        token = body.get("ClientToken")
         with self.store.lock:
             if group:
                 group = self._group_name(group)
                 if self.store.get("model-package-group", group) is None:
                     raise validation(f"ModelPackageGroup {group} does not exist.")
+                for p in self.store.all("model-package"):  # the call made again: same package
+                    if token and (p.get("ModelPackageGroupName"), p.get("_client_token")) == (
+                        group,
+                        token,
+                    ):
+                        return {"ModelPackageArn": p["ModelPackageArn"]}
                 version = 1 + max(
                     (
                         p["ModelPackageVersion"]
@@ -140,6 +147,7 @@ class Registry:
                 ModelApprovalStatus=body.get("ModelApprovalStatus")
                 or ("PendingManualApproval" if group else None),
                 _tags=body.get("Tags") or [],
+                _client_token=token,
             )
             self.store.put("model-package", key, rec)
         return {"ModelPackageArn": rec["ModelPackageArn"]}

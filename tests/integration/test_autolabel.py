@@ -14,7 +14,7 @@ import autolabel
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from flywheel.adapters import aws, items
+from flywheel.adapters import aws, items, ledger
 from integration_kit import STACK, sqs_event
 
 CHAMPION = {
@@ -164,6 +164,22 @@ def test_redelivered_message_for_an_item_this_champion_labeled_is_a_no_op(env, e
     # the second delivery makes no endpoint call (the stubber has no response queued)
     assert autolabel.handler(sqs_event([message(item_id)]), context) == {"batchItemFailures": []}
     assert env.item(item_id) == before
+
+
+def test_one_item_in_two_messages_of_a_batch_is_labeled_and_counted_once(env, endpoint, context):
+    # Given a relabel sweep sent twice (its step ran again after a restart of the stack),
+    # so one batch holds two messages for the same item
+    env.ssm.put_parameter(Name=f"/{STACK}/champion", Value=json.dumps(CHAMPION), Type="String")
+    item_id = add_item(env, 1)
+    respond(endpoint, predictions(("cat", 0.9), ("cat", 0.9)), [b"png-1", b"png-1"])
+
+    # When the batch is handled
+    out = autolabel.handler(sqs_event([message(item_id), message(item_id)]), context)
+
+    # Then both messages are done, the item is labeled once and counted once
+    assert out == {"batchItemFailures": []}
+    assert env.item(item_id)["model_version"] == "dfw-aaaa"
+    assert ledger.tally(env.table, "dfw-aaaa")["decided"] == 1
 
 
 def test_audit_items_are_never_auto_labeled(env, endpoint, context):

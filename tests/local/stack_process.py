@@ -65,6 +65,9 @@ class UpProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                # Its own process group, as a shell gives a foreground job: Ctrl-C is
+                # sent to the group (``interrupt``), never to the tests.
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -99,11 +102,12 @@ class UpProcess:
         return pids
 
     def interrupt(self, timeout: float = 60) -> float:
-        """Ctrl-C (SIGINT); the seconds until the whole tree has exited."""
+        """Ctrl-C as a terminal sends it (SIGINT to the whole foreground process group);
+        the seconds until every process of the tree has exited."""
         assert self.proc is not None
         pids = [self.proc.pid, *descendants(self.proc.pid)]
         started = time.monotonic()
-        self.proc.send_signal(signal.SIGINT)
+        os.killpg(self.proc.pid, signal.SIGINT)
         self.proc.wait(timeout=timeout)
         while any(alive(p) for p in pids) and time.monotonic() - started < timeout:
             time.sleep(0.1)

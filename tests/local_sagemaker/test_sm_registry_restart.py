@@ -60,6 +60,29 @@ def test_model_registry_versions_and_approval(sm: Any) -> None:
     )
 
 
+def test_a_package_created_again_with_its_client_token_is_the_same_package(sm: Any) -> None:
+    group = unique("classifier")
+    sm.create_model_package_group(ModelPackageGroupName=group)
+    request = {
+        "ModelPackageGroupName": group,
+        "InferenceSpecification": {
+            "Containers": [{"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/m.tar.gz"}],
+            "SupportedContentTypes": ["image/png"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        "ModelApprovalStatus": "Approved",
+    }
+    # Given a package registered with a ClientToken, then the same call again (a retry)
+    first = sm.create_model_package(**request, ClientToken="t" * 32)["ModelPackageArn"]
+    again = sm.create_model_package(**request, ClientToken="t" * 32)["ModelPackageArn"]
+    other = sm.create_model_package(**request, ClientToken="u" * 32)["ModelPackageArn"]
+    # Then the retry is the same package; another token is a new version
+    assert again == first
+    assert other != first
+    listed = sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+    assert len(listed) == 2
+
+
 def test_tags_on_resources(sm: Any, s3: Any, bucket: str) -> None:
     model = deploy_model(sm, s3, "v1")
     arn = sm.describe_model(ModelName=model)["ModelArn"]

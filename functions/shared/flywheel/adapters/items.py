@@ -134,7 +134,10 @@ def set_model_label(
     """Record a model label; never touches human-labeled, rejected or audit items.
 
     False if skipped. Audit items are guarded here too (not only by the caller): they are
-    the random sample that certifies, so a model label must never reach them.
+    the random sample that certifies, so a model label must never reach them. Once per
+    model version: an item this model already labeled is skipped, so a re-delivered or
+    duplicate message (a relabel sweep sent again after a restart) is neither written nor
+    counted twice.
     """
     values: dict[str, Any] = {
         ":s": {"S": state.value},
@@ -172,7 +175,8 @@ def set_model_label(
             UpdateExpression=f"SET {sets}" + (f" REMOVE {', '.join(removes)}" if removes else ""),
             ConditionExpression=(
                 "attribute_exists(item_id) AND #s IN (:unl, :auto, :rev) "
-                "AND (attribute_not_exists(review_reason) OR review_reason <> :audit)"
+                "AND (attribute_not_exists(review_reason) OR review_reason <> :audit) "
+                "AND (attribute_not_exists(model_version) OR model_version <> :v)"
             ),
             ExpressionAttributeNames={"#s": "state", "#l": "label"},
             ExpressionAttributeValues=values,

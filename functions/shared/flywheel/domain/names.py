@@ -71,3 +71,9 @@ def job_attempt(
         if status not in RETRYABLE_STATUSES:
             return name, status
     return name, status
+
+
+def client_token(*parts: str) -> str:
+    """A ClientToken (at most 36 of ``[a-zA-Z0-9-]``) that is the same for the same parts: a
+    create call made again with it (a step re-run after a restart) creates nothing new."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]

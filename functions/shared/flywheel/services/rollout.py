@@ -29,6 +29,7 @@ from flywheel.adapters import alarms, items, ledger, notifications, parameters, 
 from flywheel.domain.champion import Champion
 from flywheel.domain.deployment import EndpointSettings, update_endpoint_request
 from flywheel.domain.items import State, image_key, now_iso
+from flywheel.domain.names import client_token
 from flywheel.domain.rollout import (
     Outcome,
     Request,
@@ -184,6 +185,9 @@ def record(s: RolloutSettings, state: dict, outcome: Outcome) -> dict:
         "decision": package["ModelApprovalStatus"],
         "reason": reason[:256],
     }
+    # One package per model and outcome, even if this step runs again (its first run was
+    # cut short by a restart, so the once-per-execution record holds no result).
+    package["ClientToken"] = client_token("rollout-record", version, str(outcome))
     sagemaker.register_model_package(package)
     swept = 0
     if approved:
