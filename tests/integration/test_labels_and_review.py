@@ -98,10 +98,15 @@ def test_applying_the_same_file_twice_changes_nothing(env, context):
     a = seed(env, 1, "unlabeled")
     event = labels_event(env, "labels/x.csv", f"{a},cat\n")
     human_labels.handler(event, context)
-    before = env.item(a)
+    before, report = env.item(a), env.read("labels/x.csv.result.json")
+    # The same message again (at-least-once delivery): that file is done, nothing changes
     human_labels.handler(event, context)
     assert env.item(a) == before
-    assert json.loads(env.read("labels/x.csv.result.json"))["unchanged"] == 1
+    assert env.read("labels/x.csv.result.json") == report
+    # The same answers in another file: the label is already there
+    human_labels.handler(labels_event(env, "labels/y.csv", f"{a},cat\n"), context)
+    assert env.item(a) == before
+    assert json.loads(env.read("labels/y.csv.result.json"))["unchanged"] == 1
 
 
 def test_ground_truth_manifest_lines_set_human_labels(env, context):
