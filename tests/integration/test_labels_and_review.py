@@ -416,9 +416,15 @@ def test_a_label_studio_export_uploaded_under_labels_is_applied_and_reported(env
         (9, "unknown_class"),
     ]
 
-    # And the same export again (a redelivery, a second upload) changes nothing
-    human_labels.handler(labels_event(env, key, body), context)
-    again = json.loads(env.read(f"{key}.result.json"))
+    # And the same message again (a redelivery) changes nothing, not even the report
+    labels = {n: env.item(i) for n, i in ids.items()}
+    human_labels.handler(s3_sqs_event([(env.data_bucket, quote_plus(key), len(body))]), context)
+    assert {n: env.item(i) for n, i in ids.items()} == labels
+    assert json.loads(env.read(f"{key}.result.json")) == report
+    # and the same export uploaded again as another file finds every answer there already
+    again_key = "labels/20261130T100500-project 3.label-studio.json"
+    human_labels.handler(labels_event(env, again_key, body), context)
+    again = json.loads(env.read(f"{again_key}.result.json"))
     assert (again["applied"], again["unchanged"]) == (0, 4)
 
 
