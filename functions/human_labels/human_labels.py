@@ -63,7 +63,10 @@ def _progress(key: str, figures: dict) -> None:
 def _report(run: LabelsRun) -> None:
     metrics.add_metric(name="HumanLabelsApplied", unit=MetricUnit.Count, value=run.applied_now)
     if run.report is None:
-        logger.info(_SAID[run.status], extra={"key": run.key, "status": run.status})
+        # A hand-off says how far the file got (rows_done / rows_total, the counts so far).
+        logger.info(
+            _SAID[run.status], extra={**(run.progress or {}), "key": run.key, "outcome": run.status}
+        )
         return
     for error in run.report.errors:  # one line per refused row, with its reason
         logger.warning("labels file row refused", extra={"key": run.key, **error})
