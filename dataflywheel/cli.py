@@ -524,13 +524,25 @@ def cmd_review_import(args: argparse.Namespace) -> int:
     s3.upload_file(str(f), c.data_bucket, key)
     print(f"uploaded s3://{c.data_bucket}/{key}; waiting for it to be applied ...")
 
-    def result() -> dict[str, Any] | None:
+    def read(name: str) -> dict[str, Any] | None:
         try:
-            return json.loads(
-                s3.get_object(Bucket=c.data_bucket, Key=f"{key}.result.json")["Body"].read()
-            )
+            return json.loads(s3.get_object(Bucket=c.data_bucket, Key=name)["Body"].read())
         except s3.exceptions.NoSuchKey:
             return None
+
+    shown: list[int] = []
+
+    def result() -> dict[str, Any] | None:
+        done = read(f"{key}.result.json")
+        # A large file is applied in chunks, across invocations: say how far it got.
+        p = None if done else read(f"{key}.progress.json")
+        if p and p.get("rows_done") not in shown:
+            shown.append(p.get("rows_done"))
+            print(
+                f"applying: {p.get('rows_done')}/{p.get('rows_total')} rows (applied "
+                f"{p.get('applied')}, unchanged {p.get('unchanged')}, unknown {p.get('unknown')})"
+            )
+        return done
 
     r = c.wait(result, timeout=args.timeout, every=1, what="the labels file result")
     print(json.dumps(r, indent=2, default=str))

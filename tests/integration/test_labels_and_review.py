@@ -98,10 +98,15 @@ def test_applying_the_same_file_twice_changes_nothing(env, context):
     a = seed(env, 1, "unlabeled")
     event = labels_event(env, "labels/x.csv", f"{a},cat\n")
     human_labels.handler(event, context)
-    before = env.item(a)
+    before, report = env.item(a), env.read("labels/x.csv.result.json")
+    # The same message again (at-least-once delivery): that file is done, nothing changes
     human_labels.handler(event, context)
     assert env.item(a) == before
-    assert json.loads(env.read("labels/x.csv.result.json"))["unchanged"] == 1
+    assert env.read("labels/x.csv.result.json") == report
+    # The same answers in another file: the label is already there
+    human_labels.handler(labels_event(env, "labels/y.csv", f"{a},cat\n"), context)
+    assert env.item(a) == before
+    assert json.loads(env.read("labels/y.csv.result.json"))["unchanged"] == 1
 
 
 def test_ground_truth_manifest_lines_set_human_labels(env, context):
@@ -411,9 +416,15 @@ def test_a_label_studio_export_uploaded_under_labels_is_applied_and_reported(env
         (9, "unknown_class"),
     ]
 
-    # And the same export again (a redelivery, a second upload) changes nothing
-    human_labels.handler(labels_event(env, key, body), context)
-    again = json.loads(env.read(f"{key}.result.json"))
+    # And the same message again (a redelivery) changes nothing, not even the report
+    labels = {n: env.item(i) for n, i in ids.items()}
+    human_labels.handler(s3_sqs_event([(env.data_bucket, quote_plus(key), len(body))]), context)
+    assert {n: env.item(i) for n, i in ids.items()} == labels
+    assert json.loads(env.read(f"{key}.result.json")) == report
+    # and the same export uploaded again as another file finds every answer there already
+    again_key = "labels/20261130T100500-project 3.label-studio.json"
+    human_labels.handler(labels_event(env, again_key, body), context)
+    again = json.loads(env.read(f"{again_key}.result.json"))
     assert (again["applied"], again["unchanged"]) == (0, 4)
 
 

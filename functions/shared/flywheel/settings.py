@@ -71,6 +71,11 @@ class AuditAlarmSettings(_Settings):
 class HumanLabelsSettings(AuditAlarmSettings):
     DATA_BUCKET: str
     ITEMS_TABLE: str
+    # Its own queue: a labels file that outlasts one invocation continues in a new message.
+    LABELS_FILE_QUEUE_URL: str
+    # Rows applied between two checkpoints of a labels file (domain/label_runs.py): a few
+    # BatchGetItem calls and at most this many writes, seconds on AWS.
+    LABELS_CHUNK_ROWS: int = Field(default=500, ge=1, le=10_000)
     CLASS_NAMES: tuple[str, ...] = ()
 
     _classes = field_validator("CLASS_NAMES", mode="before")(_split)

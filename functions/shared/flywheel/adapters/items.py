@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -273,16 +273,24 @@ def set_human_label(table: str, item_id: str, label: str) -> str:
     return apply_human_label(table, item_id, label).outcome
 
 
-def apply_human_label(table: str, item_id: str, label: str, by: Answerer | None = None) -> Written:
+def apply_human_label(
+    table: str,
+    item_id: str,
+    label: str,
+    by: Answerer | None = None,
+    known: Mapping[str, dict] | None = None,
+) -> Written:
     """Record a person's label: THE write of human labels (labels files and the review app).
 
     Records how the label was obtained (``label_sampling``, ``label_origin``) from the
     state the person answered: read, decide, then write only if that state still holds.
     The item's lease is released. With ``by`` (the review app) another reviewer's live
     lease is a Conflict, and the answer's attributes and log record go in the same write.
+    ``known``: items as a batch read (``get_many``) found them, absent ids left out; the
+    first decision uses it instead of a GetItem (the write's condition still checks it).
     """
-    for _ in range(5):
-        current = get(table, item_id)
+    for attempt in range(5):
+        current = known.get(item_id) if known is not None and attempt == 0 else get(table, item_id)
         if current is None or current.get("state") == State.REJECTED:
             return Written("unknown")
         if current.get("state") == State.HUMAN_LABELED and current.get("label") == label:

@@ -62,3 +62,10 @@ def send_json(queue_url: str, bodies: list[dict]) -> int:
             f"SQS refused {len(failed)} of {len(bodies)} messages: {sorted(set(failed.values()))}"
         )
     return len(bodies)
+
+
+def send_later(queue_url: str, body: dict, delay_s: int = 0) -> None:
+    """One message, visible after ``delay_s`` seconds (SQS allows up to 900)."""
+    client("sqs").send_message(
+        QueueUrl=queue_url, MessageBody=json.dumps(body), DelaySeconds=max(0, min(900, delay_s))
+    )

@@ -6,6 +6,8 @@ import json
 import tarfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -33,6 +35,32 @@ def get_with_metadata(
             return None
         raise
     return obj["Body"].read(), obj.get("ETag", "").strip('"'), dict(obj.get("Metadata") or {})
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object's bytes and what identifies that upload of them."""
+
+    body: bytes
+    etag: str
+    version_id: str | None
+    last_modified: datetime | None
+
+
+def get_stored(bucket: str, key: str) -> Stored | None:
+    """The current object with its ETag, version id and Last-Modified; None when gone."""
+    try:
+        obj = client("s3").get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+    return Stored(
+        obj["Body"].read(),
+        obj.get("ETag", "").strip('"'),
+        obj.get("VersionId"),
+        obj.get("LastModified"),
+    )
 
 
 def get_bytes(bucket: str, key: str, version_id: str | None = None) -> tuple[bytes, str] | None:
