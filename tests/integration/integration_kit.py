@@ -150,8 +150,13 @@ def tap_notifications(stack: Stack) -> str:
 
 def outcomes(stack: Stack) -> list[dict]:
     """The notifications the tap received since the last call."""
-    got = stack.sqs.receive_message(QueueUrl=stack.physical["Outcomes"], MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+    url = stack.physical["Outcomes"]
+    got = stack.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    # Deleted once read: on a slow host a message left in flight would come back after the
+    # queue's visibility timeout and be read twice.
+    for m in got:
+        stack.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return [json.loads(m["Body"]) for m in got]
 
 
 def s3_sqs_event(
