@@ -7,6 +7,7 @@ procedure each time, so the folds' scores speak for the served model (docs/certi
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,8 +154,9 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
                 "classes carried")  # fmt: skip
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0,
-             "bad_epochs": 0, "pseudo": None, "teacher_epochs": None}  # fmt: skip
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0],
+                             "best_epoch": 0, "bad_epochs": 0, "pseudo": None,
+                             "teacher_epochs": None}  # fmt: skip
     checkpoint = artifact.load_checkpoint(checkpoint_dir) if run.master else None
     checkpoint = run.broadcast(checkpoint)  # every process resumes from rank 0's checkpoint
     if checkpoint and checkpoint["classes"] == run.classes and checkpoint["arch"] == args.arch:
