@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import socketserver
-from typing import Any
+from typing import IO, Any, cast
 from wsgiref.headers import Headers
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
@@ -68,7 +68,10 @@ class _Connection(WSGIRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         environ = self.get_environ()
         environ["wsgi.input"] = stdin = io.BytesIO(body)
-        response = _Response(stdin, self.wfile, self.get_stderr(), environ, multithread=True)
+        # typeshed types wfile as BufferedIOBase and ServerHandler's stdout as IO[bytes];
+        # wsgiref's own WSGIRequestHandler.handle passes this same object.
+        wfile = cast(IO[bytes], self.wfile)
+        response = _Response(stdin, wfile, self.get_stderr(), environ, multithread=True)
         response.request_handler = self  # type: ignore[attr-defined]
         response.run(self.server.get_app())  # type: ignore[attr-defined]
         if not response.has_length:

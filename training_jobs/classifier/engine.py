@@ -224,9 +224,10 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
     if pool and args.pseudo_label and args.pseudo_epochs:
         if state["pseudo"] is None:
             raw_model.load_state_dict(run.broadcast(state["best"]))
-            pseudo = select_pseudo_labels(run, raw_model, pool) if run.master else None
-            state["pseudo"] = run.broadcast(pseudo)
-            log(f"{stage}: {len(state['pseudo'])} pseudo-labels of {len(pool)} unlabeled images")
+            chosen = select_pseudo_labels(run, raw_model, pool) if run.master else None
+            pseudo: list[data.Sample] = run.broadcast(chosen)  # rank 0's, on every process
+            state["pseudo"] = pseudo
+            log(f"{stage}: {len(pseudo)} pseudo-labels of {len(pool)} unlabeled images")
         first = state["teacher_epochs"] + 1
         if state["pseudo"]:
             state["bad_epochs"] = 0 if state["epoch"] < first else state["bad_epochs"]
