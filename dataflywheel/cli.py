@@ -272,9 +272,14 @@ def _dashboard(c: Any) -> dict:
 
     os.environ.update(c.env)
     aws.reset()
-    parameters = c.info.get("parameters") or {}
-    confidence = float(parameters.get("CertificationConfidence") or 0.95)
-    return dashboard.gather(c.items_table, c.champion_parameter, confidence)
+    # The stack's own value (DescribeStacks lists every parameter, defaults included).
+    confidence = c.parameters.get("CertificationConfidence")
+    if confidence is None:
+        raise CliError(
+            f"stack {c.stack_name} has no CertificationConfidence parameter: it was deployed "
+            "from an older template.yaml; deploy this one (sam deploy)"
+        )
+    return dashboard.gather(c.items_table, c.champion_parameter, float(confidence))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

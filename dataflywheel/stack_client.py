@@ -197,10 +197,6 @@ class StackClient:
         return self.output("ChampionParameterName")
 
     @property
-    def job_prefix(self) -> str:
-        return self.output("JobPrefix")
-
-    @property
     def model_package_group(self) -> str:
         return self.output("ModelPackageGroupName")
 

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no types (types-PyYAML is not pinned)
 
 __all__ = ["load_template", "resolve", "provision", "function_environment", "physical_name"]
 
@@ -240,8 +240,8 @@ class _Resolver:
     # intrinsics --------------------------------------------------------------
     def value(self, node: Any) -> Any:
         if isinstance(node, list):
-            out = [self.value(v) for v in node]
-            return [v for v in out if v is not _NO_VALUE]
+            values = [self.value(v) for v in node]
+            return [v for v in values if v is not _NO_VALUE]
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
@@ -249,8 +249,8 @@ class _Resolver:
             handler = _INTRINSICS.get(key)
             if handler is not None:
                 return handler(self, arg)
-        out = {k: self.value(v) for k, v in node.items()}
-        return {k: v for k, v in out.items() if v is not _NO_VALUE}
+        fields = {k: self.value(v) for k, v in node.items()}
+        return {k: v for k, v in fields.items() if v is not _NO_VALUE}
 
     def sub(self, arg: Any) -> str:
         if isinstance(arg, list):

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from multiprocessing.connection import Listener
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ class FunctionWorker:
             )
         authkey = secrets.token_hex(16)
         listener = Listener(("127.0.0.1", 0), authkey=bytes.fromhex(authkey))
-        host, port = listener.address
+        # An AF_INET listener's address is (host, port); the type also allows a socket path.
+        host, port = cast(tuple[str, int], listener.address)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self._proc = subprocess.Popen(

@@ -186,7 +186,8 @@ class IndexedMessages:
         return bool(self.by_id)
 
     def __contains__(self, message: Any) -> bool:
-        return self.by_id.get(getattr(message, "id", None)) is message
+        message_id = getattr(message, "id", None)
+        return message_id is not None and self.by_id.get(message_id) is message
 
 
 def _indexed(queue: Any) -> IndexedMessages:

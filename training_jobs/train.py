@@ -290,11 +290,9 @@ def main(args: argparse.Namespace) -> dict:
 
     # -- out-of-distribution refusal: class means and a shared covariance of the training
     # features; the refusal threshold is the --ood-quantile of images the model never trained on
-    detector = ood.fit(
-        *run.features(run_model, final_train),
-        run.features(run_model, final_val + test)[0],
-        quantile=args.ood_quantile,
-    )
+    train_features, train_labels = run.features(run_model, final_train)
+    heldout_features, _ = run.features(run_model, final_val + test)
+    detector = ood.fit(train_features, train_labels, heldout_features, quantile=args.ood_quantile)
     log(f"ood threshold={detector['threshold']:.2f} quantile={args.ood_quantile} "
         f"n={detector['n_heldout']}")  # fmt: skip
 

@@ -36,7 +36,10 @@ def handler(event: dict, context: LambdaContext) -> dict:
             lambda: rollout.deploy(settings, state),
         )
     elif action == "record":
-        outcome = Outcome(event.get("outcome"))
+        try:
+            outcome = Outcome(str(event.get("outcome")))
+        except ValueError as exc:  # a state machine definition that lost the outcome
+            raise ConfigurationError(f"record needs an outcome ({', '.join(Outcome)})") from exc
         recorded: list[bool] = []
 
         def record() -> dict:

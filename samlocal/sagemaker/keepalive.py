@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import socketserver
-from typing import Any
+from typing import IO, Any, cast
+from wsgiref.headers import Headers
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 MAX_REQUEST_LINE = 65536
@@ -20,6 +21,7 @@ MAX_REQUEST_LINE = 65536
 class _Response(ServerHandler):
     http_version = "1.1"
     has_length = False
+    headers: Headers  # set by start_response (BaseHandler), before cleanup_headers runs
 
     def cleanup_headers(self) -> None:
         super().cleanup_headers()  # adds Content-Length when the body is one block
@@ -65,10 +67,11 @@ class _Connection(WSGIRequestHandler):
         # not be taken for the next request line.
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         environ = self.get_environ()
-        environ["wsgi.input"] = io.BytesIO(body)
-        response = _Response(
-            environ["wsgi.input"], self.wfile, self.get_stderr(), environ, multithread=True
-        )
+        environ["wsgi.input"] = stdin = io.BytesIO(body)
+        # typeshed types wfile as BufferedIOBase and ServerHandler's stdout as IO[bytes];
+        # wsgiref's own WSGIRequestHandler.handle passes this same object.
+        wfile = cast(IO[bytes], self.wfile)
+        response = _Response(stdin, wfile, self.get_stderr(), environ, multithread=True)
         response.request_handler = self  # type: ignore[attr-defined]
         response.run(self.server.get_app())  # type: ignore[attr-defined]
         if not response.has_length:

@@ -28,10 +28,6 @@ def validation(message: str) -> AwsError:
     return AwsError("ValidationException", message)
 
 
-def not_found(message: str) -> AwsError:
-    return AwsError("ResourceNotFound", message)
-
-
 def in_use(message: str) -> AwsError:
     return AwsError("ResourceInUse", message)
 

@@ -24,7 +24,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -265,7 +265,7 @@ class Training:
             runner.join(timeout)
         return self.get(name)
 
-    def _launch(self, name: str, listeners: list[MetricListener] | None = None) -> None:
+    def _launch(self, name: str, listeners: Sequence[MetricListener] | None = None) -> None:
         runner = JobRunner(self, name)
         runner.listeners.extend(listeners or [])
         with self._lock:
@@ -450,7 +450,7 @@ class JobRunner(threading.Thread):
         else:
             cmd = [sys.executable, "-m", program, *to_cmd_args(args_hps)]
 
-        extra = {} if rec.get("TrainingStartTime") else {"TrainingStartTime": now()}
+        extra: dict[str, Any] = {} if rec.get("TrainingStartTime") else {"TrainingStartTime": now()}
         self.t.transition(
             self.name_,
             "Training",

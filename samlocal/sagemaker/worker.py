@@ -90,13 +90,13 @@ def default_output_fn(prediction: Any, accept: str) -> Any:
     if ct in ("application/json", "*/*"):
         return json.dumps(value.tolist() if isinstance(value, np.ndarray) else value)
     if ct == "text/csv":
-        buf = io.StringIO()
-        np.savetxt(buf, np.atleast_2d(value), delimiter=",", fmt="%s")
-        return buf.getvalue()
+        text = io.StringIO()
+        np.savetxt(text, np.atleast_2d(value), delimiter=",", fmt="%s")
+        return text.getvalue()
     if ct == "application/x-npy":
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(value), allow_pickle=False)
-        return buf.getvalue()
+        data = io.BytesIO()
+        np.save(data, np.asarray(value), allow_pickle=False)
+        return data.getvalue()
     raise UnsupportedFormatError(ct)
 
 

@@ -139,7 +139,13 @@ class StatusStack:
     def __init__(self, stack) -> None:
         self.stack = stack
         self.env: dict[str, str] = {}
-        self.info = {"stack_name": "dataflywheel", "data_dir": ".flywheel", "parameters": {}}
+        # The stack's parameters as DescribeStacks lists them: the template's, defaults included.
+        self.parameters = {k: str(v) for k, v in stack.resolved["Parameters"].items()}
+        self.info = {
+            "stack_name": "dataflywheel",
+            "data_dir": ".flywheel",
+            "parameters": self.parameters,
+        }
         self.stack_name, self.where = "dataflywheel", "moto"
         self.items_table, self.data_bucket = stack.table, stack.data_bucket
         self.champion_parameter = "/dataflywheel/champion"

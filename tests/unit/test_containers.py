@@ -3,6 +3,7 @@
 import pytest
 from flywheel.domain.containers import container_image, processor
 from flywheel.errors import ConfigurationError
+from template_settings import template_settings
 
 CPU, GPU = (
     "acct.dkr.ecr/pytorch-training:2.6-cpu-py312",
@@ -58,25 +59,8 @@ def test_neuron_and_unknown_types_say_what_to_set():
 
 
 def promote_settings(**env: str):
-    from flywheel.settings import PromoteSettings
-
-    base = {
-        k: "x"
-        for k in [
-            "DATA_BUCKET",
-            "ITEMS_TABLE",
-            "IDEMPOTENCY_TABLE",
-            "LABEL_QUEUE_URL",
-            "TOPIC_ARN",
-            "CHAMPION_PARAMETER",
-            "STACK_NAME",
-            "SAGEMAKER_ROLE_ARN",
-            "MODEL_PACKAGE_GROUP",
-            "ROLLOUT_STATE_MACHINE_ARN",
-        ]
-    }
-    base |= {"INFERENCE_CPU_IMAGE_URI": "inf-cpu", "INFERENCE_GPU_IMAGE_URI": "inf-gpu"}
-    return PromoteSettings.from_env(base | env)
+    images = {"INFERENCE_CPU_IMAGE_URI": "inf-cpu", "INFERENCE_GPU_IMAGE_URI": "inf-gpu"}
+    return template_settings("PromoteFunction", **images, **env)
 
 
 def test_endpoints_get_cpu_for_serverless_and_their_instance_types_image_otherwise():
@@ -85,6 +69,6 @@ def test_endpoints_get_cpu_for_serverless_and_their_instance_types_image_otherwi
     gpu = {"ENDPOINT_INSTANCE_TYPE": "ml.g5.xlarge"}
     assert inference_image(promote_settings(ENDPOINT_MODE="serverless", **gpu)) == "inf-cpu"
     assert inference_image(promote_settings(ENDPOINT_MODE="instance", **gpu)) == "inf-gpu"
-    assert inference_image(promote_settings(ENDPOINT_MODE="instance")) == "inf-cpu"  # ml.m5.large
+    assert inference_image(promote_settings(ENDPOINT_MODE="instance")) == "inf-cpu"  # the default
     override = promote_settings(ENDPOINT_MODE="instance", INFERENCE_IMAGE_URI="my/inf:1", **gpu)
     assert inference_image(override) == "my/inf:1"

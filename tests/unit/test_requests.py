@@ -1,10 +1,14 @@
 """CreateTrainingJob / CreateHyperParameterTuningJob / endpoint request building."""
 
+from dataclasses import replace
+
 import pytest
-from flywheel.domain.deployment import EndpointSettings, Step, next_step, update_endpoint_request
+from flywheel.domain.deployment import Step, next_step, update_endpoint_request
 from flywheel.domain.splits import build_snapshot
 from flywheel.domain.training import JobSettings, training_job_request, tuning_job_request
 from flywheel.errors import ConfigurationError
+from flywheel.services.start_training import job_settings
+from template_settings import template_settings
 
 SPACE = {
     "objective": {"Type": "Maximize", "MetricName": "val_accuracy"},
@@ -24,30 +28,35 @@ SNAP = build_snapshot(
 
 
 def settings(**kw) -> JobSettings:
-    base = dict(
-        region="eu-west-1", bucket="data", stack_name="s", role_arn="arn:role", image_uri="img"
-    )
-    return JobSettings(**{**base, **kw})
+    """The template's default stack, as start_training would build it (``kw`` replaces)."""
+    stack = job_settings(template_settings("StartTrainingFunction"), "eu-west-1")
+    return replace(stack, **kw)
 
 
 def test_training_request_follows_the_container_contract():
-    r = training_job_request(
-        settings(), "dfw-x", SNAP, SPACE, "s3://data/code/sd.tar.gz", "s3://m.tar.gz"
-    )
+    # Given the template's default stack and a search space whose static epochs differ
+    s = settings()
+    assert SPACE["static_hyperparameters"]["epochs"] != str(s.epochs)
+    r = training_job_request(s, "dfw-x", SNAP, SPACE, "s3://data/code/sd.tar.gz", "s3://m.tar.gz")
     hp = r["HyperParameters"]
     assert (
         hp["sagemaker_program"] == "train.py"
         and hp["sagemaker_submit_directory"] == "s3://data/code/sd.tar.gz"
     )
     assert hp["model-version"] == "dfw-x"
-    # The stack's epoch budget wins over the search space's static default
-    assert hp["epochs"] == "40" and hp["cross-fit-folds"] == "5" and hp["confidence"] == "0.95"
-    assert hp["target-accuracy"] == "0.95"
+    # The stack's values win over the search space's static ones
+    assert hp["epochs"] == str(s.epochs) and hp["cross-fit-folds"] == str(s.cross_fit_folds)
+    assert hp["confidence"] == str(s.confidence)
+    assert hp["target-accuracy"] == str(s.target_accuracy)
     assert all(isinstance(v, str) for v in hp.values())
-    assert r["StoppingCondition"] == {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400}
+    assert s.use_spot  # the template's default: spot, so a wait limit twice the runtime
+    assert r["StoppingCondition"] == {
+        "MaxRuntimeInSeconds": s.max_runtime_seconds,
+        "MaxWaitTimeInSeconds": 2 * s.max_runtime_seconds,
+    }
     assert r["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
     assert [c["ChannelName"] for c in r["InputDataConfig"]] == ["train", "test", "champion"]
-    assert r["OutputDataConfig"] == {"S3OutputPath": "s3://data/models/"}
+    assert r["OutputDataConfig"] == {"S3OutputPath": f"s3://{s.bucket}/models/"}
 
 
 def test_no_spot_means_no_max_wait():
@@ -103,15 +112,12 @@ def test_grid_needs_categorical_ranges():
 
 
 def test_instance_update_is_a_canary_with_rollback_alarms_and_serverless_is_plain():
-    instance = EndpointSettings(mode="instance", rollback_alarms=("a5xx", "lat"))
-    r = update_endpoint_request("ep", "cfg", instance)
+    r = update_endpoint_request("ep", "cfg", "instance", ("a5xx", "lat"))
     assert r["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
         {"AlarmName": "a5xx"},
         {"AlarmName": "lat"},
     ]
-    assert "DeploymentConfig" not in update_endpoint_request(
-        "ep", "cfg", EndpointSettings(mode="serverless")
-    )
+    assert "DeploymentConfig" not in update_endpoint_request("ep", "cfg", "serverless", ())
 
 
 def test_reading_the_endpoint_back():

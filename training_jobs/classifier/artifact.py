@@ -79,11 +79,19 @@ def read_artifact(path: str | Path) -> tuple[dict, dict]:
         }
         if "model_config.json" not in members or "model.pt" not in members:
             raise ValueError(f"{path} lacks model_config.json or model.pt")
-        config = json.load(tar.extractfile(members["model_config.json"]))
+        config = json.loads(_member_bytes(tar, members["model_config.json"]))
         if OOD_FILE in members:
-            config["ood"] = json.load(tar.extractfile(members[OOD_FILE]))
-        buffer = io.BytesIO(tar.extractfile(members["model.pt"]).read())
+            config["ood"] = json.loads(_member_bytes(tar, members[OOD_FILE]))
+        buffer = io.BytesIO(_member_bytes(tar, members["model.pt"]))
     return config, torch.load(buffer, map_location="cpu", weights_only=True)
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A regular file's content (extractfile gives None only for links and directories)."""
+    handle = tar.extractfile(member)
+    if handle is None:
+        raise ValueError(f"{member.name} in the model archive is not a regular file")
+    return handle.read()
 
 
 def load_model(

@@ -141,7 +141,9 @@ def fold_of(path: str, folds: int) -> int:
 def split_samples(
     samples: list[Sample], val_fraction: float, test_fraction: float
 ) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    train, val, test = [], [], []
+    train: list[Sample] = []
+    val: list[Sample] = []
+    test: list[Sample] = []
     for sample in samples:
         u = split_fraction(sample[0])
         (test if u < test_fraction else val if u < test_fraction + val_fraction else train).append(

@@ -7,6 +7,7 @@ procedure each time, so the folds' scores speak for the served model (docs/certi
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -153,8 +154,9 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
                 "classes carried")  # fmt: skip
     model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    state = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0], "best_epoch": 0,
-             "bad_epochs": 0, "pseudo": None, "teacher_epochs": None}  # fmt: skip
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_key": [-1.0, 0.0],
+                             "best_epoch": 0, "bad_epochs": 0, "pseudo": None,
+                             "teacher_epochs": None}  # fmt: skip
     checkpoint = artifact.load_checkpoint(checkpoint_dir) if run.master else None
     checkpoint = run.broadcast(checkpoint)  # every process resumes from rank 0's checkpoint
     if checkpoint and checkpoint["classes"] == run.classes and checkpoint["arch"] == args.arch:
@@ -222,9 +224,10 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
     if pool and args.pseudo_label and args.pseudo_epochs:
         if state["pseudo"] is None:
             raw_model.load_state_dict(run.broadcast(state["best"]))
-            pseudo = select_pseudo_labels(run, raw_model, pool) if run.master else None
-            state["pseudo"] = run.broadcast(pseudo)
-            log(f"{stage}: {len(state['pseudo'])} pseudo-labels of {len(pool)} unlabeled images")
+            chosen = select_pseudo_labels(run, raw_model, pool) if run.master else None
+            pseudo: list[data.Sample] = run.broadcast(chosen)  # rank 0's, on every process
+            state["pseudo"] = pseudo
+            log(f"{stage}: {len(pseudo)} pseudo-labels of {len(pool)} unlabeled images")
         first = state["teacher_epochs"] + 1
         if state["pseudo"]:
             state["bad_epochs"] = 0 if state["epoch"] < first else state["bad_epochs"]

@@ -1,8 +1,11 @@
 """Function settings. Field names are the environment variable names the template sets.
 
-A template test checks that each function's Environment (minus POWERTOOLS_*) has exactly
-the fields of its model. Handlers call ``XSettings.from_env()`` inside the handler, never
-at import time.
+The template is the one source of every value: no field has a default here (bounds such
+as ``ge``/``le`` only validate), so a variable the template stops setting is a clear
+"Field required" error rather than a second, silently different default. Template tests
+check that each function's Environment (minus POWERTOOLS_*) has exactly the fields of its
+model and that none of them has a default. Handlers call ``XSettings.from_env()`` inside
+the handler, never at import time.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ class IngestSettings(_Settings):
     DATA_BUCKET: str
     ITEMS_TABLE: str
     LABEL_QUEUE_URL: str
-    MAX_IMAGE_SIDE: int = 1024
-    MAX_UPLOAD_BYTES: int = 25 * 1024 * 1024
-    CLASS_NAMES: tuple[str, ...] = ()
+    MAX_IMAGE_SIDE: int
+    MAX_UPLOAD_BYTES: int
+    CLASS_NAMES: tuple[str, ...]
     # Share of unlabeled uploads sent to people at random (the audit stream that certifies).
-    AUDIT_FRACTION: float = Field(default=0.05, ge=0.0, le=1.0)
+    AUDIT_FRACTION: float = Field(ge=0.0, le=1.0)
 
     _classes = field_validator("CLASS_NAMES", mode="before")(_split)
 
@@ -48,10 +51,10 @@ class AutoLabelSettings(_Settings):
     ENDPOINT_NAME: str
     # Images per InvokeEndpoint: up to inference.py's MAX_BATCH (64); batches_by_size also
     # keeps each request under the 4 MB serverless payload limit.
-    INFERENCE_BATCH_SIZE: int = Field(default=64, ge=1, le=64)
+    INFERENCE_BATCH_SIZE: int = Field(ge=1, le=64)
     # Share of what the champion would auto-label that goes to people blind instead (spot
     # checks of its accuracy; domain/audit.py).
-    AUTO_LABEL_AUDIT_FRACTION: float = Field(default=0.02, ge=0.0, le=1.0)
+    AUTO_LABEL_AUDIT_FRACTION: float = Field(ge=0.0, le=1.0)
 
 
 class AuditAlarmSettings(_Settings):
@@ -62,7 +65,7 @@ class AuditAlarmSettings(_Settings):
     CHAMPION_PARAMETER: str
     # Level of the audited-accuracy interval (the stack's certificate level); the alarm's
     # false-alarm probability per champion is at most 1 - this.
-    CERTIFICATION_CONFIDENCE: float = Field(default=0.95, gt=0.0, lt=1.0)
+    CERTIFICATION_CONFIDENCE: float = Field(gt=0.0, lt=1.0)
     THRESHOLD_ALARM_NAME: str
     TOPIC_ARN: str
     STACK_NAME: str
@@ -75,8 +78,8 @@ class HumanLabelsSettings(AuditAlarmSettings):
     LABELS_FILE_QUEUE_URL: str
     # Rows applied between two checkpoints of a labels file (domain/label_runs.py): a few
     # BatchGetItem calls and at most this many writes, seconds on AWS.
-    LABELS_CHUNK_ROWS: int = Field(default=500, ge=1, le=10_000)
-    CLASS_NAMES: tuple[str, ...] = ()
+    LABELS_CHUNK_ROWS: int = Field(ge=1, le=10_000)
+    CLASS_NAMES: tuple[str, ...]
 
     _classes = field_validator("CLASS_NAMES", mode="before")(_split)
 
@@ -85,12 +88,12 @@ class ReviewExportSettings(_Settings):
     DATA_BUCKET: str
     ITEMS_TABLE: str
     CHAMPION_PARAMETER: str
-    REVIEW_BATCH_SIZE: int = 500
-    CLASS_NAMES: tuple[str, ...] = ()
+    REVIEW_BATCH_SIZE: int
+    CLASS_NAMES: tuple[str, ...]
     # Presigned image GETs in a batch (CSV, Label Studio tasks) live this long, or less: AWS
     # ends a presigned URL when the credentials that signed it (the function's role) expire.
     # SigV4 allows at most 7 days.
-    IMAGE_URL_SECONDS: int = Field(default=6 * 3600, ge=60, le=7 * 24 * 3600)
+    IMAGE_URL_SECONDS: int = Field(ge=60, le=7 * 24 * 3600)
 
     _classes = field_validator("CLASS_NAMES", mode="before")(_split)
 
@@ -100,12 +103,12 @@ class ReviewApiSettings(AuditAlarmSettings):
     ITEMS_TABLE: str
     ANSWERS_TABLE: str
     CHAMPION_PARAMETER: str
-    CLASS_NAMES: tuple[str, ...] = ()
+    CLASS_NAMES: tuple[str, ...]
     # How long a reviewer holds the items handed out (answer, skip or let it expire).
-    LEASE_SECONDS: int = Field(default=120, ge=10, le=3600)
+    LEASE_SECONDS: int = Field(ge=10, le=3600)
     # Presigned image GETs live this long (the page prefetches a few items ahead).
-    IMAGE_URL_SECONDS: int = Field(default=300, ge=30, le=3600)
-    MIN_NEW_HUMAN_LABELS: int = 50
+    IMAGE_URL_SECONDS: int = Field(ge=30, le=3600)
+    MIN_NEW_HUMAN_LABELS: int
 
     _classes = field_validator("CLASS_NAMES", mode="before")(_split)
 
@@ -115,26 +118,26 @@ class StartTrainingSettings(_Settings):
     ITEMS_TABLE: str
     CHAMPION_PARAMETER: str
     SAGEMAKER_ROLE_ARN: str
-    JOB_PREFIX: str = "dfw"
-    TRAINING_CODE_DIR: str = "/opt"
+    JOB_PREFIX: str
+    TRAINING_CODE_DIR: str
     # The TrainingImageUri override ("" = the CPU or GPU image for TRAINING_INSTANCE_TYPE).
-    TRAINING_IMAGE_URI: str = ""
+    TRAINING_IMAGE_URI: str
     TRAINING_CPU_IMAGE_URI: str
     TRAINING_GPU_IMAGE_URI: str
-    TRAINING_INSTANCE_TYPE: str = "ml.g5.xlarge"
-    TRAINING_INSTANCE_COUNT: int = 1
-    USE_SPOT: bool = True
-    MAX_RUNTIME_SECONDS: int = 7200
-    ENABLE_TUNING: bool = True
-    TUNING_STRATEGY: Literal["Bayesian", "Random", "Hyperband", "Grid"] = "Bayesian"
-    MAX_TUNING_JOBS: int = 8
-    MAX_PARALLEL_TUNING_JOBS: int = 2
-    TARGET_ACCURACY: float = 0.95
-    TRAINING_EPOCHS: int = Field(default=40, ge=1)
-    CROSS_FIT_FOLDS: int = Field(default=5, ge=2)
-    CERTIFICATION_CONFIDENCE: float = Field(default=0.95, gt=0.0, lt=1.0)
-    MAX_UNLABELED_POOL: int = Field(default=20000, ge=0)
-    MIN_NEW_HUMAN_LABELS: int = 50
+    TRAINING_INSTANCE_TYPE: str
+    TRAINING_INSTANCE_COUNT: int
+    USE_SPOT: bool
+    MAX_RUNTIME_SECONDS: int
+    ENABLE_TUNING: bool
+    TUNING_STRATEGY: Literal["Bayesian", "Random", "Hyperband", "Grid"]
+    MAX_TUNING_JOBS: int
+    MAX_PARALLEL_TUNING_JOBS: int
+    TARGET_ACCURACY: float
+    TRAINING_EPOCHS: int = Field(ge=1)
+    CROSS_FIT_FOLDS: int = Field(ge=2)
+    CERTIFICATION_CONFIDENCE: float = Field(gt=0.0, lt=1.0)
+    MAX_UNLABELED_POOL: int = Field(ge=0)
+    MIN_NEW_HUMAN_LABELS: int
     STACK_NAME: str
 
 
@@ -145,26 +148,26 @@ class PromoteSettings(_Settings):
     IDEMPOTENCY_TABLE: str
     TOPIC_ARN: str
     CHAMPION_PARAMETER: str
-    JOB_PREFIX: str = "dfw"
+    JOB_PREFIX: str
     STACK_NAME: str
     SAGEMAKER_ROLE_ARN: str
     # The InferenceImageUri override ("" = CPU for serverless, else by ENDPOINT_INSTANCE_TYPE).
-    INFERENCE_IMAGE_URI: str = ""
+    INFERENCE_IMAGE_URI: str
     INFERENCE_CPU_IMAGE_URI: str
     INFERENCE_GPU_IMAGE_URI: str
     MODEL_PACKAGE_GROUP: str
-    ENDPOINT_MODE: Literal["serverless", "instance"] = "serverless"
-    ENDPOINT_INSTANCE_TYPE: str = "ml.m5.large"
-    ENDPOINT_INSTANCE_COUNT: int = 1
-    SERVERLESS_MEMORY_MB: int = 3072
-    SERVERLESS_MAX_CONCURRENCY: int = 5
-    MIN_TEST_ACCURACY: float = 0.8
-    PROMOTION_MARGIN: float = 0.0
+    ENDPOINT_MODE: Literal["serverless", "instance"]
+    ENDPOINT_INSTANCE_TYPE: str
+    ENDPOINT_INSTANCE_COUNT: int
+    SERVERLESS_MEMORY_MB: int
+    SERVERLESS_MAX_CONCURRENCY: int
+    MIN_TEST_ACCURACY: float
+    PROMOTION_MARGIN: float
     # The rollout state machine a promoted model goes to, and how it paces the rollout.
     ROLLOUT_STATE_MACHINE_ARN: str
-    ROLLOUT_POLL_SECONDS: int = Field(default=30, ge=1)
-    ROLLOUT_BAKE_SECONDS: int = Field(default=600, ge=0)
-    ROLLOUT_STEP_TIMEOUT_SECONDS: int = Field(default=120, ge=1)
+    ROLLOUT_POLL_SECONDS: int = Field(ge=1)
+    ROLLOUT_BAKE_SECONDS: int = Field(ge=0)
+    ROLLOUT_STEP_TIMEOUT_SECONDS: int = Field(ge=1)
 
 
 class RolloutSettings(_Settings):
@@ -177,8 +180,8 @@ class RolloutSettings(_Settings):
     CHAMPION_PARAMETER: str
     STACK_NAME: str
     ENDPOINT_NAME: str
-    ENDPOINT_MODE: Literal["serverless", "instance"] = "serverless"
-    ROLLBACK_ALARMS: tuple[str, ...] = ()
+    ENDPOINT_MODE: Literal["serverless", "instance"]
+    ROLLBACK_ALARMS: tuple[str, ...]
     # A new champion clears the auto-label accuracy alarm its predecessor may have raised.
     THRESHOLD_ALARM_NAME: str
 
@@ -186,7 +189,7 @@ class RolloutSettings(_Settings):
 
 
 class TeardownSettings(_Settings):
-    JOB_PREFIX: str = "dfw"
+    JOB_PREFIX: str
     STACK_NAME: str
     ENDPOINT_NAME: str
     CHAMPION_PARAMETER: str

@@ -11,12 +11,13 @@ IN_PROGRESS = {"Creating", "Updating", "SystemUpdating", "RollingBack"}
 
 @dataclass(frozen=True)
 class EndpointSettings:
+    """The production variant the stack's parameters ask for (no defaults: the template's)."""
+
     mode: str  # "serverless" | "instance"
-    instance_type: str = "ml.m5.large"
-    instance_count: int = 1
-    memory_mb: int = 3072
-    max_concurrency: int = 5
-    rollback_alarms: tuple[str, ...] = ()
+    instance_type: str
+    instance_count: int
+    memory_mb: int
+    max_concurrency: int
 
 
 def variant_spec(s: EndpointSettings) -> dict:
@@ -34,9 +35,11 @@ def endpoint_config_request(name: str, model_name: str, s: EndpointSettings, tag
     return {"EndpointConfigName": name, "ProductionVariants": [variant], "Tags": tags}
 
 
-def update_endpoint_request(endpoint: str, config: str, s: EndpointSettings) -> dict:
+def update_endpoint_request(
+    endpoint: str, config: str, mode: str, rollback_alarms: tuple[str, ...]
+) -> dict:
     request: dict = {"EndpointName": endpoint, "EndpointConfigName": config}
-    if s.mode == "instance":
+    if mode == "instance":
         # Canary: 25% of capacity first, baked for 5 minutes while the alarms watch.
         request["DeploymentConfig"] = {
             "BlueGreenUpdatePolicy": {
@@ -48,7 +51,7 @@ def update_endpoint_request(endpoint: str, config: str, s: EndpointSettings) -> 
                 "TerminationWaitInSeconds": 120,
                 "MaximumExecutionTimeoutInSeconds": 3600,
             },
-            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a} for a in s.rollback_alarms]},
+            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": a} for a in rollback_alarms]},
         }
     return request
 

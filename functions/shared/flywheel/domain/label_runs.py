@@ -2,7 +2,7 @@
 
 A labels file is parsed and checked whole (cheap and deterministic, so every invocation
 parses it again and gets the same rows and the same per-line errors), then its rows are
-applied a chunk at a time (``LABELS_CHUNK_ROWS``, 500 by default). After each chunk a
+applied a chunk at a time (``LABELS_CHUNK_ROWS``: the template sets 500). After each chunk a
 checkpoint records the next row and one outcome character per row applied so far; an
 invocation that is running out of time stops between chunks and hands the rest on, and
 whoever resumes starts at the checkpoint's row.

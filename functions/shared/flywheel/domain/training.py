@@ -15,22 +15,24 @@ WARM_START_STRATEGIES = ("Bayesian", "Random")  # Hyperband and Grid do not supp
 
 @dataclass(frozen=True)
 class JobSettings:
+    """What a training or tuning request needs; no defaults: every value is the stack's."""
+
     region: str
     bucket: str
     stack_name: str
     role_arn: str
     image_uri: str
-    instance_type: str = "ml.g5.xlarge"
-    instance_count: int = 1
-    use_spot: bool = True
-    max_runtime_seconds: int = 7200
-    target_accuracy: float = 0.95
-    epochs: int = 40
-    cross_fit_folds: int = 5
-    confidence: float = 0.95
-    strategy: str = "Bayesian"
-    max_jobs: int = 8
-    max_parallel_jobs: int = 2
+    instance_type: str
+    instance_count: int
+    use_spot: bool
+    max_runtime_seconds: int
+    target_accuracy: float
+    epochs: int
+    cross_fit_folds: int
+    confidence: float
+    strategy: str
+    max_jobs: int
+    max_parallel_jobs: int
 
 
 def search_space_id(search_space: dict) -> str:
@@ -179,7 +181,7 @@ def tuning_job_request(
     else:
         limits["MaxNumberOfTrainingJobs"] = s.max_jobs
     if s.strategy == "Hyperband":
-        epochs = int(static.get("epochs", "12"))
+        epochs = int(static["epochs"])  # always set: _hyperparameters passes s.epochs
         config["StrategyConfig"] = {
             "HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": epochs}
         }

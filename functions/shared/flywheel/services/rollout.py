@@ -27,7 +27,7 @@ from typing import Any
 
 from flywheel.adapters import alarms, items, ledger, notifications, parameters, queues, sagemaker
 from flywheel.domain.champion import Champion
-from flywheel.domain.deployment import EndpointSettings, update_endpoint_request
+from flywheel.domain.deployment import update_endpoint_request
 from flywheel.domain.items import State, image_key, now_iso
 from flywheel.domain.names import client_token
 from flywheel.domain.rollout import (
@@ -52,11 +52,7 @@ def _tags(s: RolloutSettings) -> list[dict]:
 
 
 def _request(s: RolloutSettings, config: str) -> dict:
-    return update_endpoint_request(
-        s.ENDPOINT_NAME,
-        config,
-        EndpointSettings(mode=s.ENDPOINT_MODE, rollback_alarms=s.ROLLBACK_ALARMS),
-    )
+    return update_endpoint_request(s.ENDPOINT_NAME, config, s.ENDPOINT_MODE, s.ROLLBACK_ALARMS)
 
 
 def _put(s: RolloutSettings, config: str, what: str) -> dict:

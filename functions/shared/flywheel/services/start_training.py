@@ -150,6 +150,33 @@ def quota_preflight(s: StartTrainingSettings, tuning: bool) -> QuotaVerdict:
     return check_training_quota(found, need, aws.client("sagemaker").meta.region_name)
 
 
+def job_settings(s: StartTrainingSettings, region: str) -> JobSettings:
+    """The request builder's settings: every value is the stack's (its Environment)."""
+    return JobSettings(
+        region=region,
+        bucket=s.DATA_BUCKET,
+        stack_name=s.STACK_NAME,
+        role_arn=s.SAGEMAKER_ROLE_ARN,
+        image_uri=container_image(
+            s.TRAINING_INSTANCE_TYPE,
+            s.TRAINING_CPU_IMAGE_URI,
+            s.TRAINING_GPU_IMAGE_URI,
+            s.TRAINING_IMAGE_URI,
+        ),
+        instance_type=s.TRAINING_INSTANCE_TYPE,
+        instance_count=s.TRAINING_INSTANCE_COUNT,
+        use_spot=s.USE_SPOT,
+        max_runtime_seconds=s.MAX_RUNTIME_SECONDS,
+        target_accuracy=s.TARGET_ACCURACY,
+        epochs=s.TRAINING_EPOCHS,
+        cross_fit_folds=s.CROSS_FIT_FOLDS,
+        confidence=s.CERTIFICATION_CONFIDENCE,
+        strategy=s.TUNING_STRATEGY,
+        max_jobs=s.MAX_TUNING_JOBS,
+        max_parallel_jobs=s.MAX_PARALLEL_TUNING_JOBS,
+    )
+
+
 def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -> StartResult:
     meta = items.get_training_meta(s.ITEMS_TABLE)
     new_labels = items.count_state(s.ITEMS_TABLE, State.HUMAN_LABELED, meta.get("started_at"))
@@ -206,29 +233,7 @@ def start_training(s: StartTrainingSettings, reason: str, tuning: bool | None) -
     pool_uri = f"s3://{s.DATA_BUCKET}/{unlabeled_manifest_key(snapshot)}" if has_pool else None
     code_uri = publish_code(s.DATA_BUCKET, s.TRAINING_CODE_DIR)
     champion = parameters.get_champion(s.CHAMPION_PARAMETER)
-    job = JobSettings(
-        region=aws.client("sagemaker").meta.region_name,
-        bucket=s.DATA_BUCKET,
-        stack_name=s.STACK_NAME,
-        role_arn=s.SAGEMAKER_ROLE_ARN,
-        image_uri=container_image(
-            s.TRAINING_INSTANCE_TYPE,
-            s.TRAINING_CPU_IMAGE_URI,
-            s.TRAINING_GPU_IMAGE_URI,
-            s.TRAINING_IMAGE_URI,
-        ),
-        instance_type=s.TRAINING_INSTANCE_TYPE,
-        instance_count=s.TRAINING_INSTANCE_COUNT,
-        use_spot=s.USE_SPOT,
-        max_runtime_seconds=s.MAX_RUNTIME_SECONDS,
-        target_accuracy=s.TARGET_ACCURACY,
-        epochs=s.TRAINING_EPOCHS,
-        cross_fit_folds=s.CROSS_FIT_FOLDS,
-        confidence=s.CERTIFICATION_CONFIDENCE,
-        strategy=s.TUNING_STRATEGY,
-        max_jobs=s.MAX_TUNING_JOBS,
-        max_parallel_jobs=s.MAX_PARALLEL_TUNING_JOBS,
-    )
+    job = job_settings(s, aws.client("sagemaker").meta.region_name)
     model_data = champion.model_data if champion else None
     space_id = search_space_id(search_space)
     try:
