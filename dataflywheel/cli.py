@@ -535,14 +535,14 @@ def cmd_review_import(args: argparse.Namespace) -> int:
         except s3.exceptions.NoSuchKey:
             return None
 
-    shown: list[int] = []
+    shown: set[int] = set()
 
     def result() -> dict[str, Any] | None:
         done = read(f"{key}.result.json")
         # A large file is applied in chunks, across invocations: say how far it got.
         p = None if done else read(f"{key}.progress.json")
-        if p and p.get("rows_done") not in shown:
-            shown.append(p.get("rows_done"))
+        if p and int(p.get("rows_done", 0)) not in shown:
+            shown.add(int(p.get("rows_done", 0)))
             print(
                 f"applying: {p.get('rows_done')}/{p.get('rows_total')} rows (applied "
                 f"{p.get('applied')}, unchanged {p.get('unchanged')}, unknown {p.get('unknown')})"
