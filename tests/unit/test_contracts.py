@@ -155,7 +155,7 @@ def test_a_labeled_line_reads_back_as_written():
     # Then its shape is Ground Truth's, and the reader gives back what went in
     assert line["animal"] == 0 and line["animal-metadata"]["type"] == manifest.TYPE
     assert manifest.parse_line(manifest.dumps([line]).strip()) == manifest.ManifestLabel(
-        "s3://b/datasets/s/train/cat/x.png", "cat", "animal", "random", True
+        "s3://b/datasets/s/train/cat/x.png", "cat", "animal", "random"
     )
 
 
@@ -177,7 +177,7 @@ def test_a_line_that_is_not_a_manifest_line_says_why(line, reason):
 
 def test_a_line_without_an_answer_has_no_label_and_unknown_sampling_is_none():
     empty = manifest.parse_line('{"source-ref": "s3://b/k", "label": " "}')
-    assert empty.label is None and empty.sampling is None and empty.human_annotated is None
+    assert empty.label is None and empty.sampling is None
     bare = manifest.parse_line({"source-ref": "s3://b/k", "label": "cat"})
     assert bare.label == "cat" and bare.attribute == "label"
     odd = manifest.parse_line(

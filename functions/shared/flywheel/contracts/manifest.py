@@ -90,7 +90,6 @@ class ManifestLabel:
     label: str | None  # None: the line carries no answer (unlabeled, or an empty answer)
     attribute: str
     sampling: str | None  # "random" | "selected"; None when the line does not say
-    human_annotated: bool | None
 
 
 def label_attribute(record: Mapping[str, Any]) -> str | None:
@@ -139,12 +138,10 @@ def parse_line(
         )
     if label is not None and not isinstance(label, str):
         raise InvalidManifestLine(f"class-name must be a string, not {label!r:.40}")
-    human = {"yes": True, "no": False}.get(str(metadata.get("human-annotated", "")).lower())
     sampling = metadata.get("sampling")
     return ManifestLabel(
         source_ref=ref,
         label=(label.strip() or None) if label is not None else None,
         attribute=attribute,
         sampling=sampling if sampling in SAMPLINGS else None,
-        human_annotated=human,
     )
