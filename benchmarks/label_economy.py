@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "training_jobs"))
 import inference  # noqa: E402
 import train  # noqa: E402
+from flywheel.contracts import manifest  # noqa: E402
 
 TARGETS = {"digits": 0.95, "mnist": 0.98}
 
@@ -83,10 +84,12 @@ def write_channel(root: Path, pngs, truth, labeled: dict[int, str]) -> Path:
     lines = []
     for i, sampling in sorted(labeled.items()):
         (root / f"{i:05d}.png").write_bytes(pngs[i])
-        metadata = {"class-name": str(truth[i]), "human-annotated": "yes", "sampling": sampling}
-        lines.append(json.dumps({"source-ref": f"s3://b/d/{i:05d}.png", "label": int(truth[i]),
-                                 "label-metadata": metadata}))  # fmt: skip
-    (root / "train.manifest").write_text("\n".join(lines) + "\n")
+        lines.append(manifest.labeled_line(
+            f"s3://b/d/{i:05d}.png", str(truth[i]), int(truth[i]), human=True,
+            job_name="labeling-job/benchmark", creation_date="2026-01-01T00:00:00",
+            sampling=sampling,
+        ))  # fmt: skip
+    (root / "train.manifest").write_text(manifest.dumps(lines))
     return root
 
 

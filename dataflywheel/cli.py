@@ -618,30 +618,27 @@ def cmd_export(args: argparse.Namespace) -> int:
                     ]
                 )
     else:  # Ground Truth augmented manifest
+        from flywheel.contracts import manifest
+
         out.parent.mkdir(parents=True, exist_ok=True)
         classes = sorted({str(i["label"]) for i in items})
-        with open(out, "w") as fh:
-            for i in items:
-                human = i.get("label_source") == "human"
-                fh.write(
-                    json.dumps(
-                        {
-                            "source-ref": f"s3://{bucket}/{i['image_key']}",
-                            "label": classes.index(str(i["label"])),
-                            "label-metadata": {
-                                "class-name": str(i["label"]),
-                                "confidence": float(i.get("confidence", 1.0) if not human else 1.0),
-                                "human-annotated": "yes" if human else "no",
-                                "job-name": "labeling-job/flywheel-human"
-                                if human
-                                else f"labeling-job/{i.get('model_version', 'model')}",
-                                "creation-date": str(i.get("updated_at", "")).rstrip("Z")[:26],
-                                "type": "groundtruth/image-classification",
-                            },
-                        }
-                    )
-                    + "\n"
+        lines = []
+        for i in items:
+            human = i.get("label_source") == "human"
+            lines.append(
+                manifest.labeled_line(
+                    f"s3://{bucket}/{i['image_key']}",
+                    str(i["label"]),
+                    classes.index(str(i["label"])),
+                    human=human,
+                    job_name="labeling-job/flywheel-human"
+                    if human
+                    else f"labeling-job/{i.get('model_version', 'model')}",
+                    creation_date=str(i.get("updated_at", "")).rstrip("Z")[:26],
+                    confidence=float(i.get("confidence", 1.0) if not human else 1.0),
                 )
+            )
+        out.write_text(manifest.dumps(lines))
     print(f"exported {len(items) - len(refused)} labeled image(s) to {out} ({args.format})")
     if refused:
         for line in refused[:20]:

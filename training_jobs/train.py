@@ -27,6 +27,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # classifier/ sits next to this file
 from classifier import artifact, calibration, data, metrics, models, ood  # noqa: E402
 from classifier.engine import Run, confidence_and_correct, evaluate_champion, fit  # noqa: E402
+from flywheel.contracts import metrics as metrics_contract  # noqa: E402  (flywheel/ beside)
 
 CHECKPOINTS = "/opt/ml/checkpoints"  # SageMaker syncs it with CheckpointConfig.S3Uri
 
@@ -311,7 +312,7 @@ def main(args: argparse.Namespace) -> dict:
     # -- the artifact: weights, config, metrics, serving code
     val_predicted = [classes[i] for i in val_logits.argmax(1)]
     result = {
-        "schema_version": metrics.SCHEMA_VERSION,
+        "schema_version": metrics_contract.SCHEMA_VERSION,
         "model_version": args.model_version,
         "arch": args.arch,
         "classes": classes,
@@ -352,7 +353,7 @@ def main(args: argparse.Namespace) -> dict:
     }  # fmt: skip
     artifact.save_artifact(args.model_dir, final["best"], config, result)
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)
-    artifact.write_json(Path(args.output_data_dir) / "metrics.json", result)
+    artifact.write_json(Path(args.output_data_dir) / metrics_contract.FILE, result)
     return result
 
 

@@ -37,6 +37,7 @@ from samlocal.cfn import function_environment, load_template, provision, resolve
 
 STACK = "dataflywheel"
 TRAINING_CODE = Path(__file__).parent / "fixtures" / "training_code"
+METRICS_FIXTURE = ROOT / "tests" / "fixtures" / "contracts" / "metrics.json"
 
 
 def load_event(name: str) -> dict:
@@ -216,23 +217,28 @@ def metrics_doc(
     version: str,
     accuracy: float,
     champion_accuracy: float | None = None,
-    test_set_id: str = "t" * 64,
+    test_set_id: str = "f" * 64,
+    champion_version: str = "dfw-champion00000",
 ) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "model_version": version,
-        "classes": ["cat", "dog"],
-        "test": {"accuracy": accuracy, "n": 40},
-        "test_set_id": test_set_id,
-        "champion_test": None
-        if champion_accuracy is None
-        else {"accuracy": champion_accuracy, "n": 40},
-        "calibration": {"temperature": 1.3, "ece_before": 0.08, "ece_after": 0.02},
-        "threshold": {
-            "target_accuracy": 0.95,
-            "threshold": 0.8,
-            "coverage": 0.7,
-            "lower_bound": 0.95,
-        },
-        "epochs": [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": accuracy}],
+    """A metrics.json train.py wrote (tests/fixtures/contracts/metrics.json) for two classes,
+    with the gate's inputs set: promote reads it through flywheel.contracts.metrics."""
+    doc = json.loads(METRICS_FIXTURE.read_text())
+    test = {
+        "n": 40,
+        "accuracy": accuracy,
+        "per_class": {},
+        "confusion_matrix": {"labels": ["cat", "dog"], "matrix": [[20, 0], [0, 20]]},
     }
+    doc.update(
+        model_version=version,
+        classes=["cat", "dog"],
+        test=test,
+        test_set_id=test_set_id,
+        champion_test=None
+        if champion_accuracy is None
+        else {**test, "accuracy": champion_accuracy, "model_version": champion_version},
+    )
+    doc["calibration"].update(temperature=1.3, ece_before=0.08, ece_after=0.02)
+    doc["threshold"].update(target_accuracy=0.95, threshold=0.8, coverage=0.7, lower_bound=0.95)
+    doc["epochs"] = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_accuracy": accuracy}]
+    return doc

@@ -88,6 +88,9 @@ def test_a_champion_that_certified_nothing_says_how_many_labels_would(stack, end
         "reached": False,
         "confidence": 0.95,
         "n": 18,
+        "n_selected": 0,
+        "accuracy": 0.0,
+        "data": "test",
         "min_all_correct": 217,
         "labels_needed": [{"coverage": 0.5, "labels": 310}, {"coverage": 0.9, "labels": None}],
     }

@@ -211,7 +211,7 @@ def test_wrong_answers_suspend_the_champion_alarm_once_and_a_new_champion_resume
     # When a retrained model is promoted (its rollout runs to its end)
     fake_endpoints(monkeypatch)
     job = "dfw-0123456789abcdef"
-    finished_job(env, job, metrics_doc(job, 0.97, champion_accuracy=0.9))
+    finished_job(env, job, metrics_doc(job, 0.97, champion_accuracy=0.9, champion_version=VERSION))
     with rollouts(env):
         assert promote_and_wait(env, context, job=job)["status"] == "SUCCEEDED"
 

@@ -68,6 +68,12 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
             "flywheel/__init__.py",
             "flywheel/contracts/__init__.py",
             "flywheel/contracts/images.py",
+            "flywheel/contracts/manifest.py",
+            "flywheel/contracts/metrics.py",
+            "flywheel/contracts/metrics_schema.json",
+            "flywheel/contracts/model_config.py",
+            "flywheel/contracts/model_config_schema.json",
+            "flywheel/contracts/schema.py",
             "search_space.json",
             "train.py",
         ]

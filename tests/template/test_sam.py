@@ -143,7 +143,7 @@ def test_the_packaged_training_code_installs_nothing_from_the_network(built, tmp
     }
     image = {n for n, path in sources.items() if path.parent == tmp_path / "image"}
     assert image <= set(IMAGE_PROVIDES), image  # only what the image has comes from outside
-    assert {"opencv-python-headless", "jsonschema", "efficientnet-lite-pytorch"} <= set(sources)
+    assert {"opencv-python-headless", "efficientnet-lite-pytorch"} <= set(sources)
     assert all(
         p.parent == tmp_path / "code" / "wheels" for n, p in sources.items() if n not in image
     )

@@ -72,12 +72,40 @@ def test_a_source_ref_never_resolves_outside_the_channel(tmp_path, ref):
         data.load_channel(channel, "label")
 
 
+def test_the_snapshot_manifest_the_functions_write_is_a_channel_train_py_reads(tmp_path):
+    # Given a dataset snapshot's train manifest as start_training writes it, and its images
+    from flywheel.contracts import manifest
+    from flywheel.domain.splits import build_snapshot, manifest_lines
+
+    snapshot = build_snapshot(
+        [(f"{i:064x}", label, sampling) for i, (label, sampling) in enumerate(
+            [("cat", "random"), ("dog", "selected"), ("cat", "selected"), ("dog", "random")] * 3
+        )]
+    )  # fmt: skip
+    lines = manifest_lines(snapshot, "bucket", "labeling-job/snap", "2026-11-30T12:00:00", "train")
+    for e in (e for e in snapshot.entries if e.split == "train"):
+        write_png(tmp_path / e.channel_key(snapshot.snapshot_id))
+    (tmp_path / "train.manifest").write_text(manifest.dumps(lines))
+
+    # When train.py reads the channel
+    sampling: dict[str, str] = {}
+    samples = data.load_channel(tmp_path, "label", sampling)
+
+    # Then every line is an image with its class and how its label was drawn
+    train = [e for e in snapshot.entries if e.split == "train"]
+    assert sorted(label for _, label in samples) == sorted(e.label for e in train)
+    assert sorted(sampling.values()) == sorted(e.sampling for e in train)
+
+
 def test_manifest_errors_say_what_is_missing(tmp_path):
     (tmp_path / "m.jsonl").write_text(gt_line("s3://bucket/x/missing.png", "cat") + "\n")
     with pytest.raises(ValueError, match="1 source-ref not found"):
         data.load_channel(tmp_path, "label")
     (tmp_path / "m.jsonl").write_text(gt_line("s3://bucket/x/missing.png", "cat", "species") + "\n")
     with pytest.raises(ValueError, match="--label-attribute"):
+        data.load_channel(tmp_path, "label")
+    (tmp_path / "m.jsonl").write_text('{"label": "cat"}\n')
+    with pytest.raises(ValueError, match="m.jsonl line 1: no source-ref"):
         data.load_channel(tmp_path, "label")
 
 

@@ -18,6 +18,8 @@ import pytest
 import torch
 from classifier import artifact, ood
 from classifier.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from flywheel.contracts import metrics as metrics_contract
+from flywheel.contracts import model_config
 from inference import InvalidInput
 
 
@@ -177,7 +179,7 @@ def test_a_detector_travels_in_ood_json_and_blank_images_are_never_auto_labelled
     tmp_path, monkeypatch
 ):
     # Given an artifact saved with an out-of-distribution detector in its config
-    monkeypatch.setattr(artifact, "validate_metrics", lambda metrics: None)  # not under test
+    monkeypatch.setattr(metrics_contract, "validate", lambda doc: None)  # not under test
     rng = np.random.default_rng(0)
     detector = ood.fit(
         rng.normal(size=(200, 64)), rng.integers(0, 3, 200), rng.normal(size=(50, 64))
@@ -204,11 +206,26 @@ def test_a_detector_travels_in_ood_json_and_blank_images_are_never_auto_labelled
     assert prediction["ood"] is True and prediction["auto_label"] is False
 
 
+def test_an_artifact_whose_config_breaks_the_contract_fails_at_load_saying_why(model, tmp_path):
+    # Given an artifact whose model_config.json lacks the calibration temperature
+    torch.save(model["model"].state_dict(), tmp_path / "model.pt")
+    config = {k: v for k, v in model["config"].items() if k != "temperature"}
+    (tmp_path / "model_config.json").write_text(json.dumps(config))
+    # When the endpoint loads it, Then it refuses at once with the reason, not per request
+    with pytest.raises(model_config.InvalidModelConfig, match="'temperature' is missing"):
+        inference.model_fn(str(tmp_path))
+
+
 def test_the_serving_container_installs_the_network_code_the_arch_needs(tmp_path, monkeypatch):
     # (training_jobs/ as is: no wheels/, so from PyPI; test_artifact_requirements has wheels)
-    monkeypatch.setattr(artifact, "validate_metrics", lambda metrics: None)
+    monkeypatch.setattr(metrics_contract, "validate", lambda doc: None)
+    config = {
+        "classes": ["cat", "dog"], "image_size": 32, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+        "temperature": 1.0, "threshold": 0.5, "target_accuracy": 0.95, "model_version": "dfw-v3",
+        "topk": 2,
+    }  # fmt: skip
     for arch in ("small_cnn", "efficientnet_lite0"):
-        artifact.save_artifact(tmp_path / arch, {}, {"arch": arch}, {})
+        artifact.save_artifact(tmp_path / arch, {}, {**config, "arch": arch}, {})
     assert not (tmp_path / "small_cnn" / "code" / "requirements.txt").exists()  # image has all
     lite = (tmp_path / "efficientnet_lite0" / "code" / "requirements.txt").read_text()
     assert "efficientnet-lite-pytorch==0.1.0" in lite and "opencv" not in lite

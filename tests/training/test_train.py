@@ -63,6 +63,45 @@ def test_two_epoch_run_writes_a_servable_artifact(smoke_job):
     assert not (job / "output" / "failure").exists()
 
 
+def test_the_metrics_json_train_py_writes_is_what_the_gate_reads(smoke_job):
+    # Given the metrics.json of a real run, read as promote reads it (flywheel.contracts)
+    from flywheel.domain.gate import parse_metrics
+    from flywheel.errors import InvalidArtifact
+
+    job, _ = smoke_job
+    written = (job / "model" / "metrics.json").read_bytes()
+    read = parse_metrics(written)
+    assert read.model_version == "dfw-test" and read.test_n > 200
+    assert read.threshold == json.loads(written)["threshold"]["threshold"]
+    # When a field the gate needs is broken, Then the gate refuses the artifact saying where
+    broken = json.loads(written)
+    broken["test"]["accuracy"] = "high"
+    with pytest.raises(InvalidArtifact, match="test.accuracy: 'high' is not of type number"):
+        parse_metrics(broken)
+
+
+def test_the_model_code_serves_with_nothing_but_itself(smoke_job):
+    # Given the artifact's code/ and a Python that sees neither functions/ nor training_jobs/
+    model = smoke_job[0] / "model"
+    probe = (
+        "import sys; sys.path.insert(0, 'code'); import inference; "
+        "from flywheel.contracts import metrics, model_config; "
+        "served = inference.model_fn('.'); "
+        "print(model_config.__file__, metrics.__file__, served['config']['model_version'])"
+    )
+    # When the inference container's entry point loads the model
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe], cwd=model, capture_output=True, text=True, timeout=120
+    )
+    # Then the contracts it validates with are the copies in code/flywheel/contracts
+    assert done.returncode == 0, done.stderr[-2000:]
+    config_module, metrics_module, version = done.stdout.split()
+    contracts = model / "code" / "flywheel" / "contracts"
+    assert Path(config_module).parent.resolve() == contracts.resolve()
+    assert Path(metrics_module).parent.resolve() == contracts.resolve() and version == "dfw-test"
+    assert (contracts / "model_config_schema.json").is_file()
+
+
 def test_metric_regexes_parse_every_epoch_line(smoke_job):
     _, stdout = smoke_job
     lines = stdout.splitlines()

@@ -1,20 +1,26 @@
 """The promotion gate."""
 
+import json
+from pathlib import Path
+
 import pytest
 from flywheel.domain.champion import Champion
 from flywheel.domain.gate import decide, parse_metrics
 from flywheel.errors import InvalidArtifact
 
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "contracts" / "metrics.json"
+
 
 def metrics(acc: float, champ: float | None = None, version: str = "dfw-new", n: int = 50) -> dict:
-    return {
-        "model_version": version,
-        "classes": ["a", "b"],
-        "test": {"accuracy": acc, "n": n},
-        "test_set_id": "s1",
-        "champion_test": None if champ is None else {"accuracy": champ, "n": n},
-        "threshold": {"threshold": 0.8, "target_accuracy": 0.95},
-    }
+    """A metrics.json train.py wrote, with the gate's inputs set."""
+    doc = json.loads(FIXTURE.read_text())
+    doc["model_version"] = version
+    doc["test"].update(accuracy=acc, n=n)
+    doc["test_set_id"] = "5" * 64
+    doc["champion_test"] = (
+        None if champ is None else {**doc["test"], "accuracy": champ, "model_version": "dfw-old"}
+    )
+    return doc
 
 
 CHAMPION = Champion(

@@ -14,6 +14,12 @@ CONTRACT_MEMBERS = [
     "flywheel/__init__.py",
     "flywheel/contracts/__init__.py",
     "flywheel/contracts/images.py",
+    "flywheel/contracts/manifest.py",
+    "flywheel/contracts/metrics.py",
+    "flywheel/contracts/metrics_schema.json",
+    "flywheel/contracts/model_config.py",
+    "flywheel/contracts/model_config_schema.json",
+    "flywheel/contracts/schema.py",
 ]
 
 

@@ -3,7 +3,8 @@
 model.tar.gz: model.pt (state dict), model_config.json, ood.json (the out-of-distribution
 detector, when the config has one under "ood": kept apart because it is large), metrics.json
 and code/ (inference.py, classifier/, flywheel/contracts/, and for an arch that needs a
-package the inference image lacks: requirements.txt and the wheels/ it installs from).
+package the inference image lacks: requirements.txt and the wheels/ it installs from). The
+shapes of model_config.json and metrics.json are flywheel.contracts' (model_config, metrics).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 import flywheel
 import flywheel.contracts
 import torch
+from flywheel.contracts import metrics as metrics_contract
+from flywheel.contracts import model_config
 
-from classifier.metrics import validate_metrics
 from classifier.models import build_model
 
 CODE_DIR = Path(__file__).resolve().parent.parent  # training_jobs/: inference.py and classifier/
@@ -29,8 +31,8 @@ CODE_DIR = Path(__file__).resolve().parent.parent  # training_jobs/: inference.p
 # pytorch/inference/docker/2.6) already have torch, torchvision, numpy, scipy and
 # opencv-python (cv2), so most archs need nothing, and no second OpenCV is installed over the
 # image's. Each list is closed under dependencies minus the image's packages
-# (efficientnet-lite-pytorch needs only torch); inference never validates metrics, so
-# jsonschema is training-only, and the EfficientNet weights package too (the artifact has them).
+# (efficientnet-lite-pytorch needs only torch); the contracts need only the standard library,
+# and the EfficientNet weights package is training-only (the artifact has the weights).
 INFERENCE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "efficientnet_lite0": ("efficientnet-lite-pytorch==0.1.0",),  # the network code
 }
@@ -45,7 +47,7 @@ ONLINE_HEADER = (
     "# The training source dir had no wheels/ (a local run from training_jobs/): the inference\n"
     "# container installs these from PyPI when the endpoint starts, which needs internet.\n"
 )
-OOD_FILE = "ood.json"
+OOD_FILE = model_config.OOD_FILE
 
 
 # ----------------------------------------------------------------------------- reading
@@ -54,10 +56,10 @@ OOD_FILE = "ood.json"
 def find_artifact(path: str | Path) -> Path:
     """A model.tar.gz, a directory holding one, or an extracted artifact directory."""
     path = Path(path)
-    if path.is_dir() and not (path / "model_config.json").is_file():
+    if path.is_dir() and not (path / model_config.FILE).is_file():
         tarballs = sorted(path.glob("*.tar.gz"))
         if len(tarballs) != 1:
-            raise ValueError(f"{path} holds neither model_config.json nor exactly one *.tar.gz")
+            raise ValueError(f"{path} holds neither {model_config.FILE} nor exactly one *.tar.gz")
         path = tarballs[0]
     if not path.exists():
         raise ValueError(f"model artifact {path} does not exist")
@@ -65,24 +67,27 @@ def find_artifact(path: str | Path) -> Path:
 
 
 def read_artifact(path: str | Path) -> tuple[dict, dict]:
-    """(model_config, state_dict) of an artifact, without extracting the tarball."""
+    """(model_config, state_dict) of an artifact, without extracting the tarball; the config
+    is whole (ood.json under "ood") and valid (flywheel.contracts.model_config)."""
     path = find_artifact(path)
     if path.is_dir():
-        config = json.loads((path / "model_config.json").read_text())
-        if (path / OOD_FILE).is_file():
-            config["ood"] = json.loads((path / OOD_FILE).read_text())
+        config = json.loads((path / model_config.FILE).read_text())
+        ood_path = path / OOD_FILE
+        detector = json.loads(ood_path.read_text()) if ood_path.is_file() else None
         state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
-        return config, state
+        return model_config.validate(model_config.join(config, detector)), state
     with tarfile.open(path, "r:*") as tar:
         members = {
             Path(m.name).as_posix().removeprefix("./"): m for m in tar.getmembers() if m.isfile()
         }
-        if "model_config.json" not in members or "model.pt" not in members:
-            raise ValueError(f"{path} lacks model_config.json or model.pt")
-        config = json.loads(_member_bytes(tar, members["model_config.json"]))
-        if OOD_FILE in members:
-            config["ood"] = json.loads(_member_bytes(tar, members[OOD_FILE]))
+        if model_config.FILE not in members or "model.pt" not in members:
+            raise ValueError(f"{path} lacks {model_config.FILE} or model.pt")
+        config = json.loads(_member_bytes(tar, members[model_config.FILE]))
+        detector = (
+            json.loads(_member_bytes(tar, members[OOD_FILE])) if OOD_FILE in members else None
+        )
         buffer = io.BytesIO(_member_bytes(tar, members["model.pt"]))
+    config = model_config.validate(model_config.join(config, detector))
     return config, torch.load(buffer, map_location="cpu", weights_only=True)
 
 
@@ -116,13 +121,16 @@ def write_json(path: Path, data: dict, indent: int | None = 2) -> None:
 def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dict) -> None:
     """model.pt, model_config.json, ood.json (config["ood"], if any), metrics.json and code/ in
     `model_dir` (SageMaker tars it). read_artifact gives the config back whole."""
-    validate_metrics(metrics)  # before writing anything: a bad artifact must never be promoted
-    vendored = inference_wheels(config["arch"])  # and a broken build fails here too
+    # Before writing anything: a bad artifact must never reach the gate or the endpoint (they
+    # read it with the same modules); a broken build (wheels missing) fails here too.
+    metrics_contract.validate(metrics)
+    model_config.validate(config)
+    vendored = inference_wheels(config["arch"])
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.save(state, model_dir / "model.pt")
-    detector = config.get("ood")
-    write_json(model_dir / "model_config.json", {k: v for k, v in config.items() if k != "ood"})
+    served, detector = model_config.split(config)
+    write_json(model_dir / model_config.FILE, served)
     if detector:
         write_json(model_dir / OOD_FILE, detector, indent=None)
     else:
@@ -135,7 +143,8 @@ def save_artifact(model_dir: str | Path, state: dict, config: dict, metrics: dic
     shutil.copy2(CODE_DIR / "inference.py", code / "inference.py")
     copy_contracts(code)
     write_requirements(code, config["arch"], vendored)
-    write_json(model_dir / "metrics.json", metrics)  # last: its presence means a complete artifact
+    # Last: its presence means a complete artifact.
+    write_json(model_dir / metrics_contract.FILE, metrics)
 
 
 def distribution(name: str) -> str:

@@ -2,24 +2,25 @@
 
 A channel directory is either `<class>/<image>` or holds one `*.manifest` / `*.jsonl`
 augmented manifest (JSON lines with `source-ref`, a label attribute and its
-`<attribute>-metadata.class-name`) next to the images it references.
+`<attribute>-metadata.class-name`: flywheel.contracts.manifest) next to the images it
+references.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from flywheel.contracts import manifest
 from torch.utils.data import Dataset
 
 cv2.setNumThreads(1)  # OpenCV's own pool would fight torch's threads for the same cores
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-MANIFEST_SUFFIXES = (".manifest", ".jsonl")
+MANIFEST_SUFFIXES = manifest.SUFFIXES
 
 Sample = tuple[str, str]  # (image path, class name)
 
@@ -71,34 +72,35 @@ def resolve_source_ref(source_ref: str, root: Path) -> Path | None:
 
 
 def read_manifest(
-    manifest: Path, root: Path, label_attribute: str, sampling: dict[str, str] | None = None
+    manifest_path: Path, root: Path, label_attribute: str, sampling: dict[str, str] | None = None
 ) -> list[Sample]:
-    """Samples of a manifest; `sampling` (when given) receives path -> `label-metadata.sampling`
-    ("random": drawn at random from the uploads, may certify; "selected": picked by the model)."""
+    """Samples of a manifest (lines read by flywheel.contracts.manifest); `sampling` (when
+    given) receives path -> `label-metadata.sampling` ("random": drawn at random from the
+    uploads, may certify; "selected": picked by the model)."""
     samples, missing = [], []
-    for line_no, line in enumerate(manifest.read_text().splitlines(), start=1):
-        if not line.strip():
+    for line_no, text in enumerate(manifest_path.read_text().splitlines(), start=1):
+        if not text.strip():
             continue
-        record = json.loads(line)
-        metadata = record.get(f"{label_attribute}-metadata") or {}
-        label = metadata.get("class-name")
-        if label is None and isinstance(record.get(label_attribute), str):
-            label = record[label_attribute]
-        if "source-ref" not in record or label is None:
+        try:
+            line = manifest.parse_line(text, label_attribute)
+        except manifest.InvalidManifestLine as exc:
+            raise ValueError(f"{manifest_path.name} line {line_no}: {exc.reason}") from None
+        if line.label is None:
             raise ValueError(
-                f"{manifest.name} line {line_no}: needs 'source-ref' and "
-                f"'{label_attribute}-metadata.class-name' (set --label-attribute)"
+                f"{manifest_path.name} line {line_no}: needs "
+                f"'{manifest.metadata_key(label_attribute)}.class-name' (set --label-attribute)"
             )
-        path = resolve_source_ref(record["source-ref"], root)
+        path = resolve_source_ref(line.source_ref, root)
         if path is None:
-            missing.append(record["source-ref"])
+            missing.append(line.source_ref)
         else:
-            samples.append((str(path), str(label)))
-            if sampling is not None and metadata.get("sampling") in ("random", "selected"):
-                sampling[str(path)] = metadata["sampling"]
+            samples.append((str(path), line.label))
+            if sampling is not None and line.sampling is not None:
+                sampling[str(path)] = line.sampling
     if missing:
         raise ValueError(
-            f"{manifest.name}: {len(missing)} source-ref not found in {root}, e.g. {missing[0]}"
+            f"{manifest_path.name}: {len(missing)} source-ref not found in {root}, "
+            f"e.g. {missing[0]}"
         )
     return samples
 
@@ -111,9 +113,9 @@ def load_channel(
     if not root or not Path(root).is_dir():
         return []
     root = Path(root)
-    manifest = find_manifest(root)
-    if manifest:
-        return read_manifest(manifest, root, label_attribute, sampling)
+    found = find_manifest(root)
+    if found:
+        return read_manifest(found, root, label_attribute, sampling)
     return scan_image_folder(root)
 
 

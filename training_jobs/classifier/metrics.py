@@ -1,14 +1,8 @@
-"""Evaluation metrics and the metrics.json schema check."""
+"""Evaluation metrics (the reports in metrics.json; its schema: flywheel.contracts.metrics)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
-
-SCHEMA_PATH = Path(__file__).with_name("metrics_schema.json")
-SCHEMA_VERSION = 1
 
 
 def classification_report(y_true: list[str], y_pred: list[str], classes: list[str]) -> dict:
@@ -37,10 +31,3 @@ def classification_report(y_true: list[str], y_pred: list[str], classes: list[st
         "per_class": per_class,
         "confusion_matrix": {"labels": labels, "matrix": matrix.tolist()},
     }
-
-
-def validate_metrics(metrics: dict) -> None:
-    """Raise jsonschema.ValidationError when metrics.json would break its readers."""
-    import jsonschema  # training-only dependency; inference never validates
-
-    jsonschema.validate(metrics, json.loads(SCHEMA_PATH.read_text()))

@@ -5,47 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from flywheel.contracts import metrics as metrics_contract
+from flywheel.contracts.metrics import ModelMetrics
 from flywheel.domain.champion import Champion
 from flywheel.errors import InvalidArtifact
 
 
-@dataclass(frozen=True)
-class ModelMetrics:
-    model_version: str
-    classes: list[str]
-    test_accuracy: float
-    test_n: int
-    test_set_id: str
-    champion_test_accuracy: float | None
-    champion_test_set_id: str | None
-    champion_test_version: str | None
-    threshold: float
-    target_accuracy: float
-    raw: dict
-
-
-def parse_metrics(doc: dict[str, Any]) -> ModelMetrics:
+def parse_metrics(doc: Any) -> ModelMetrics:
+    """metrics.json (the file's bytes or its document) as the gate reads it
+    (flywheel.contracts.metrics: the schema train.py validates against before writing);
+    anything else is an InvalidArtifact saying where."""
     try:
-        champion_test = doc.get("champion_test") or None
-        return ModelMetrics(
-            model_version=str(doc["model_version"]),
-            classes=[str(c) for c in doc["classes"]],
-            test_accuracy=float(doc["test"]["accuracy"]),
-            test_n=int(doc["test"]["n"]),
-            test_set_id=str(doc["test_set_id"]),
-            champion_test_accuracy=(
-                float(champion_test["accuracy"]) if champion_test is not None else None
-            ),
-            champion_test_set_id=(
-                champion_test.get("test_set_id", doc["test_set_id"]) if champion_test else None
-            ),
-            champion_test_version=(champion_test or {}).get("model_version"),
-            threshold=float(doc["threshold"]["threshold"]),
-            target_accuracy=float(doc["threshold"]["target_accuracy"]),
-            raw=doc,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InvalidArtifact(f"metrics.json does not follow the contract: {exc!r}") from exc
+        if isinstance(doc, bytes | str):
+            doc = metrics_contract.loads(doc)
+        return metrics_contract.read(doc)
+    except metrics_contract.InvalidMetrics as exc:
+        raise InvalidArtifact(exc.reason) from exc
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from flywheel.contracts import manifest
+
 _ITEM_ID = re.compile(r"^[0-9a-f]{64}$")
 _IMAGE_KEY = re.compile(r"(?:^|/)images/([0-9a-f]{64})\.png$")
 CSV_HEADER = ("image_id_or_key", "label")
@@ -178,43 +180,30 @@ def _readable_lines(text: str, bad_lines: set[int] | frozenset[int], out: Parsed
         yield n, raw
 
 
-def _label_attribute(record: dict) -> str | None:
-    for key, value in record.items():
-        if (
-            key.endswith("-metadata")
-            and isinstance(value, dict)
-            and key[: -len("-metadata")] in record
-        ):
-            return key[: -len("-metadata")]
-    return None
-
-
 def parse_manifest(text: str, bad_lines: set[int] | frozenset[int] = frozenset()) -> ParsedLabels:
-    """Ground Truth (augmented) manifest lines: ``source-ref`` + ``<attr>`` + ``<attr>-metadata``.
+    """Ground Truth (augmented) manifest lines, read by flywheel.contracts.manifest.
 
-    The class comes from ``<attr>-metadata.class-name`` (else the attribute's value).
-    Lines with ``"label": ""``-style empty answers are skipped.
+    Our own review manifest's ``item_id`` stands in for a missing ``source-ref``. Lines
+    without an answer (``"label": ""``, or no label at all) are skipped.
     """
     out = ParsedLabels()
     for n, raw in _readable_lines(text, bad_lines, out):
         try:
             record = json.loads(raw)
-            ref = record.get("source-ref") or record.get("item_id") or ""
-            attr = _label_attribute(record)
-            label = None
-            if attr is not None:
-                label = record[f"{attr}-metadata"].get("class-name", record[attr])
-            elif "label" in record:
-                label = record["label"]
-        except (ValueError, AttributeError) as exc:
+        except ValueError as exc:
             out.reject(n, "malformed", f"invalid JSON line: {exc}")
             continue
-        if not ref or not isinstance(ref, str):
-            out.reject(n, "malformed", "no source-ref")
-        elif label is None or str(label).strip() == "":
+        if isinstance(record, dict) and not record.get(manifest.SOURCE_REF):
+            record = {**record, manifest.SOURCE_REF: record.get("item_id")}
+        try:
+            line = manifest.parse_line(record)
+        except manifest.InvalidManifestLine as exc:
+            out.reject(n, "malformed", exc.reason)
+            continue
+        if line.label is None:
             out.skipped += 1
         else:
-            out.lines.append(LabelLine(n, ref, str(label).strip()))
+            out.lines.append(LabelLine(n, line.source_ref, line.label))
     return out
 
 

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from flywheel.contracts import manifest
 from flywheel.domain.labels import LABEL_STUDIO_CONTROL, LABEL_STUDIO_OBJECT
 from flywheel.domain.sampling import (
     AUDIT,
@@ -166,16 +167,12 @@ def render_manifest(items: list[dict], bucket: str) -> str:
     """Ground Truth labeling-job input manifest (one source-ref per line)."""
     lines = []
     for i in items:
-        line = {
-            "source-ref": f"s3://{bucket}/{i['image_key']}",
-            "item_id": i["item_id"],
-            "review-reason": review_reason(i),
-        }
+        fields: dict[str, object] = {"item_id": i["item_id"], "review-reason": review_reason(i)}
         if not _blind(i):
-            line["model-label"] = i.get("label", "")
-            line["model-confidence"] = float(i.get("confidence", 0.0) or 0.0)
-        lines.append(json.dumps(line))
-    return "\n".join(lines) + ("\n" if lines else "")
+            fields["model-label"] = i.get("label", "")
+            fields["model-confidence"] = float(i.get("confidence", 0.0) or 0.0)
+        lines.append(manifest.input_line(f"s3://{bucket}/{i['image_key']}", fields))
+    return manifest.dumps(lines)
 
 
 def label_studio_tasks(

@@ -15,6 +15,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+from flywheel.contracts import manifest
 from flywheel.domain.labels import InvalidLabel, validate_label
 
 SPLITS = ("train", "test")
@@ -95,20 +96,16 @@ def manifest_line(
     snapshot: Snapshot, e: SnapshotEntry, bucket: str, job_name: str, created: str
 ) -> dict:
     """Ground Truth augmented manifest line (label attribute ``label``) plus ``sampling``."""
-    return {
-        "source-ref": f"s3://{bucket}/{e.channel_key(snapshot.snapshot_id)}",
-        "split": e.split,
-        "label": snapshot.classes.index(e.label),
-        "label-metadata": {
-            "class-name": e.label,
-            "confidence": 1.0,
-            "human-annotated": "yes",
-            "job-name": job_name,
-            "creation-date": created,
-            "type": "groundtruth/image-classification",
-            "sampling": e.sampling,
-        },
-    }
+    return manifest.labeled_line(
+        f"s3://{bucket}/{e.channel_key(snapshot.snapshot_id)}",
+        e.label,
+        snapshot.classes.index(e.label),
+        human=True,
+        job_name=job_name,
+        creation_date=created,
+        sampling=e.sampling,
+        fields={"split": e.split},
+    )
 
 
 def manifest_lines(

@@ -6,10 +6,10 @@ Nothing here waits for the endpoint: the waits are the state machine's.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 from flywheel.adapters import ledger, notifications, parameters, sagemaker, storage, workflows
+from flywheel.contracts import metrics as metrics_contract
 from flywheel.domain import gate, names
 from flywheel.domain.champion import Champion
 from flywheel.domain.containers import container_image
@@ -198,7 +198,7 @@ def promote_job(s: PromoteSettings, kind: str, job_name: str) -> PromoteResult:
         return PromoteResult("ignored", job_name, reason="child of a tuning job")
     version = job["TrainingJobName"]
     model_data = job["ModelArtifacts"]["S3ModelArtifacts"]
-    metrics = gate.parse_metrics(json.loads(storage.read_tar_member(model_data, "metrics.json")))
+    metrics = gate.parse_metrics(storage.read_tar_member(model_data, metrics_contract.FILE))
     champion = parameters.get_champion(s.CHAMPION_PARAMETER)
     if champion is not None and champion.model_version == version:
         return PromoteResult("already_champion", job_name, version)
