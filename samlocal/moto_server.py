@@ -1071,7 +1071,7 @@ class MotoProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=logf,
-            cwd=str(Path(__file__).resolve().parents[2]),
+            cwd=str(Path(__file__).resolve().parents[1]),
         )
         logf.close()
         line = self._proc.stdout.readline().decode().strip()

@@ -38,7 +38,7 @@ from samlocal.router import Router
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 DEFAULT_DATA_DIR = Path(".flywheel")
 DEFAULT_STACK = "flywheel"

@@ -50,3 +50,10 @@ def test_the_emulator_has_its_own_readme_and_pins_and_the_project_installs_them(
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'local = { file = ["samlocal/requirements.txt"] }' in pyproject
     assert "moto" not in pyproject.split("[project.scripts]")[0]  # one place for each pin
+
+
+def test_paths_the_emulator_derives_from_its_own_location_name_this_repository():
+    from samlocal import functions, stack
+
+    assert stack.DEFAULT_TEMPLATE == ROOT / "template.yaml" and stack.DEFAULT_TEMPLATE.is_file()
+    assert functions.REPO_ROOT == ROOT
