@@ -185,4 +185,8 @@ def test_the_model_s_code_installs_offline_from_the_packaged_wheels(built, tmp_p
         ).parent
         for i in json.loads(report.read_text())["install"]
     }
-    assert sources == {"efficientnet-lite-pytorch": code / "wheels", "torch": image}
+    assert sources == {
+        "efficientnet-lite-pytorch": code / "wheels",
+        "fastjsonschema": code / "wheels",
+        "torch": image,
+    }

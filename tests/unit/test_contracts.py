@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from flywheel.contracts import manifest, model_config, schema
+from flywheel.contracts import manifest, model_config
 from flywheel.contracts import metrics as metrics_contract
 from flywheel.domain.gate import parse_metrics
 from flywheel.domain.labels import parse_manifest
@@ -41,7 +41,7 @@ def changed(path: str, value=None, *, delete: bool = False):
 BROKEN_OR_NOT = [
     *(
         changed(key, delete=True)
-        for key in metrics_contract.schema.load(metrics_contract.SCHEMA_PATH)["required"]
+        for key in json.loads(metrics_contract.SCHEMA_PATH.read_text())["required"]
     ),
     changed("best_epoch", delete=True),  # optional
     changed("schema_version", True),  # true is not 1
@@ -77,7 +77,7 @@ BROKEN_OR_NOT = [
 
 
 @pytest.mark.parametrize("doc", BROKEN_OR_NOT, ids=range(len(BROKEN_OR_NOT)))
-def test_the_standard_library_check_agrees_with_jsonschema(doc):
+def test_fastjsonschema_and_jsonschema_agree_on_the_schema_file(doc):
     reference = jsonschema.Draft202012Validator(
         json.loads(metrics_contract.SCHEMA_PATH.read_text())
     ).is_valid(doc)
@@ -103,13 +103,6 @@ def test_the_schema_file_is_valid_json_schema_and_train_py_output_follows_it():
     metrics_contract.validate(METRICS)
 
 
-def test_a_schema_keyword_the_validator_lacks_is_refused_when_loaded(tmp_path):
-    path = tmp_path / "s.json"
-    path.write_text(json.dumps({"type": "array", "items": {"uniqueItems": True}}))
-    with pytest.raises(schema.SchemaError, match="uniqueItems"):
-        schema.load(path)
-
-
 def test_the_gate_reads_what_train_py_wrote():
     read = parse_metrics(FIXTURE.read_bytes())
     assert read.model_version == METRICS["model_version"]
@@ -121,11 +114,11 @@ def test_the_gate_reads_what_train_py_wrote():
 @pytest.mark.parametrize(
     ("doc", "reason"),
     [
-        (changed("test", delete=True), "top level: required property 'test' is missing"),
-        (changed("test.accuracy", 1.5), "test.accuracy: 1.5 is above the maximum 1"),
+        (changed("test", delete=True), "top level: must contain ['test'] properties"),
+        (changed("test.accuracy", 1.5), "test.accuracy: must be smaller than or equal to 1"),
         (
             changed("threshold.target_accuracy", delete=True),
-            "threshold: required property 'target_accuracy' is missing",
+            "threshold: must contain ['target_accuracy'] properties",
         ),
         (b"{not json", "metrics.json is not JSON"),
     ],
@@ -216,10 +209,10 @@ def test_a_model_config_splits_into_its_two_files_and_joins_back_valid():
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"topk": 0}, "topk: 0 is below the minimum 1"),
-        ({"std": [0.2, 0.0, 0.2]}, r"std\[1\]: 0.0 must be above 0"),
-        ({"classes": []}, "classes: needs at least 1 item"),
-        ({"ood": {"means": []}}, "ood: required property 'threshold' is missing"),
+        ({"topk": 0}, "topk: must be bigger than or equal to 1"),
+        ({"std": [0.2, 0.0, 0.2]}, r"std\[1\]: must be bigger than 0"),
+        ({"classes": []}, "classes: must contain at least 1 items"),
+        ({"ood": {"means": []}}, r"ood: must contain \['threshold'\] properties"),
     ],
 )
 def test_a_model_config_the_endpoint_cannot_serve_is_refused_saying_where(change, reason):

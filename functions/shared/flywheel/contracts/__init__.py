@@ -7,10 +7,9 @@ model_config  model_config.json + ood.json (model_config_schema.json): save_arti
               validates before writing, read_artifact (so inference.py's model_fn) on reading
 manifest      Ground Truth augmented manifest lines: built by the dataset snapshot, the
               review batch and ``flywheel export``; read by labels files and train.py channels
-schema        the JSON Schema keywords those schema files use, checked with the standard
-              library (the Lambda layer has no jsonschema; tests hold it to jsonschema's verdicts)
+schema        checks a document against those schema files (fastjsonschema, compiled once)
 
-Standard library only. ``flywheel.packaging.package_source_dir`` adds this package to the
-training ``sourcedir.tar.gz`` and ``classifier.artifact.save_artifact`` to the model's
-``code/``, so the training job and ``inference.py`` import these very modules.
+The standard library and fastjsonschema only. ``flywheel.packaging.package_source_dir`` adds
+this package to the training ``sourcedir.tar.gz`` and ``classifier.artifact.save_artifact``
+to the model's ``code/``, so the training job and ``inference.py`` import these very modules.
 """

@@ -4,8 +4,7 @@ train.py builds it and ``classifier.artifact.save_artifact`` calls ``validate`` 
 writes anything (a bad artifact must never reach the gate); promote reads it with ``read``
 (gate inputs), and its ``threshold`` block is the certificate the dashboard and
 ``flywheel status`` explain (flywheel.domain.certification). The shape is
-metrics_schema.json next to this file, checked by flywheel.contracts.schema (standard
-library, so the Lambda layer needs no jsonschema).
+metrics_schema.json next to this file, checked by flywheel.contracts.schema (fastjsonschema).
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ def loads(data: bytes | str) -> Any:
 def validate(doc: Any) -> None:
     """Raise InvalidMetrics (the first problem, with its path) unless ``doc`` follows the schema."""
     try:
-        schema.validate(doc, schema.load(SCHEMA_PATH))
+        schema.validate(doc, SCHEMA_PATH)
     except schema.SchemaViolation as exc:
         raise InvalidMetrics(f"{FILE} does not follow the contract: {exc.reason}") from None
 

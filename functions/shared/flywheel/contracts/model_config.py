@@ -33,7 +33,7 @@ class InvalidModelConfig(ValueError):
 def validate(config: Any) -> dict:
     """``config`` itself, or InvalidModelConfig (the first problem, with its path)."""
     try:
-        schema.validate(config, schema.load(SCHEMA_PATH))
+        schema.validate(config, SCHEMA_PATH)
     except schema.SchemaViolation as exc:
         raise InvalidModelConfig(f"{FILE} does not follow the contract: {exc.reason}") from None
     return config
