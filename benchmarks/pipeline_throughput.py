@@ -62,6 +62,9 @@ PARAMETERS = {
     "ClassNames": "0,1,2,3,4,5,6,7,8,9",
     "AuditFraction": "0",  # every unlabeled upload is auto-label work
     "MinNewHumanLabels": "1",
+    # The first model is baked like any other: a short bake, or the default's 10 minutes.
+    "RolloutBakeSeconds": "4",
+    "RolloutPollSeconds": "2",
 }
 
 
@@ -222,10 +225,10 @@ class Stack:
         return {k: round(v, 1) for k, v in out.items()}
 
 
-def wait(predicate: Any, timeout: float, what: str) -> Any:
+def wait(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
     from dataflywheel.stack_client import wait_until  # after the path setup, like the other imports
 
-    return wait_until(predicate, timeout, what, every=0.5)
+    return wait_until(predicate, timeout, what, every=every)
 
 
 def moto_round_trips(stack: Stack, seconds: float = 3.0) -> dict[str, float]:
@@ -323,17 +326,13 @@ def run_size(n: int, work: Path, workers: int | None) -> dict[str, Any]:
         result["rss_after_ingest"] = stack.rss_mb()
 
         # -- auto-label sweep -----------------------------------------------------
-        from flywheel.services.promote import relabel_sweep
+        from flywheel.services.rollout import relabel_sweep
 
         ssm.put_parameter(
             Name=stack.c.champion_parameter, Value=saved, Type="String", Overwrite=True
         )
         t1 = time.monotonic()
-        sent = relabel_sweep(
-            SimpleNamespace(
-                ITEMS_TABLE=stack.c.items_table, LABEL_QUEUE_URL=stack.c.output("LabelQueueUrl")
-            )
-        )
+        sent = relabel_sweep(stack.c.items_table, stack.c.output("LabelQueueUrl"))
         wait(
             lambda: stack.count("unlabeled") == 0 and stack.label_queue_depth() == 0,
             60 + n * 0.6,
