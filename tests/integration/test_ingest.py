@@ -377,3 +377,94 @@ def test_a_label_message_sqs_refuses_fails_only_its_upload(env, context):
     # Then only the second upload's message is retried; all three items are recorded
     assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
     assert all(env.item(i)["state"] == "unlabeled" for i in ids)
+
+
+def _count_calls(service: str) -> dict[str, int]:
+    """The API calls the handler makes to ``service`` from now on, by operation name."""
+    from collections import Counter
+
+    from flywheel.adapters import aws
+
+    calls: Counter[str] = Counter()
+    aws.client(service).meta.events.register(
+        f"before-call.{service}", lambda model, **_: calls.update([model.name])
+    )
+    return calls
+
+
+def test_a_batch_of_new_uploads_is_looked_up_in_one_call(env, context):
+    # Given ten new uploads in one Lambda batch
+    blobs = [jpeg(16, 16, seed=300 + n) for n in range(10)]
+    for n, data in enumerate(blobs):
+        upload(env, f"w{n}.jpg", data)
+    event = s3_sqs_event([(env.upload_bucket, f"w{n}.jpg", len(d)) for n, d in enumerate(blobs)])
+    ddb, s3 = _count_calls("dynamodb"), _count_calls("s3")
+
+    # When ingest runs
+    assert ingest.handler(event, context) == {"batchItemFailures": []}
+
+    # Then DynamoDB saw one BatchGetItem for all ten and one conditional write each; S3 one
+    # read and one write per upload
+    assert dict(ddb) == {"BatchGetItem": 1, "PutItem": 10}
+    assert dict(s3) == {"GetObject": 10, "PutObject": 10}
+    assert len(env.all_items()) == 10
+
+
+def test_the_same_bytes_twice_in_one_batch_are_one_item_with_both_keys(env, context):
+    # Given one image uploaded under two keys, both notifications in one batch
+    data = jpeg(24, 24, seed=400)
+    upload(env, "a/one.jpg", data)
+    upload(env, "b/two.jpg", data)
+    event = s3_sqs_event(
+        [(env.upload_bucket, "a/one.jpg", len(data)), (env.upload_bucket, "b/two.jpg", len(data))]
+    )
+
+    # When ingest runs
+    assert ingest.handler(event, context) == {"batchItemFailures": []}
+
+    # Then there is one item, one stored image, both keys, and one label message
+    (item,) = env.all_items()
+    assert item["source_keys"] == ["a/one.jpg", "b/two.jpg"]
+    assert len(env.keys("images/")) == 1
+    assert [m["item_id"] for m in env.drain("LabelQueue")] == [item["item_id"]]
+
+
+def test_corrupt_bytes_twice_in_one_batch_are_rejected_under_each_key(env, context):
+    # Given a truncated JPEG uploaded under two keys, both in one batch
+    data = jpeg(64, 64, seed=401)[:300]
+    upload(env, "c/one.jpg", data)
+    upload(env, "c/two.jpg", data)
+    event = s3_sqs_event(
+        [(env.upload_bucket, "c/one.jpg", len(data)), (env.upload_bucket, "c/two.jpg", len(data))]
+    )
+
+    # When ingest runs
+    assert ingest.handler(event, context) == {"batchItemFailures": []}
+
+    # Then each key has its rejection, with the same reason, and nothing is stored
+    rejected = {i["source_key"]: i for i in env.all_items()}
+    assert set(rejected) == {"c/one.jpg", "c/two.jpg"}
+    assert {i["state"] for i in rejected.values()} == {"rejected"}
+    assert rejected["c/one.jpg"]["reason"] == rejected["c/two.jpg"]["reason"]
+    assert env.keys("images/") == []
+
+
+def test_an_item_another_batch_created_meanwhile_is_left_as_it_is(env, context, monkeypatch):
+    # Given a human-labeled item, and a copy of its bytes under another key
+    from flywheel.adapters import items
+
+    data = jpeg(24, 24, seed=402)
+    upload(env, "labeled/cat/first.jpg", data)
+    ingest.handler(s3_sqs_event([(env.upload_bucket, "labeled/cat/first.jpg", len(data))]), context)
+    upload(env, "later/copy.jpg", data)
+
+    # When the copy's batch looked it up before the item existed (another batch's race)
+    monkeypatch.setattr(items, "get_many", lambda table, ids: {})
+    event = s3_sqs_event([(env.upload_bucket, "later/copy.jpg", len(data))])
+    assert ingest.handler(event, context) == {"batchItemFailures": []}
+
+    # Then the item keeps its label and gains the key; nothing is queued for auto-labeling
+    (item,) = env.all_items()
+    assert (item["state"], item["label"]) == ("human_labeled", "cat")
+    assert item["source_keys"] == ["labeled/cat/first.jpg", "later/copy.jpg"]
+    assert env.drain("LabelQueue") == []

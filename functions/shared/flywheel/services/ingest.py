@@ -1,14 +1,15 @@
 """Ingest uploaded objects: validate, normalise, record, queue for auto-labeling.
 
-A Lambda batch's uploads are ingested a few at a time (each is mostly waiting on S3 and
-DynamoDB) and their label messages go out together with SendMessageBatch.
+A Lambda batch's uploads move through ingest together, a step at a time: S3 calls one per
+upload in parallel, DynamoDB and SQS calls one for the whole batch where the API allows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from flywheel.adapters import items, queues, storage
@@ -20,8 +21,8 @@ from flywheel.errors import RetryableError
 from flywheel.settings import IngestSettings
 
 Normaliser = Callable[[bytes, int], bytes]
-# Uploads of one batch ingested at once: each waits on ~4 S3/DynamoDB calls, and the decode
-# releases the GIL. More than a few only queue up behind one vCPU.
+# S3 calls (and decodes, which release the GIL) of one batch in flight at once; more than a
+# few only queue up behind one vCPU.
 PARALLEL_UPLOADS = 4
 
 
@@ -53,87 +54,86 @@ class Outcome:
         }
 
 
-def _reject(s: IngestSettings, bucket: str, key: str, etag: str, reason: str) -> Outcome:
-    item_id = rejected_item_id(bucket, key, etag)
-    created = items.put_new(
-        s.ITEMS_TABLE,
-        {
-            "item_id": item_id,
-            "state": State.REJECTED.value,
-            "source_key": key,
-            "reason": reason,
-        },
-    )
-    return Outcome(item_id, State.REJECTED.value, created, reason)
+def _rejected(u: Upload, reason: str) -> dict[str, Any]:
+    return {
+        "item_id": rejected_item_id(u.bucket, u.key, u.etag),
+        "state": State.REJECTED.value,
+        "source_key": u.key,
+        "reason": reason,
+    }
 
 
-def ingest_object(
-    s: IngestSettings,
-    bucket: str,
-    key: str,
-    size: int | None,
-    etag: str,
-    normalise: Normaliser,
-    version_id: str | None = None,
-) -> Outcome | None:
-    """None when there is nothing to ingest (folder marker, object already deleted).
+def _new_item(s: IngestSettings, item_id: str, key: str, metadata: dict[str, str]) -> dict:
+    """The item a new, valid image becomes: human-labeled by its upload path, drawn for the
+    audit stream, or unlabeled (then auto-labeled)."""
+    label, reason = label_from_upload_key(key), None
+    try:
+        label = validate_label(label, s.CLASS_NAMES) if label else None
+    except InvalidLabel as exc:  # recorded on the item, which stays unlabeled
+        label, reason = None, f"{exc.reason} in the upload path"
+    human = bool(label)
+    sampling, origin = seed_provenance(metadata) if human else (None, None)
+    # The audit stream goes to people blind and is never auto-labeled (it certifies).
+    audit = not human and is_audit_draw(item_id, s.AUDIT_FRACTION)
+    initial = State.HUMAN_LABELED if human else State.NEEDS_REVIEW if audit else State.UNLABELED
+    return {
+        "item_id": item_id,
+        "state": initial.value,
+        "source_key": key,
+        "source_keys": {key},
+        "image_key": image_key(item_id),
+        "label": label if human else None,
+        "label_source": "human" if human else None,
+        "label_sampling": sampling,
+        "label_origin": origin,
+        "review_reason": AUDIT if audit else None,
+        "reason": reason,
+    }
 
-    With the event's ``version_id`` that exact version is read, so overwriting a key
-    ingests every version; the same bytes under several keys are one item whose
-    ``source_keys`` holds them all. An item left ``unlabeled`` still has to be queued for
-    auto-labeling (``queue_for_labeling``): also on re-delivery, so a crash between the put
-    and the send cannot strand it.
-    """
-    if key.endswith("/"):
-        return None
-    if size is not None and size > s.MAX_UPLOAD_BYTES:
-        return _reject(
-            s, bucket, key, etag, f"file too large ({size} bytes > {s.MAX_UPLOAD_BYTES})"
-        )
-    got = storage.get_with_metadata(bucket, key, version_id)
+
+@dataclass
+class _Upload:
+    """One upload on its way through a batch."""
+
+    message_id: str
+    upload: Upload
+    data: bytes | None = None  # None: nothing to ingest (a folder marker, deleted since)
+    metadata: dict[str, str] = field(default_factory=dict)
+    item_id: str | None = None
+    new: dict[str, Any] | None = None  # the item it creates unless that exists already
+    created: bool = False
+
+
+def _read(s: IngestSettings, w: _Upload) -> None:
+    """Read that exact version of the upload (so overwriting a key ingests every version);
+    an upload over the size limit is rejected unread."""
+    u = w.upload
+    if u.key.endswith("/"):
+        return
+    if u.size is not None and u.size > s.MAX_UPLOAD_BYTES:
+        w.new = _rejected(u, f"file too large ({u.size} bytes > {s.MAX_UPLOAD_BYTES})")
+        w.item_id = w.new["item_id"]
+        return
+    got = storage.get_with_metadata(u.bucket, u.key, u.version_id)
     if got is None:
-        return None
-    data, etag, metadata = got[0], got[1] or etag, got[2]
-    item_id = content_item_id(data)
-    existing = items.get(s.ITEMS_TABLE, item_id)
-    created = False
-    if existing is None:  # re-deliveries and duplicate uploads skip the decode entirely
-        try:
-            check_image(data, max_bytes=s.MAX_UPLOAD_BYTES)
-            png = normalise(data, s.MAX_IMAGE_SIDE)
-        except InvalidImage as exc:
-            return _reject(s, bucket, key, etag, exc.reason)
-        storage.put_bytes(s.DATA_BUCKET, image_key(item_id), png, "image/png")
-        label, reason = label_from_upload_key(key), None
-        try:
-            label = validate_label(label, s.CLASS_NAMES) if label else None
-        except InvalidLabel as exc:  # recorded on the item, which stays unlabeled
-            label, reason = None, f"{exc.reason} in the upload path"
-        human = bool(label)
-        sampling, origin = seed_provenance(metadata) if human else (None, None)
-        # The audit stream goes to people blind and is never auto-labeled (it certifies).
-        audit = not human and is_audit_draw(item_id, s.AUDIT_FRACTION)
-        initial = State.HUMAN_LABELED if human else State.NEEDS_REVIEW if audit else State.UNLABELED
-        item: dict[str, Any] = {
-            "item_id": item_id,
-            "state": initial.value,
-            "source_key": key,
-            "source_keys": {key},
-            "image_key": image_key(item_id),
-            "label": label if human else None,
-            "label_source": "human" if human else None,
-            "label_sampling": sampling,
-            "label_origin": origin,
-            "review_reason": AUDIT if audit else None,
-            "reason": reason,
-        }
-        created = items.put_new(s.ITEMS_TABLE, item)
-        existing = item if created else items.get(s.ITEMS_TABLE, item_id)
-    known = (existing or {}).get("source_keys") or [(existing or {}).get("source_key")]
-    if existing is not None and key not in known:  # the same bytes under another key
-        items.add_source_keys(s.ITEMS_TABLE, item_id, {key, *filter(None, known)})
-    state = str((existing or {}).get("state"))
-    return Outcome(item_id, state, created, (existing or {}).get("reason"))
+        return
+    w.data, w.metadata = got[0], got[2]
+    w.upload = replace(u, etag=got[1] or u.etag)
+    w.item_id = content_item_id(w.data)
+
+
+def _decode(s: IngestSettings, normalise: Normaliser, w: _Upload) -> None:
+    """A new image: the full decode check, its normalised PNG stored; or its rejection."""
+    assert w.data is not None and w.item_id is not None
+    try:
+        check_image(w.data, max_bytes=s.MAX_UPLOAD_BYTES)
+        png = normalise(w.data, s.MAX_IMAGE_SIDE)
+    except InvalidImage as exc:
+        w.new = _rejected(w.upload, exc.reason)
+        w.item_id = w.new["item_id"]
+        return
+    storage.put_bytes(s.DATA_BUCKET, image_key(w.item_id), png, "image/png")
+    w.new = _new_item(s, w.item_id, w.upload.key, w.metadata)
 
 
 @dataclass
@@ -145,27 +145,126 @@ class Ingested:
     errors: dict[str, Exception] = field(default_factory=dict)
 
 
+class _Batch:
+    """The uploads of one Lambda batch, moved through ingest one step at a time; an error
+    fails the message of the upload it happened to (SQS retries that message alone)."""
+
+    def __init__(self, messages: list[tuple[str, list[Upload]]], pool: ThreadPoolExecutor):
+        self.uploads = [_Upload(mid, u) for mid, uploads in messages for u in uploads]
+        self.pool = pool
+        self.result = Ingested()
+
+    def live(self) -> list[_Upload]:
+        return [w for w in self.uploads if w.message_id not in self.result.errors]
+
+    def fail(self, uploads: Iterable[_Upload], error: Exception) -> None:
+        for w in uploads:
+            self.result.errors.setdefault(w.message_id, error)
+
+    def each(self, step: Callable[[_Upload], None], uploads: list[_Upload]) -> None:
+        """``step`` on each upload, in parallel (each mostly waits on S3 or DynamoDB)."""
+
+        def attempt(w: _Upload) -> Exception | None:
+            try:
+                step(w)
+            except Exception as exc:  # noqa: BLE001 - returned, for this upload's message only
+                return exc
+            return None
+
+        for w, error in zip(uploads, self.pool.map(attempt, uploads), strict=True):
+            if error is not None:
+                self.fail([w], error)
+
+
 def ingest_messages(
     s: IngestSettings, messages: list[tuple[str, list[Upload]]], normalise: Normaliser
 ) -> Ingested:
-    """Ingest every message's uploads; one failing message does not fail the others."""
-    result = Ingested()
+    """Ingest every message's uploads; one failing message does not fail the others.
 
-    def one(uploads: list[Upload]) -> list[tuple[Upload, Outcome | None]]:
-        return [
-            (u, ingest_object(s, u.bucket, u.key, u.size, u.etag, normalise, u.version_id))
-            for u in uploads
-        ]
-
-    with ThreadPoolExecutor(max(1, min(PARALLEL_UPLOADS, len(messages)))) as pool:
-        futures = {message_id: pool.submit(one, uploads) for message_id, uploads in messages}
-    for message_id, future in futures.items():
-        try:
-            result.outcomes[message_id] = future.result()
-        except Exception as exc:  # noqa: BLE001 - reported for this message only
-            result.errors[message_id] = exc
+    Each step is one call for the whole batch or one call per upload, in parallel: read
+    the uploads (GetObject); look their items up (BatchGetItem); decode, normalise and
+    store each new image once (PutObject); create the new items (conditional PutItem);
+    record every key of bytes uploaded under several keys; queue the unlabeled items for
+    auto-labeling (SendMessageBatch). Re-deliveries and duplicate
+    uploads skip the decode. An item left ``unlabeled`` is queued on re-delivery too, so
+    a crash between the write and the send cannot strand it.
+    """
+    uploads = sum(len(u) for _, u in messages)
+    with ThreadPoolExecutor(max(1, min(PARALLEL_UPLOADS, uploads))) as pool:
+        batch = _Batch(messages, pool)
+        batch.each(partial(_read, s), batch.live())
+        existing = _lookup(s, batch)
+        firsts: dict[str, _Upload] = {}  # the upload that decodes each new image
+        for w in batch.live():
+            if w.data is not None and w.item_id not in existing:
+                firsts.setdefault(str(w.item_id), w)
+        batch.each(partial(_decode, s, normalise), list(firsts.values()))
+        for w in batch.live():  # identical bytes again in the batch: rejected like the first
+            first = firsts.get(str(w.item_id))
+            if first and first is not w and first.new and first.new["state"] == State.REJECTED:
+                w.new = _rejected(w.upload, first.new["reason"])
+                w.item_id = w.new["item_id"]
+        _create(s, batch, existing)
+        _record_keys(s, batch, existing)
+    for w in batch.live():
+        if w.item_id is not None and w.item_id not in existing:  # its first copy failed
+            batch.fail([w], RetryableError(f"item {w.item_id} was not recorded"))
+    result = batch.result
+    for w in batch.live():
+        outcome = None
+        if w.item_id is not None:
+            item = existing[w.item_id]
+            outcome = Outcome(w.item_id, str(item.get("state")), w.created, item.get("reason"))
+        result.outcomes.setdefault(w.message_id, []).append((w.upload, outcome))
     queue_for_labeling(s, result)
     return result
+
+
+def _lookup(s: IngestSettings, batch: _Batch) -> dict[str, dict]:
+    """The batch's items that exist already (one BatchGetItem per 100)."""
+    found = [w for w in batch.live() if w.item_id is not None]
+    try:
+        return items.get_many(s.ITEMS_TABLE, [str(w.item_id) for w in found])
+    except Exception as exc:  # noqa: BLE001 - throttled: the messages that read something retry
+        batch.fail(found, exc)
+        return {}
+
+
+def _create(s: IngestSettings, batch: _Batch, existing: dict[str, dict]) -> None:
+    """Create the new items, one conditional PutItem each, in parallel (DynamoDB's batched
+    writes cannot be conditional); one created meanwhile by another batch is read instead."""
+    firsts: dict[str, _Upload] = {}
+    for w in batch.live():
+        if w.new is not None and w.item_id not in existing:
+            firsts.setdefault(str(w.item_id), w)
+
+    def create(w: _Upload) -> None:
+        assert w.new is not None
+        w.created = items.put_new(s.ITEMS_TABLE, w.new)
+        item = w.new if w.created else items.get(s.ITEMS_TABLE, str(w.item_id))
+        if item is not None:
+            existing[str(w.item_id)] = item
+
+    batch.each(create, list(firsts.values()))
+
+
+def _record_keys(s: IngestSettings, batch: _Batch, existing: dict[str, dict]) -> None:
+    """The same bytes under another key: the item gets every key (one call per item)."""
+    keys: dict[str, set[str]] = {}
+    for w in batch.live():
+        item = existing.get(str(w.item_id))
+        if w.data is None or item is None or item.get("state") == State.REJECTED.value:
+            continue
+        known = set(item.get("source_keys") or [item.get("source_key")])
+        if w.upload.key not in known:
+            keys.setdefault(str(w.item_id), set(filter(None, known))).add(w.upload.key)
+    firsts = {str(w.item_id): w for w in reversed(batch.live()) if str(w.item_id) in keys}
+    batch.each(
+        lambda w: items.add_source_keys(s.ITEMS_TABLE, str(w.item_id), keys[str(w.item_id)]),
+        list(firsts.values()),
+    )
+    for item_id, k in keys.items():
+        existing[item_id] = {**existing[item_id], "source_keys": sorted(k)}
 
 
 def queue_for_labeling(s: IngestSettings, result: Ingested) -> None:
