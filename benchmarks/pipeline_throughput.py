@@ -44,7 +44,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +100,33 @@ def digit_pngs(n: int, seed: int = 0) -> tuple[list[bytes], list[str]]:
             labels.append(str(int(d.target[k])))
         i += 1
     return pngs, labels
+
+
+def photo_jpegs(n: int, seed: int = 0, size: tuple[int, int] = (512, 384)) -> list[bytes]:
+    """``n`` distinct camera-like JPEGs: crops of ``size`` at random offsets (and mirrored)
+    from scikit-learn's two sample photographs (640x427), quality 90."""
+    import cv2
+    import numpy as np
+    from sklearn.datasets import load_sample_images
+
+    photos = [image[:, :, ::-1] for image in load_sample_images().images]  # RGB -> BGR
+    rng = np.random.default_rng(seed)
+    w, h = size
+    out, seen = [], set()
+    while len(out) < n:
+        photo = photos[int(rng.integers(len(photos)))]
+        x = int(rng.integers(photo.shape[1] - w + 1))
+        y = int(rng.integers(photo.shape[0] - h + 1))
+        crop = photo[y : y + h, x : x + w]
+        if rng.integers(2):
+            crop = crop[:, ::-1]
+        jpeg = cv2.imencode(".jpg", np.ascontiguousarray(crop), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        data = jpeg[1].tobytes()
+        digest = hashlib.sha256(data).digest()
+        if digest not in seen:
+            seen.add(digest)
+            out.append(data)
+    return out
 
 
 # ----------------------------------------------------------------------------- the stack
@@ -175,7 +201,31 @@ class Stack:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def total(self) -> int:
-        return sum(self.count(s) for s in STATES)
+        """Items in the table, from DescribeTable: moto counts them live (AWS updates
+        ItemCount every few hours), at the cost of one dict length instead of a Query per
+        state that reads and copies every item."""
+        table = self.c.client("dynamodb").describe_table(TableName=self.c.items_table)
+        return int(table["Table"]["ItemCount"])
+
+    def last_written(self, field: str, since: str) -> tuple[int, float]:
+        """How many items have ``field`` (an ISO timestamp) after ``since``, and the latest
+        as epoch seconds: one Scan, after a phase, so that the polls during it can be rare."""
+        import datetime as dt
+
+        pages = (
+            self.c.client("dynamodb")
+            .get_paginator("scan")
+            .paginate(
+                TableName=self.c.items_table,
+                ProjectionExpression="#f",
+                ExpressionAttributeNames={"#f": field},
+                FilterExpression="#f > :since",
+                ExpressionAttributeValues={":since": {"S": since}},
+            )
+        )
+        stamps = [item[field]["S"] for page in pages for item in page["Items"]]
+        latest = dt.datetime.strptime(max(stamps), "%Y-%m-%dT%H:%M:%S.%fZ")
+        return len(stamps), latest.replace(tzinfo=dt.UTC).timestamp()
 
     def label_queue_depth(self) -> int:
         attrs = self.c.client("sqs").get_queue_attributes(
@@ -208,7 +258,7 @@ class Stack:
                 "moto"
                 if "moto" in cmd
                 else "model_server"
-                if "local_sagemaker/worker.py" in cmd
+                if "sagemaker/worker.py" in cmd
                 else None
             )
             if kind is None:
@@ -257,9 +307,7 @@ def upload(stack: Stack, keys_and_bodies: list[tuple[str, bytes, dict]]) -> None
 
     def put(job: tuple[str, bytes, dict]) -> None:
         key, body, meta = job
-        s3.put_object(
-            Bucket=stack.c.upload_bucket, Key=key, Body=body, ContentType="image/png", **meta
-        )
+        s3.put_object(Bucket=stack.c.upload_bucket, Key=key, Body=body, **meta)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(put, keys_and_bodies))
@@ -294,12 +342,18 @@ def train_champion(stack: Stack, pngs: list[bytes], labels: list[str]) -> dict:
     return champ
 
 
-def run_size(n: int, work: Path, workers: int | None) -> dict[str, Any]:
-    pngs, labels = digit_pngs(n + 2000)
-    seed_pngs, seed_labels = pngs[n:], labels[n:]
-    unlabeled = pngs[:n]
-    stack = Stack(work / f"n{n}" / "data", workers)
-    result: dict[str, Any] = {"n": n, "load_before": [round(x, 2) for x in os.getloadavg()]}
+def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, Any]:
+    pngs, labels = digit_pngs((n if images == "digits" else 0) + 2000)
+    seed_pngs, seed_labels = pngs[-2000:], labels[-2000:]
+    unlabeled = pngs[:n] if images == "digits" else photo_jpegs(n)
+    stack = Stack(work / f"{images}-n{n}" / "data", workers)
+    result: dict[str, Any] = {
+        "n": n,
+        "images": images,
+        "upload_kb": round(sum(map(len, unlabeled)) / len(unlabeled) / 1024, 1),
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
+    every = max(1.0, n / 2000)  # progress polls: rare, the end time comes from the items
     stack.start()
     try:
         result["moto_empty"] = moto_round_trips(stack)
@@ -310,35 +364,39 @@ def run_size(n: int, work: Path, workers: int | None) -> dict[str, Any]:
         ssm.delete_parameter(Name=stack.c.champion_parameter)
         base = stack.total()
 
-        # -- ingest ---------------------------------------------------------------
-        jobs = [(f"incoming/bench {i:06d}.png", png, {}) for i, png in enumerate(unlabeled)]
+        # -- ingest: first upload to the last item's created_at -------------------
+        jobs = [(f"incoming/bench {i:06d}.img", data, {}) for i, data in enumerate(unlabeled)]
         random.Random(1).shuffle(jobs)
-        t0 = time.monotonic()
+        since, t0 = _iso_now(), time.time()
         uploader = threading.Thread(target=upload, args=(stack, jobs))
         uploader.start()
-        wait(lambda: stack.total() >= base + n, 60 + n * 0.5, "ingest")
-        t_ingest = time.monotonic() - t0
+        wait(lambda: stack.total() >= base + n, 60 + n * 0.5, "ingest", every=every)
         uploader.join()
+        created, last = stack.last_written("created_at", since)
+        t_ingest = last - t0
+        result["ingested"] = created
         result["ingest_s"] = round(t_ingest, 2)
         result["ingest_per_s"] = round(n / t_ingest, 1)
-        note(f"N={n}: ingested in {t_ingest:.1f}s ({n / t_ingest:.1f} img/s)")
-        wait(lambda: stack.label_queue_depth() == 0, 600, "the label queue to drain")
+        note(f"N={n}: ingested {created} in {t_ingest:.1f}s ({n / t_ingest:.1f} img/s)")
+        wait(lambda: stack.label_queue_depth() == 0, 600, "the label queue to drain", every)
         result["rss_after_ingest"] = stack.rss_mb()
 
-        # -- auto-label sweep -----------------------------------------------------
+        # -- auto-label: the sweep to the last item's updated_at -----------------
         from flywheel.services.rollout import relabel_sweep
 
         ssm.put_parameter(
             Name=stack.c.champion_parameter, Value=saved, Type="String", Overwrite=True
         )
-        t1 = time.monotonic()
+        since, t1 = _iso_now(), time.time()
         sent = relabel_sweep(stack.c.items_table, stack.c.output("LabelQueueUrl"))
         wait(
-            lambda: stack.count("unlabeled") == 0 and stack.label_queue_depth() == 0,
+            lambda: stack.label_queue_depth() == 0 and stack.count("unlabeled") == 0,
             60 + n * 0.6,
             "the auto-label sweep",
+            every,
         )
-        t_label = time.monotonic() - t1
+        labeled, last = stack.last_written("updated_at", since)
+        t_label = last - t1
         result["swept"] = sent
         result["label_s"] = round(t_label, 2)
         result["label_per_s"] = round(n / t_label, 1)
@@ -359,6 +417,12 @@ def run_size(n: int, work: Path, workers: int | None) -> dict[str, Any]:
         result["label_per_s"] / result["model_limit"]["request_per_s"], 3
     )
     return result
+
+
+def _iso_now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as the items' stamps
 
 
 def _batch_size() -> int:
@@ -430,6 +494,7 @@ def model_limit(model_dir: Path, pngs: list[bytes], batch: int) -> dict[str, flo
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
         ("N", lambda r: r["n"]),
+        ("images (mean upload KB)", lambda r: f"{r['images']} ({r['upload_kb']})"),
         ("ingest img/s", lambda r: r["ingest_per_s"]),
         ("  s/item", lambda r: f"{r['ingest_s'] / r['n']:.4f}"),
         ("  OpenCV limit img/s (1 core)", lambda r: r["opencv_limit_per_s"]),
@@ -470,13 +535,20 @@ def main() -> int:
     p.add_argument(
         "--workers", type=int, help="model server workers (FLYWHEEL_MODEL_SERVER_WORKERS)"
     )
+    p.add_argument(
+        "--images",
+        choices=["digits", "photos"],
+        default="digits",
+        help="digits: 32x32 PNGs (~0.3 KB, the pipeline's overhead shows); photos: 512x384 "
+        "JPEG crops of scikit-learn's sample photographs (~70 KB, the decode shows)",
+    )
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="pipeline-throughput-"))
     note(f"cpus={os.cpu_count()} load={os.getloadavg()} work dir {work}")
     results = []
     for n in sizes:
-        results.append(run_size(n, work, args.workers))
+        results.append(run_size(n, work, args.workers, args.images))
         note(f"N={n}: {json.dumps(results[-1])}")
     print(table(results))
     if len(results) > 1:
