@@ -185,9 +185,9 @@ def ingest_messages(
     the uploads (GetObject); look their items up (BatchGetItem); decode, normalise and
     store each new image once (PutObject); create the new items (conditional PutItem);
     record every key of bytes uploaded under several keys; queue the unlabeled items for
-    auto-labeling (SendMessageBatch). Re-deliveries and duplicate
-    uploads skip the decode. An item left ``unlabeled`` is queued on re-delivery too, so
-    a crash between the write and the send cannot strand it.
+    auto-labeling (SendMessageBatch). Re-deliveries and duplicate uploads skip the decode.
+    An item left ``unlabeled`` is queued on re-delivery too, so a crash between the write
+    and the send cannot strand it.
     """
     uploads = sum(len(u) for _, u in messages)
     with ThreadPoolExecutor(max(1, min(PARALLEL_UPLOADS, uploads))) as pool:
