@@ -19,7 +19,7 @@ import pytest
 from botocore.config import Config
 from stack_process import UpProcess, alive  # noqa: I001
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # stop and settle times are asserted
 
 UPLOADS = 200
 KILL_AT = 80  # acknowledged uploads before the kill

@@ -288,6 +288,7 @@ def _tcp_connections_to(port: int) -> list[str]:
     return out
 
 
+@pytest.mark.serial  # asserts request times
 def test_requests_to_the_model_server_reuse_one_kept_alive_connection(
     sm: Any, s3: Any, runtime: Any, service: Any
 ) -> None:
@@ -329,6 +330,7 @@ def test_the_front_keeps_http_1_1_connections_alive(service: Any, endpoint: str)
     conn.close()
 
 
+@pytest.mark.serial  # asserts request times
 def test_a_model_with_two_workers_serves_two_requests_at_once(
     sm: Any, s3: Any, runtime: Any
 ) -> None:

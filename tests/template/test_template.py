@@ -398,12 +398,16 @@ def _import_once(folder: str, module: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("folder", sorted(HANDLERS))
-def test_handler_module_imports_in_under_half_a_second_without_opencv(folder):
+def test_handler_module_imports_in_under_0_8_s_of_cpu_without_opencv(folder):
     # CPU seconds of the import (process_time), best of three: on a shared, loaded box wall
-    # time measures the neighbours; three slow runs of CPU time are a regression.
+    # time measures the neighbours. On this project's 2-vCPU machine the best of three was
+    # 0.31-0.48 s quiet and 0.50-0.62 s during a full test run (CPU time grows with a busy
+    # sibling vCPU too), so 0.5 s failed by chance. 0.8 s still fails on what matters: cv2
+    # adds 0.73 s, torch 3.8 s, Powertools' patch_all about 0.6 s.
     runs = [_import_once(folder, HANDLERS[folder]) for _ in range(3)]
-    assert min(r["seconds"] for r in runs) < 0.5, runs
+    assert min(r["seconds"] for r in runs) < 0.8, runs
     assert not any(r["cv2"] for r in runs)  # even ingest imports cv2 only when it decodes
 
 
