@@ -9,7 +9,7 @@ import sys
 import pytest
 from e2e_support import REPO  # noqa: I001
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # "under 5 minutes" is asserted
 
 
 def test_quick_demo_completes_with_a_report(tmp_path):

@@ -1,5 +1,9 @@
 """Fixtures: moto in server mode (S3, SQS, EventBridge, CloudWatch) and the local
-SageMaker, both on free ports; boto3 clients pointed at them, as a user's script would."""
+SageMaker, both on free ports; boto3 clients pointed at them, as a user's script would.
+
+moto runs in a process of its own (samlocal's MotoProcess), as in `flywheel up`: an
+in-process moto server would share moto's global backends with the `mock_aws` tests that
+the same pytest-xdist worker runs, and their reset would empty it mid-session."""
 
 from __future__ import annotations
 
@@ -8,18 +12,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 from sm_support import BUCKET, FIXTURES, EventLog, client, start_service, tar_gz
 
+from samlocal.moto_server import MotoProcess
 from samlocal.sagemaker import LocalSageMaker
 
 
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = MotoProcess(tmp_path_factory.mktemp("moto"))
+    yield server.start()
     server.stop()
 
 

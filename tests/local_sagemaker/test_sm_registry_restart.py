@@ -104,8 +104,9 @@ def test_restart_keeps_state_resumes_jobs_and_endpoints(
     )
     wait_endpoint(sm, endpoint)
     job = unique("train-restart")
+    # 12 epochs of 0.5 s: the stop below must come before the end even on a loaded host
     sm.create_training_job(
-        **training_request(job, checkpoint=True, epochs=6, sleep=0.4, quality=0.8)
+        **training_request(job, checkpoint=True, epochs=12, sleep=0.5, quality=0.8)
     )
     wait_for(
         lambda: s3.list_objects_v2(Bucket=BUCKET, Prefix=f"checkpoints/{job}/").get("KeyCount", 0),
@@ -125,7 +126,7 @@ def test_restart_keeps_state_resumes_jobs_and_endpoints(
         desc = wait_training(sm, job, timeout=60)
         assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
         log = urllib.request.urlopen(f"{second.url}/_local/logs/{job}").read().decode()
-        assert "resuming from epoch" in log and log.count("epoch=6 ") == 1
+        assert "resuming from epoch" in log and log.count("epoch=12 ") == 1
         assert {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}[
             "val_accuracy"
         ] == pytest.approx(0.8)
