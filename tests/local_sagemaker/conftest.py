@@ -70,9 +70,10 @@ def event_queue(moto_url: str) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def bucket(s3: Any) -> str:
-    """The test bucket with a packaged source dir and a tiny train channel."""
+    """The test bucket with a packaged source dir and a tiny train channel; there for every
+    test of this tier, also those that only name ``BUCKET`` (run alone or in any order)."""
     s3.create_bucket(Bucket=BUCKET)
     src = FIXTURES / "source"
     s3.put_object(
