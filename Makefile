@@ -44,12 +44,12 @@ $(CHROMIUM):
 demo: $(VENV)/.installed
 	$(VENV)/bin/flywheel demo
 
-# Every tier: the tests that wait on stacks and jobs share TEST_WORKERS processes (whole files
-# per process: module fixtures start one stack); those that assert timings run alone after.
+# Every tier: the tests that assert timings first, alone on the machine; then the rest in
+# TEST_WORKERS processes (whole files per process: module fixtures start one stack each).
 TEST_WORKERS ?= 3
 test: $(VENV)/.installed $(SAMVENV)/.installed $(LSVENV)/.installed $(CHROMIUM)
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
 	$(VENV)/bin/pytest -m serial
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
