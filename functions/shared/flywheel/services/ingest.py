@@ -157,6 +157,15 @@ class _Batch:
     def live(self) -> list[_Upload]:
         return [w for w in self.uploads if w.message_id not in self.result.errors]
 
+    def firsts(self, wanted: Callable[[_Upload], bool]) -> dict[str, _Upload]:
+        """Per item id, the first live upload ``wanted`` picks: the one that does the work
+        for every copy of the same bytes in the batch."""
+        out: dict[str, _Upload] = {}
+        for w in self.live():
+            if wanted(w):
+                out.setdefault(str(w.item_id), w)
+        return out
+
     def fail(self, uploads: Iterable[_Upload], error: Exception) -> None:
         for w in uploads:
             self.result.errors.setdefault(w.message_id, error)
@@ -194,10 +203,7 @@ def ingest_messages(
         batch = _Batch(messages, pool)
         batch.each(partial(_read, s), batch.live())
         existing = _lookup(s, batch)
-        firsts: dict[str, _Upload] = {}  # the upload that decodes each new image
-        for w in batch.live():
-            if w.data is not None and w.item_id not in existing:
-                firsts.setdefault(str(w.item_id), w)
+        firsts = batch.firsts(lambda w: w.data is not None and w.item_id not in existing)
         batch.each(partial(_decode, s, normalise), list(firsts.values()))
         for w in batch.live():  # identical bytes again in the batch: rejected like the first
             first = firsts.get(str(w.item_id))
@@ -233,10 +239,6 @@ def _lookup(s: IngestSettings, batch: _Batch) -> dict[str, dict]:
 def _create(s: IngestSettings, batch: _Batch, existing: dict[str, dict]) -> None:
     """Create the new items, one conditional PutItem each, in parallel (DynamoDB's batched
     writes cannot be conditional); one created meanwhile by another batch is read instead."""
-    firsts: dict[str, _Upload] = {}
-    for w in batch.live():
-        if w.new is not None and w.item_id not in existing:
-            firsts.setdefault(str(w.item_id), w)
 
     def create(w: _Upload) -> None:
         assert w.new is not None
@@ -245,7 +247,8 @@ def _create(s: IngestSettings, batch: _Batch, existing: dict[str, dict]) -> None
         if item is not None:
             existing[str(w.item_id)] = item
 
-    batch.each(create, list(firsts.values()))
+    new = batch.firsts(lambda w: w.new is not None and w.item_id not in existing)
+    batch.each(create, list(new.values()))
 
 
 def _record_keys(s: IngestSettings, batch: _Batch, existing: dict[str, dict]) -> None:
@@ -258,10 +261,9 @@ def _record_keys(s: IngestSettings, batch: _Batch, existing: dict[str, dict]) ->
         known = set(item.get("source_keys") or [item.get("source_key")])
         if w.upload.key not in known:
             keys.setdefault(str(w.item_id), set(filter(None, known))).add(w.upload.key)
-    firsts = {str(w.item_id): w for w in reversed(batch.live()) if str(w.item_id) in keys}
     batch.each(
         lambda w: items.add_source_keys(s.ITEMS_TABLE, str(w.item_id), keys[str(w.item_id)]),
-        list(firsts.values()),
+        list(batch.firsts(lambda w: str(w.item_id) in keys).values()),
     )
     for item_id, k in keys.items():
         existing[item_id] = {**existing[item_id], "source_keys": sorted(k)}
