@@ -53,6 +53,7 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -190,6 +191,28 @@ class IndexedMessages:
         return message_id is not None and self.by_id.get(message_id) is message
 
 
+class VisibleMessages:
+    """moto's ``Queue.messages`` (the visible, undelayed messages in send order), lazily.
+
+    moto builds that list from the whole queue on every ReceiveMessage and on every wake-up
+    of a long poll, although a receive stops at its first ``count`` (at most 10): 6.3 ms a
+    receive at a depth of 8,000, so draining a deep queue was quadratic. Iterated, this
+    stops where the receive stops; ``len`` still counts them all (the queue attributes).
+    """
+
+    def __init__(self, queue: Any) -> None:
+        self._queue = queue
+
+    def __iter__(self) -> Iterator[Any]:
+        return (m for m in _indexed(self._queue) if m.visible and not m.delayed)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self)
+
+
 def _indexed(queue: Any) -> IndexedMessages:
     if not isinstance(queue._messages, IndexedMessages):
         queue._messages = IndexedMessages(queue._messages)
@@ -212,7 +235,7 @@ def _drop(queue: Any, message: Any) -> None:
 def _patch_moto_sqs() -> None:
     """SQS made durable-friendly and O(batch): see the notes at each patch."""
     import json as _json
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
     from moto.core.utils import camelcase_to_underscores, unix_time
     from moto.sqs.exceptions import InvalidParameterValue, ReceiptHandleIsInvalid
@@ -253,6 +276,7 @@ def _patch_moto_sqs() -> None:
             return len(self._keys)
 
     Queue.attributes = property(LazyAttributes)  # type: ignore[assignment]
+    Queue.messages = property(VisibleMessages)  # type: ignore[assignment]
 
     original_init = Queue.__init__
 

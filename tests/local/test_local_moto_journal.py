@@ -289,3 +289,27 @@ def test_delete_message_does_not_scan_the_queue(moto, monkeypatch):
     for handle in handles[:300]:
         backend.delete_message("deep", handle)
     assert (walks, len(messages)) == ([], 2700)
+
+
+def test_receive_message_looks_at_the_front_of_the_queue_only(moto, monkeypatch):
+    # moto 5.2 lists every visible message for each ReceiveMessage (and each wake-up of a
+    # long poll) to hand out 10: a deep queue drained at O(depth) a receive.
+    from moto.backends import get_backend
+    from moto.sqs.models import Message
+
+    backend = get_backend("sqs")["123456789012"]["us-east-1"]
+    backend.create_queue("deep")
+    for i in range(3000):
+        backend.send_message("deep", f"m{i}")
+    looked = []
+    visible = Message.visible
+    monkeypatch.setattr(Message, "visible", property(lambda m: looked.append(1) or visible.fget(m)))
+    got = backend.receive_message("deep", 10, 0, 300)
+    assert [m.body for m in got] == [f"m{i}" for i in range(10)]
+    assert len(looked) < 100, len(looked)
+    # the queue's attributes still count every message
+    attributes = backend.get_queue_attributes("deep", ["All"])
+    assert (
+        attributes["ApproximateNumberOfMessages"],
+        attributes["ApproximateNumberOfMessagesNotVisible"],
+    ) == (2990, 10)
