@@ -54,3 +54,8 @@ def test_quick_demo_completes_with_a_report(tmp_path):
     for name in ("report.md", "coverage.png", "confusion.png", "training.png"):
         assert (out / name).stat().st_size > 0
     assert "auto-labeled" in stdout
+    # and, when auto-labeling missed its target, says why in the champion's certificate's words
+    certificate = report["rounds"][-1]["certificate"]
+    assert certificate.startswith("auto-labels ") and "random labels" in certificate
+    why = f"why: the champion {certificate}"
+    assert (why in stdout) == (not report["targets"]["coverage_met"]), stdout[-2000:]
