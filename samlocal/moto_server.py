@@ -428,9 +428,25 @@ def _patch_moto_routing() -> None:
     backends.list_of_moto_modules = lambda: modules
 
 
+def _patch_moto_dynamodb() -> None:
+    """moto counts a table's items (DescribeTable's ItemCount) by iterating over them, while
+    other request threads write: O(items), and a write during the count fails the request
+    ("dictionary changed size during iteration"). Counted from a copy of the top level,
+    which is one step under the GIL; a hash-key-only table is just its length."""
+    from moto.dynamodb.models.table import Table
+
+    def table_len(self: Any) -> int:
+        if not self.has_range_key:
+            return len(self.items)
+        return sum(len(by_range) for by_range in list(self.items.values()))
+
+    Table.__len__ = table_len  # type: ignore[method-assign]
+
+
 _patch_moto_routing()
 _patch_moto_ids()
 _patch_moto_sqs()
+_patch_moto_dynamodb()
 
 
 def _lockless_s3_values() -> None:

@@ -1,5 +1,6 @@
 """moto's journal: acknowledged writes survive kill -9 of the moto process, ids and SQS
-state replay exactly, a torn tail is dropped, snapshots cut the journal, deletes are O(1)."""
+state replay exactly, a torn tail is dropped, snapshots cut the journal; and moto's hot paths
+patched (a delete walks no queue, a receive only its front, a table is counted safely)."""
 
 from __future__ import annotations
 
@@ -313,3 +314,36 @@ def test_receive_message_looks_at_the_front_of_the_queue_only(moto, monkeypatch)
         attributes["ApproximateNumberOfMessages"],
         attributes["ApproximateNumberOfMessagesNotVisible"],
     ) == (2990, 10)
+
+
+def test_describe_table_counts_items_while_others_write(moto):
+    # moto 5.2 counted a table's items by iterating over them: O(items), and a write from
+    # another request thread made it fail ("dictionary changed size during iteration", a 500)
+    ddb = client("dynamodb", moto.url)
+    ddb.create_table(
+        TableName="busy",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    from moto.backends import get_backend
+
+    table = get_backend("dynamodb")["123456789012"]["us-east-1"].get_table("busy")
+    for i in range(20000):
+        table.items[f"seed-{i}"] = None  # stand-ins: only the count is read
+    stop, written = threading.Event(), [0]
+
+    def write() -> None:
+        while not stop.is_set():
+            table.items[f"new-{written[0]}"] = None
+            written[0] += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        counts = [len(table) for _ in range(300)]
+    finally:
+        stop.set()
+        writer.join()
+    assert 20000 <= counts[0] <= counts[-1] <= 20000 + written[0]
+    assert ddb.describe_table(TableName="busy")["Table"]["ItemCount"] == 20000 + written[0]
