@@ -7,11 +7,15 @@ machine's: tests/integration/test_rollout.py runs it. Here the execution is only
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 
 import promote
 import pytest
+from botocore.exceptions import ClientError
 from flywheel.adapters import sagemaker as sm_adapter
+from flywheel.adapters import storage
 from flywheel.services.promote import promote_job
 from flywheel.settings import PromoteSettings
 from integration_kit import STACK, load_event, metrics_doc, model_tar, outcomes, tap_notifications
@@ -171,6 +175,70 @@ def test_failed_training_job_notifies_and_changes_nothing(env, monkeypatch, cont
     assert result["outcome"] == "failed" and "CUDA out of memory" in result["reason"]
     assert outcomes(env)[0]["reason"] == "AlgorithmError: CUDA out of memory"
     assert env.champion() is None and env.sm.list_models()["Models"] == []
+
+
+@pytest.mark.parametrize(
+    ("artifact", "why"),
+    [
+        ("bad metrics", "test.accuracy"),
+        ("not a tar", "is not a readable tar.gz"),
+        ("no metrics", "metrics.json not found"),
+    ],
+)
+def test_a_model_whose_artifact_cannot_be_judged_is_a_recorded_failure(env, context, artifact, why):
+    # Given a finished job whose model.tar.gz breaks the contract (a custom training script)
+    finished_job(env, JOB, metrics_doc(JOB, 0.93))
+    key = f"models/{JOB}/output/model.tar.gz"
+    if artifact == "bad metrics":
+        doc = metrics_doc(JOB, 0.93)
+        doc["test"]["accuracy"] = "high"
+        body = model_tar(doc)
+    elif artifact == "not a tar":
+        body = b"PK\x03\x04 a zip file"
+    else:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            info = tarfile.TarInfo("model.pt")
+            info.size = 7
+            tar.addfile(info, io.BytesIO(b"weights"))
+        body = raw.getvalue()
+    env.s3.put_object(Bucket=env.data_bucket, Key=key, Body=body)
+
+    # When promote handles its Completed event, then again (a redelivery)
+    result = promote.handler(event_for(JOB), context)
+    again = promote.handler(event_for(JOB), context)
+
+    # Then it is a failure with the reason, told once, and nothing was created or started
+    assert result["outcome"] == "failed" and why in result["reason"], result
+    assert again == result
+    told = outcomes(env)
+    assert [t["outcome"] for t in told] == ["failed"] and why in told[0]["reason"]
+    assert env.champion() is None and env.sm.list_models()["Models"] == []
+    assert executions(env) == []
+
+
+def test_a_throttled_artifact_read_is_retried_not_recorded(env, context, monkeypatch):
+    # Given a finished job whose model.tar.gz S3 will not serve right now
+    finished_job(env, JOB, metrics_doc(JOB, 0.93))
+    s3 = storage.client("s3")
+    slow = ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"}}, "GetObject")
+    answers = s3.get_object
+
+    def get_object(**kwargs):
+        if not throttled:
+            return answers(**kwargs)
+        raise slow
+
+    throttled = True
+    monkeypatch.setattr(s3, "get_object", get_object)
+
+    # When promote handles its event, the error propagates (Lambda retries the event)
+    with pytest.raises(ClientError, match="SlowDown"):
+        promote.handler(event_for(JOB), context)
+    # and nobody was told anything; the retry, once S3 answers, promotes as usual
+    assert outcomes(env) == []
+    throttled = False
+    assert promote.handler(event_for(JOB), context)["outcome"] == "deploying"
 
 
 def test_redelivered_event_is_idempotent(env, context):

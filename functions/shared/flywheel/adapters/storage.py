@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import tarfile
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -120,19 +122,31 @@ def copy(bucket: str, source_key: str, target_key: str) -> None:
     )
 
 
+ABSENT = {"NoSuchKey", "NoSuchBucket", "404"}
+
+
 def read_tar_member(uri: str, member: str) -> bytes:
-    """Stream a model.tar.gz and return one member (e.g. metrics.json) without a full download."""
+    """Stream a model.tar.gz and return one member (e.g. metrics.json) without a full download.
+
+    An artifact that is absent or not a gzipped tar is an InvalidArtifact (retrying changes
+    nothing); any other S3 error (throttling, a 5xx) is raised as it is, to be retried.
+    """
     bucket, key = parse_s3_uri(uri)
     try:
         body = client("s3").get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as exc:
-        raise InvalidArtifact(f"cannot read {uri}: {error_code(exc)}") from exc
-    with tarfile.open(fileobj=body, mode="r|gz") as tar:
-        for info in tar:
-            if info.isfile() and info.name.lstrip("./") == member:
-                handle = tar.extractfile(info)
-                if handle is not None:
-                    return handle.read()
+        if error_code(exc) in ABSENT:
+            raise InvalidArtifact(f"cannot read {uri}: {error_code(exc)}") from exc
+        raise
+    try:
+        with tarfile.open(fileobj=body, mode="r|gz") as tar:
+            for info in tar:
+                if info.isfile() and info.name.lstrip("./") == member:
+                    handle = tar.extractfile(info)
+                    if handle is not None:
+                        return handle.read()
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidArtifact(f"{uri} is not a readable tar.gz: {exc}") from exc
     raise InvalidArtifact(f"{member} not found in {uri}")
 
 

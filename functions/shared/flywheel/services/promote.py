@@ -16,7 +16,7 @@ from flywheel.domain.containers import container_image
 from flywheel.domain.deployment import EndpointSettings, endpoint_config_request, variant_spec
 from flywheel.domain.items import now_iso
 from flywheel.domain.rollout import Timing, execution_name
-from flywheel.errors import JobNotFinished
+from flywheel.errors import InvalidArtifact, JobNotFinished
 from flywheel.settings import PromoteSettings
 
 TERMINAL = {"Completed", "Failed", "Stopped"}
@@ -185,20 +185,30 @@ def round_record(job: dict, metrics: gate.ModelMetrics) -> dict:
     }
 
 
+def _failed(
+    s: PromoteSettings, job_name: str, reason: str, version: str | None = None
+) -> PromoteResult:
+    """Told to people and recorded as the promotion's result: a retry would change nothing."""
+    notifications.notify(
+        s.TOPIC_ARN,
+        f"Training failed: {job_name}",
+        {"outcome": "failed", "job": job_name, "reason": reason},
+    )
+    return PromoteResult("failed", job_name, version, reason=reason)
+
+
 def promote_job(s: PromoteSettings, kind: str, job_name: str) -> PromoteResult:
     job, failure = _finished_training_job(kind, job_name)
     if job is None:
-        notifications.notify(
-            s.TOPIC_ARN,
-            f"Training failed: {job_name}",
-            {"outcome": "failed", "job": job_name, "reason": failure},
-        )
-        return PromoteResult("failed", job_name, reason=failure)
+        return _failed(s, job_name, failure)
     if kind == "training" and job.get("TuningJobArn"):
         return PromoteResult("ignored", job_name, reason="child of a tuning job")
     version = job["TrainingJobName"]
     model_data = job["ModelArtifacts"]["S3ModelArtifacts"]
-    metrics = gate.parse_metrics(storage.read_tar_member(model_data, metrics_contract.FILE))
+    try:
+        metrics = gate.parse_metrics(storage.read_tar_member(model_data, metrics_contract.FILE))
+    except InvalidArtifact as exc:  # e.g. a custom training script's metrics.json
+        return _failed(s, job_name, f"the model artifact cannot be judged: {exc}", version)
     champion = parameters.get_champion(s.CHAMPION_PARAMETER)
     if champion is not None and champion.model_version == version:
         return PromoteResult("already_champion", job_name, version)
