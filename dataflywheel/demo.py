@@ -500,7 +500,11 @@ def summary(report: dict[str, Any], out_dir: Path) -> str:
             "",
             f"flywheel demo: {report['dataset']['images']} digits, {len(report['rounds'])} rounds, "
             f"{report['runtime_s'] / 60:.1f} min"
-            + ("  (--quick checks mechanics; the targets are the full run's)" * report["quick"]),
+            + (
+                "  (--quick checks mechanics; the targets are the full run's)"
+                if report["quick"]
+                else ""
+            ),
             f"  auto-labeled   {t['coverage']:.1%} of the unlabeled uploads   "
             f"(target >= {TARGETS['coverage']:.0%})  "
             f"{ok(t['coverage_met'])}",

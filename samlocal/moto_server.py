@@ -195,9 +195,10 @@ class VisibleMessages:
     """moto's ``Queue.messages`` (the visible, undelayed messages in send order), lazily.
 
     moto builds that list from the whole queue on every ReceiveMessage and on every wake-up
-    of a long poll, although a receive stops at its first ``count`` (at most 10): 6.3 ms a
-    receive at a depth of 8,000, so draining a deep queue was quadratic. Iterated, this
-    stops where the receive stops; ``len`` still counts them all (the queue attributes).
+    of a long poll, although a receive stops at its first ``count`` (at most 10): 5.2 ms a
+    receive and its deletes at a depth of 8,000, so draining a deep queue was quadratic.
+    Iterated, this stops where the receive stops; ``len`` still counts them all (the queue
+    attributes).
     """
 
     def __init__(self, queue: Any) -> None:

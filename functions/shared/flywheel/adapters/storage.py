@@ -122,7 +122,7 @@ def copy(bucket: str, source_key: str, target_key: str) -> None:
     )
 
 
-ABSENT = {"NoSuchKey", "NoSuchBucket", "404"}
+ABSENT = {"NoSuchKey", "NoSuchBucket"}
 
 
 def read_tar_member(uri: str, member: str) -> bytes:
