@@ -182,6 +182,7 @@ def test_failed_training_job_notifies_and_changes_nothing(env, monkeypatch, cont
     [
         ("bad metrics", "test.accuracy"),
         ("not a tar", "is not a readable tar.gz"),
+        ("truncated", "is not a readable tar.gz"),
         ("no metrics", "metrics.json not found"),
     ],
 )
@@ -195,6 +196,8 @@ def test_a_model_whose_artifact_cannot_be_judged_is_a_recorded_failure(env, cont
         body = model_tar(doc)
     elif artifact == "not a tar":
         body = b"PK\x03\x04 a zip file"
+    elif artifact == "truncated":  # an upload cut short
+        body = model_tar(metrics_doc(JOB, 0.93))[:200]
     else:
         raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w:gz") as tar:
