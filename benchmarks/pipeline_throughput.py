@@ -21,7 +21,10 @@ Per N, on a fresh `flywheel up` (a child process, as the end-to-end tests start 
 5. The limits, in this process after the stack is stopped: the OpenCV work of ingest
    (`contracts.images.check_image`, `image_codec.normalise_png`) on the same images on one
    core, and the champion's `inference.py` (`model_fn`, then `input_fn` + `predict_fn` +
-   `output_fn` on JSON batches of the autolabel function's INFERENCE_BATCH_SIZE) on one core.
+   `output_fn` on JSON batches of the autolabel function's INFERENCE_BATCH_SIZE) on one core;
+   and boto3's own CPU for an image's four unbatched requests (the upload, ingest's GetObject,
+   PutObject and conditional PutItem) against a server that answers at once: the ceiling
+   that the client alone puts on ingest, with any store, on this host's cores.
 
 The end of each phase comes from the items' own timestamps, so progress is polled rarely
 (every max(1, N/2000) s) and cheaply (DescribeTable's ItemCount, one Select=COUNT query for
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import http.server
 import json
 import os
 import random
@@ -415,8 +419,12 @@ def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, 
         stack.stop()
     result["opencv_limit_per_s"] = opencv_limit(unlabeled[: min(n, 2000)])
     result["model_limit"] = model_limit(model_dir, unlabeled, result["inference_batch_size"])
+    result["client_floor"] = client_floor(unlabeled[0])
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["ingest_vs_opencv"] = round(result["ingest_per_s"] / result["opencv_limit_per_s"], 3)
+    result["client_ceiling_vs_opencv"] = round(
+        result["client_floor"]["ceiling_per_s"] / result["opencv_limit_per_s"], 3
+    )
     result["label_vs_model"] = round(
         result["label_per_s"] / result["model_limit"]["request_per_s"], 3
     )
@@ -464,6 +472,96 @@ def opencv_limit(pngs: list[bytes], max_side: int = 1024) -> float:
     return round(len(pngs) / (time.perf_counter() - t0), 1)
 
 
+class _NullAws(http.server.BaseHTTPRequestHandler):
+    """Answers every S3 or DynamoDB request at once with a canned success: a store that
+    costs nothing, so the client's own work is all that is measured."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body leave together, as a real server's do
+    body = b""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _reply(self, body: bytes, content_type: str) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response(200)
+        for name, value in (
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("ETag", '"0"'),
+            ("x-amz-version-id", "v1"),
+        ):
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._reply(self.body, "application/octet-stream")
+
+    def do_PUT(self) -> None:
+        self._reply(b"", "application/xml")
+
+    def do_POST(self) -> None:
+        self._reply(b"{}", "application/x-amz-json-1.0")
+
+
+def _serve_null_aws(port: Any, body: bytes) -> None:
+    _NullAws.body = body
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NullAws)
+    port.value = server.server_address[1]
+    server.serve_forever()
+
+
+def client_floor(sample: bytes, calls: int = 1000) -> dict[str, float]:
+    """CPU of boto3 itself (this process only) per call of the three requests ingest makes
+    for every image (GetObject of the upload, PutObject of the normalised PNG, a conditional
+    PutItem) and the upload's own PutObject, against a server in another process that costs
+    nothing: a floor under the cost of an image that no faster store can lower. The batched
+    calls (receive, delete, BatchGetItem, SendMessageBatch) come on top, a tenth each."""
+    import multiprocessing
+
+    import boto3
+    from botocore.config import Config
+
+    port = multiprocessing.Value("i", 0)
+    server = multiprocessing.Process(target=_serve_null_aws, args=(port, sample), daemon=True)
+    server.start()
+    try:
+        wait(lambda: port.value, 10, "the null AWS server", every=0.05)
+        opts = {
+            "endpoint_url": f"http://127.0.0.1:{port.value}",
+            "region_name": "us-east-1",
+            "aws_access_key_id": "bench",
+            "aws_secret_access_key": "bench",
+        }
+        s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **opts)
+        ddb = boto3.client("dynamodb", **opts)
+        item = {"item_id": {"S": "0" * 64}, "state": {"S": "unlabeled"}, "key": {"S": "k"}}
+        requests = {
+            "get_object_ms": lambda: s3.get_object(Bucket="b", Key="k")["Body"].read(),
+            "put_object_ms": lambda: s3.put_object(Bucket="b", Key="k", Body=sample),
+            "put_item_ms": lambda: ddb.put_item(
+                TableName="t", Item=item, ConditionExpression="attribute_not_exists(item_id)"
+            ),
+        }
+        out: dict[str, float] = {}
+        for name, call in requests.items():
+            for _ in range(50):  # connections and botocore's caches warm
+                call()
+            t0 = time.process_time()
+            for _ in range(calls):
+                call()
+            out[name] = round((time.process_time() - t0) / calls * 1000, 3)
+    finally:
+        server.terminate()
+        server.join()
+    per_image = out["get_object_ms"] + 2 * out["put_object_ms"] + out["put_item_ms"]
+    out["per_image_ms"] = round(per_image, 3)
+    out["ceiling_per_s"] = round((os.cpu_count() or 1) * 1000 / per_image, 1)
+    return out
+
+
 def model_limit(model_dir: Path, pngs: list[bytes], batch: int) -> dict[str, float]:
     """The champion's inference.py on one core: forward only, and a whole JSON request."""
     import torch
@@ -503,6 +601,9 @@ def table(results: list[dict[str, Any]]) -> str:
         ("  s/item", lambda r: f"{r['ingest_s'] / r['n']:.4f}"),
         ("  OpenCV limit img/s (1 core)", lambda r: r["opencv_limit_per_s"]),
         ("  ingest / OpenCV limit", lambda r: r["ingest_vs_opencv"]),
+        ("  boto3 CPU ms/image, zero-cost store", lambda r: r["client_floor"]["per_image_ms"]),
+        ("  its ceiling img/s (all cores)", lambda r: r["client_floor"]["ceiling_per_s"]),
+        ("  its ceiling / OpenCV limit", lambda r: r["client_ceiling_vs_opencv"]),
         ("auto-label items/s", lambda r: r["label_per_s"]),
         ("  s/item", lambda r: f"{r['label_s'] / r['n']:.4f}"),
         ("  model limit img/s (request, 1 core)", lambda r: r["model_limit"]["request_per_s"]),
