@@ -26,6 +26,11 @@ Per N, on a fresh `flywheel up` (a child process, as the end-to-end tests start 
    PutObject and conditional PutItem) against a server that answers at once: the ceiling
    that the client alone puts on ingest, with any store, on this host's cores.
 
+Next to each rate: the CPU the stack used per item over the phase (every process of the
+`flywheel up` tree with the children it reaped, moto's share apart; the ingest phase runs
+until the label queue is drained too). Wall time per item moves with whatever else the host
+runs; CPU per item barely does, so it tells whether an item costs more in a bigger stack.
+
 The end of each phase comes from the items' own timestamps, so progress is polled rarely
 (every max(1, N/2000) s) and cheaply (DescribeTable's ItemCount, one Select=COUNT query for
 the unlabeled): a poller that queried every state twice a second cost moto about a tenth of
@@ -58,6 +63,12 @@ REPO = Path(__file__).resolve().parents[1]
 for sub in ("", "functions/shared", "functions/ingest"):
     sys.path.insert(0, str(REPO / sub))
 
+# The stack's processes by a mark in their command line (Stack.cpu_s).
+CPU_KINDS = {
+    "moto": b"moto_server",
+    "functions": b"samlocal.worker",
+    "model_server": b"sagemaker/worker.py",
+}
 STATES = ("unlabeled", "auto_labeled", "needs_review", "human_labeled", "rejected")
 SEED_PER_CLASS = 10
 PARAMETERS = {
@@ -244,8 +255,8 @@ class Stack:
             attrs["ApproximateNumberOfMessagesNotVisible"]
         )
 
-    def rss_mb(self) -> dict[str, float]:
-        """RSS (and peak) of moto and the model server(s): descendants of `flywheel up`."""
+    def _tree(self) -> list[int]:
+        """`flywheel up` and its descendants."""
         children: dict[int, list[int]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -253,10 +264,39 @@ class Stack:
                 children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
             except (OSError, IndexError, ValueError):
                 continue
-        todo, out = [self.proc.pid], {}
+        todo, tree = [self.proc.pid], []
         while todo:
             pid = todo.pop()
+            tree.append(pid)
             todo += children.get(pid, [])
+        return tree
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds used so far by the whole stack (every process of the tree, with the
+        children each has reaped: snapshot forks, ended workers) and by its parts: moto,
+        the function workers, the model server; the rest is `flywheel up` itself (the event
+        router, the local SageMaker). CPU, unlike wall time, barely moves with what else
+        the host runs."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = dict.fromkeys(("stack", "moto", "functions", "model_server"), 0.0)
+        for pid in self._tree():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            used = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+            out["stack"] += used
+            for kind, mark in CPU_KINDS.items():
+                if mark in cmd:
+                    out[kind] += used
+                    break
+        return out
+
+    def rss_mb(self) -> dict[str, float]:
+        """RSS (and peak) of moto and the model server(s): descendants of `flywheel up`."""
+        out: dict[str, float] = {}
+        for pid in self._tree():
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                 status = Path(f"/proc/{pid}/status").read_text()
@@ -375,7 +415,7 @@ def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, 
         # -- ingest: first upload to the last item's created_at -------------------
         jobs = [(f"incoming/bench {i:06d}.img", data, {}) for i, data in enumerate(unlabeled)]
         random.Random(1).shuffle(jobs)
-        since, t0 = _iso_now(), time.time()
+        since, t0, cpu0 = _iso_now(), time.time(), stack.cpu_s()
         uploader = threading.Thread(target=upload, args=(stack, jobs))
         uploader.start()
         wait(lambda: stack.total() >= base + n, 60 + n * 0.5, "ingest", every=every)
@@ -387,6 +427,7 @@ def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, 
         result["ingest_per_s"] = round(n / t_ingest, 1)
         note(f"N={n}: ingested {created} in {t_ingest:.1f}s ({n / t_ingest:.1f} img/s)")
         wait(lambda: stack.label_queue_depth() == 0, 600, "the label queue to drain", every)
+        result["ingest_cpu_ms"] = _cpu_per_item(cpu0, stack.cpu_s(), n)
         result["rss_after_ingest"] = stack.rss_mb()
 
         # -- auto-label: the sweep to the last item's updated_at -----------------
@@ -395,7 +436,7 @@ def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, 
         ssm.put_parameter(
             Name=stack.c.champion_parameter, Value=saved, Type="String", Overwrite=True
         )
-        since, t1 = _iso_now(), time.time()
+        since, t1, cpu1 = _iso_now(), time.time(), stack.cpu_s()
         sent = relabel_sweep(stack.c.items_table, stack.c.output("LabelQueueUrl"))
         wait(
             lambda: stack.label_queue_depth() == 0 and stack.count("unlabeled") == 0,
@@ -409,6 +450,7 @@ def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, 
         result["label_s"] = round(t_label, 2)
         result["label_per_s"] = round(n / t_label, 1)
         result["counts"] = {s: stack.count(s) for s in STATES}
+        result["label_cpu_ms"] = _cpu_per_item(cpu1, stack.cpu_s(), n)
         note(f"N={n}: auto-labeled in {t_label:.1f}s ({n / t_label:.1f} items/s)")
         result["rss_after_label"] = stack.rss_mb()
         result["moto_loaded"] = moto_round_trips(stack)
@@ -429,6 +471,11 @@ def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, 
         result["label_per_s"] / result["model_limit"]["request_per_s"], 3
     )
     return result
+
+
+def _cpu_per_item(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    """The stack's (and moto's) CPU milliseconds per item over a phase."""
+    return {k: round((after[k] - before[k]) * 1000 / n, 2) for k in before}
 
 
 def _iso_now() -> str:
@@ -599,6 +646,7 @@ def table(results: list[dict[str, Any]]) -> str:
         ("images (mean upload KB)", lambda r: f"{r['images']} ({r['upload_kb']})"),
         ("ingest img/s", lambda r: r["ingest_per_s"]),
         ("  s/item", lambda r: f"{r['ingest_s'] / r['n']:.4f}"),
+        ("  stack CPU ms/item (moto/functions/model)", lambda r: _cpu(r, "ingest")),
         ("  OpenCV limit img/s (1 core)", lambda r: r["opencv_limit_per_s"]),
         ("  ingest / OpenCV limit", lambda r: r["ingest_vs_opencv"]),
         ("  boto3 CPU ms/image, zero-cost store", lambda r: r["client_floor"]["per_image_ms"]),
@@ -606,6 +654,7 @@ def table(results: list[dict[str, Any]]) -> str:
         ("  its ceiling / OpenCV limit", lambda r: r["client_ceiling_vs_opencv"]),
         ("auto-label items/s", lambda r: r["label_per_s"]),
         ("  s/item", lambda r: f"{r['label_s'] / r['n']:.4f}"),
+        ("  stack CPU ms/item (moto/functions/model)", lambda r: _cpu(r, "label")),
         ("  model limit img/s (request, 1 core)", lambda r: r["model_limit"]["request_per_s"]),
         ("  model forward img/s (1 core)", lambda r: r["model_limit"]["forward_per_s"]),
         ("  batch size", lambda r: r["inference_batch_size"]),
@@ -620,6 +669,11 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(
         f"{name:<{width}}  " + "  ".join(f"{fmt(r)!s:>16}" for r in results) for name, fmt in rows
     )
+
+
+def _cpu(r: dict, phase: str) -> str:
+    ms = r[f"{phase}_cpu_ms"]
+    return f"{ms['stack']} ({ms['moto']}/{ms.get('functions', '-')}/{ms.get('model_server', '-')})"
 
 
 def _pair(r: dict, key: str) -> str:
@@ -660,7 +714,11 @@ def main() -> int:
         first, last = results[0], results[-1]
         for kind in ("ingest", "label"):
             ratio = (last[f"{kind}_s"] / last["n"]) / (first[f"{kind}_s"] / first["n"])
-            print(f"{kind} per-item time at N={last['n']} / N={first['n']}: {ratio:.2f}x")
+            cpu = last[f"{kind}_cpu_ms"]["stack"] / first[f"{kind}_cpu_ms"]["stack"]
+            print(
+                f"{kind} per-item time at N={last['n']} / N={first['n']}: {ratio:.2f}x "
+                f"(the stack's CPU per item: {cpu:.2f}x)"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))
     return 0
