@@ -698,8 +698,8 @@ def main() -> int:
         "--images",
         choices=["digits", "photos"],
         default="digits",
-        help="digits: 32x32 PNGs (~0.3 KB, the pipeline's overhead shows); photos: 512x384 "
-        "JPEG crops of scikit-learn's sample photographs (~70 KB, the decode shows)",
+        help="digits: 32x32 PNGs (~0.8 KB, the pipeline's overhead shows); photos: 512x384 "
+        "JPEG crops of scikit-learn's sample photographs (~54 KB, the decode shows)",
     )
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
