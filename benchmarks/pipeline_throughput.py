@@ -63,8 +63,8 @@ REPO = Path(__file__).resolve().parents[1]
 for sub in ("", "functions/shared", "functions/ingest"):
     sys.path.insert(0, str(REPO / sub))
 
-# The stack's processes by a mark in their command line (Stack.cpu_s).
-CPU_KINDS = {
+# The stack's processes by a mark in their command line (Stack.cpu_s and Stack.rss_mb).
+PROCESS_KINDS = {
     "moto": b"moto_server",
     "functions": b"samlocal.worker",
     "model_server": b"sagemaker/worker.py",
@@ -255,8 +255,8 @@ class Stack:
             attrs["ApproximateNumberOfMessagesNotVisible"]
         )
 
-    def _tree(self) -> list[int]:
-        """`flywheel up` and its descendants."""
+    def _tree(self) -> list[tuple[int, str | None]]:
+        """`flywheel up` and its descendants, each with its kind (PROCESS_KINDS) or None."""
         children: dict[int, list[int]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -267,8 +267,13 @@ class Stack:
         todo, tree = [self.proc.pid], []
         while todo:
             pid = todo.pop()
-            tree.append(pid)
             todo += children.get(pid, [])
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            kinds = [kind for kind, mark in PROCESS_KINDS.items() if mark in cmd]
+            tree.append((pid, kinds[0] if kinds else None))
         return tree
 
     def cpu_s(self) -> dict[str, float]:
@@ -278,38 +283,27 @@ class Stack:
         router, the local SageMaker). CPU, unlike wall time, barely moves with what else
         the host runs."""
         tick = os.sysconf("SC_CLK_TCK")
-        out = dict.fromkeys(("stack", "moto", "functions", "model_server"), 0.0)
-        for pid in self._tree():
+        out = dict.fromkeys(("stack", *PROCESS_KINDS), 0.0)
+        for pid, kind in self._tree():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
             used = sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
             out["stack"] += used
-            for kind, mark in CPU_KINDS.items():
-                if mark in cmd:
-                    out[kind] += used
-                    break
+            if kind:
+                out[kind] += used
         return out
 
     def rss_mb(self) -> dict[str, float]:
         """RSS (and peak) of moto and the model server(s): descendants of `flywheel up`."""
         out: dict[str, float] = {}
-        for pid in self._tree():
+        for pid, kind in self._tree():
+            if kind not in ("moto", "model_server"):
+                continue
             try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
-                continue
-            kind = (
-                "moto"
-                if "moto" in cmd
-                else "model_server"
-                if "sagemaker/worker.py" in cmd
-                else None
-            )
-            if kind is None:
                 continue
             mem = {
                 k: int(line.split()[1]) / 1024
@@ -474,7 +468,7 @@ def run_size(n: int, work: Path, workers: int | None, images: str) -> dict[str, 
 
 
 def _cpu_per_item(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
-    """The stack's (and moto's) CPU milliseconds per item over a phase."""
+    """CPU milliseconds per item over a phase: the stack's and each kind of process's."""
     return {k: round((after[k] - before[k]) * 1000 / n, 2) for k in before}
 
 
@@ -673,7 +667,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def _cpu(r: dict, phase: str) -> str:
     ms = r[f"{phase}_cpu_ms"]
-    return f"{ms['stack']} ({ms['moto']}/{ms.get('functions', '-')}/{ms.get('model_server', '-')})"
+    return f"{ms['stack']} ({ms['moto']}/{ms['functions']}/{ms['model_server']})"
 
 
 def _pair(r: dict, key: str) -> str:
