@@ -120,7 +120,8 @@ def copy(bucket: str, source_key: str, target_key: str) -> None:
     )
 
 
-ABSENT = {"NoSuchKey", "NoSuchBucket"}
+# A model artifact that is not there: retrying will not make it appear (read_tar_member).
+_ARTIFACT_ABSENT = {"NoSuchKey", "NoSuchBucket"}
 
 
 def read_tar_member(uri: str, member: str) -> bytes:
@@ -133,7 +134,7 @@ def read_tar_member(uri: str, member: str) -> bytes:
     try:
         body = client("s3").get_object(Bucket=bucket, Key=key)["Body"]
     except ClientError as exc:
-        if error_code(exc) in ABSENT:
+        if error_code(exc) in _ARTIFACT_ABSENT:
             raise InvalidArtifact(f"cannot read {uri}: {error_code(exc)}") from exc
         raise
     try:
