@@ -154,3 +154,28 @@ def test_min_samples_for_is_what_the_procedure_needs_with_no_error():
     assert not calibration.certify_threshold(
         np.full(need - 1, 0.99), np.ones(need - 1, bool), 0.98
     ).reached
+
+
+def test_choosing_between_learners_on_the_certifying_labels_is_paid_for_by_families():
+    # Given two learners with the same overconfident curve, scored on the same 2,000 random
+    # labels, and the worst way to choose between them: the one whose certificate covers more
+    rng = np.random.default_rng(7)
+    true_accuracy = true_accuracy_curve(rng)
+    outcomes = []
+    for _ in range(200):
+        confidences = rng.uniform(0.3, 1.0, 2000) ** 0.5
+        draws = [rng.random(2000) < confidences**1.5 for _ in range(2)]
+        choices = [calibration.certify_threshold(confidences, correct, 0.9, families=2)
+                   for correct in draws]  # fmt: skip
+        chosen = max(choices, key=lambda c: c.coverage)
+        outcomes.append(not chosen.reached or true_accuracy(chosen.threshold) >= 0.9)
+    # Then the chosen one's auto-labels still reach the target in >= 95% of draws
+    assert np.mean(outcomes) >= 0.95
+    # and the price is power: each family is tested at half the level, so more all-correct
+    # samples are needed (the fewest for 95% at 95%: 59 for one sequence, 99 for 4 x 2)
+    assert calibration.min_samples_for(0.95, 0.95, len(calibration.START_MULTIPLES) * 2) == 99
+    need = 99
+    assert not calibration.certify_threshold(np.full(need - 1, 0.99), np.ones(need - 1, bool),
+                                             0.95, families=2).reached  # fmt: skip
+    assert calibration.certify_threshold(np.full(need, 0.99), np.ones(need, bool), 0.95,
+                                         families=2).reached  # fmt: skip

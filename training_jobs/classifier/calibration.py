@@ -125,6 +125,7 @@ def certify_threshold(
     target_accuracy: float = 0.95,
     confidence: float = 0.95,
     starts: tuple[float, ...] = START_MULTIPLES,
+    families: int = 1,
 ) -> ThresholdChoice:
     """The lowest threshold whose auto-labels are certified at least `target_accuracy` accurate.
 
@@ -133,7 +134,10 @@ def certify_threshold(
     the target" rejects at level alpha = (1 - confidence) / len(starts), i.e. when the one-sided
     Clopper-Pearson lower bound at 1 - alpha reaches the target. The tests run as len(starts)
     fixed sequences, each from its start (START_MULTIPLES) down the grid until its first failure;
-    the family-wise error is at most (1 - confidence) (Bonferroni over the sequences). Hence, when
+    the family-wise error is at most (1 - confidence) (Bonferroni over the sequences). `families`
+    splits (1 - confidence) further: when one of `families` score functions (learners) was
+    chosen on data that certifies, each is tested at its share, so the chosen one's certificate
+    holds with probability >= confidence whichever was chosen (a union bound). Hence, when
     the calibration samples are drawn like the items to label (exchangeable), the accuracy of the
     auto-labels at the returned threshold is >= target with probability >= confidence. See
     docs/certification.md for what this does not cover.
@@ -142,7 +146,7 @@ def certify_threshold(
     n = len(confidences)
     grid = THRESHOLD_GRID[::-1]  # highest first
     order, selected, k = _selected_counts(confidences, correct, grid)
-    alpha = (1 - confidence) / len(starts)
+    alpha = (1 - confidence) / (len(starts) * families)
     with np.errstate(invalid="ignore"):
         bounds = np.where(k > 0, beta.ppf(alpha, np.maximum(k, 1), selected - k + 1), 0.0)
     passed = bounds >= target_accuracy
@@ -184,6 +188,7 @@ def labels_needed(
     confidence: float = 0.95,
     coverages: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
     starts: int = len(START_MULTIPLES),
+    families: int = 1,
 ) -> list[dict]:
     """How many representative labels in all would certify each coverage, if the accuracy the
     model shows on its most confident `coverage` share stays what it is now.
@@ -195,7 +200,7 @@ def labels_needed(
     confidences, correct = np.asarray(confidences, float), np.asarray(correct, bool)
     n = len(confidences)
     ranked = correct[np.argsort(-confidences, kind="stable")]
-    alpha = (1 - confidence) / starts
+    alpha = (1 - confidence) / (starts * families)
     out = []
     for coverage in coverages:
         m = max(1, int(np.ceil(coverage * n))) if n else 0
