@@ -25,8 +25,8 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # classifier/ sits next to this file
-from classifier import artifact, calibration, data, metrics, models, ood  # noqa: E402
-from classifier.engine import Run, confidence_and_correct, evaluate_champion, fit  # noqa: E402
+from classifier import artifact, calibration, data, learners, metrics, models, ood  # noqa: E402
+from classifier.engine import Run, confidence_and_correct, evaluate_champion  # noqa: E402
 from flywheel.contracts import metrics as metrics_contract  # noqa: E402  (flywheel/ beside)
 
 CHECKPOINTS = "/opt/ml/checkpoints"  # SageMaker syncs it with CheckpointConfig.S3Uri
@@ -68,12 +68,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=10, help="epochs without val gain; 0=never (10)")
     # semi-supervised: self-training on the unlabeled channel, kept only when validation gains
     p.add_argument("--pseudo-label", type=str2bool, default=True, help="self-training (true)")
-    p.add_argument("--pseudo-threshold", type=float, default=0.95, help="teacher confidence (0.95)")
+    p.add_argument("--pseudo-threshold", type=float, default=0.95,
+                   help="teacher confidence; a head's FixMatch mask per class (0.95)")
     p.add_argument("--pseudo-epochs", type=int, default=8, help="student epochs (8)")
     p.add_argument("--max-pseudo-labels", type=int, default=4000, help="per model (4000)")
     # model
-    p.add_argument("--arch", default="small_cnn", help="small_cnn or torchvision: resnet18, ...")
-    p.add_argument("--pretrained", type=str2bool, default=False, help="torchvision weights (false)")
+    p.add_argument("--arch", default="auto",
+                   help="auto (the better of small_cnn and a frozen pretrained efficientnet_lite0 "
+                        "on validation), small_cnn, efficientnet_lite0 or torchvision's (auto)")
+    p.add_argument("--pretrained", type=str2bool, default=False, help="ImageNet weights (false)")
+    p.add_argument("--freeze-backbone", type=str2bool, default=True,
+                   help="pretrained: train a head on frozen features with FixMatch (true)")
     p.add_argument("--image-size", type=int, default=0, help="0 = arch size, <= images' (0)")
     p.add_argument("--augment", type=float, default=0.5, help="strength in [0, 1] (0.5)")
     p.add_argument("--init-model", default="", help="model.tar.gz/dir to fine-tune, or 'champion'")
@@ -128,7 +133,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "pseudo-epochs >= 0": args.pseudo_epochs >= 0,
         "patience >= 0": args.patience >= 0,
         "val-fraction + test-fraction < 1": min(fractions) >= 0 and sum(fractions) < 1,
-        f"arch in {models.available_archs()[:4]}...": args.arch in models.available_archs(),
+        f"arch in {[learners.AUTO, *models.available_archs()[:4]]}...": args.arch
+        in [learners.AUTO, *models.available_archs()],
     }
     failed = [rule for rule, ok in checks.items() if not ok]
     if failed:
@@ -191,14 +197,8 @@ def main(args: argparse.Namespace) -> dict:
             init = artifact.read_artifact(args.champion)
         except (ValueError, OSError) as error:
             log(f"init-model champion unusable ({error}): training from scratch")
-    if init and init[0]["arch"] != args.arch:
-        log(f"init-model is {init[0]['arch']}, not {args.arch}: training from scratch")
-        init = None
     # Fixed class list: a class absent from one split never shifts the indices of the others.
     classes = sorted({c for _, c in train + val + test} | set(init[0]["classes"] if init else []))
-    size = args.image_size or data.auto_image_size(models.default_image_size(args.arch), train)
-    run = Run(args, device, amp, rank, distributed, classes, size,
-              *models.normalization(args.arch), log)  # fmt: skip
     random_labels = [s for s in train if is_random(s)]
     folds = args.cross_fit_folds if len(random_labels) >= 2 * args.cross_fit_folds else 0
     log(f"data train={len(train)} (random {len(random_labels)}) test={len(test)} "
@@ -216,14 +216,40 @@ def main(args: argparse.Namespace) -> dict:
         kept = set(held)
         return [s for s in labels if s not in kept], held
 
-    # -- the served model: every label; the test images and the pool unlabeled
+    # -- the learners: small_cnn on the images, a frozen pretrained backbone with a head, or
+    # the one --arch names; each has its own input size and normalisation
     test_paths = [p for p, _ in test]
+    every_image = [p for p, _ in train + val + test] + pool
+    candidates = {}
+    for arch in learners.candidate_archs(args):
+        head = learners.is_head(arch, args)
+        if args.arch == learners.AUTO and head and not models.pretrained_available(arch):
+            log(f"{arch} skipped: its pretrained weights are not installed")
+            continue
+        default = models.default_image_size(arch)
+        size = args.image_size or (default if head else data.auto_image_size(default, train))
+        run = Run(args, device, amp, rank, distributed, classes, arch, size, log)
+        candidates[arch] = learners.build(run, args, train + val, every_image)
+
+    # -- the served model: every label; the test images and the pool unlabeled
     final_train, final_val = split_validation(train)
-    final = fit(run, "final", final_train, final_val, pool + test_paths, init,
-                args.checkpoint_dir)  # fmt: skip
-    run_model = models.build_model(args.arch, len(classes))
-    run_model.load_state_dict(final["best"])
-    run_model.to(device, memory_format=torch.channels_last)
+    finals = {}
+    for name, learner in candidates.items():
+        if not (learner.collective or master):
+            continue
+        own_init = init if init and init[0]["arch"] == name else None
+        if init and own_init is None and len(candidates) == 1:
+            log(f"init-model is {init[0]['arch']}, not {name}: training from scratch")
+        log(f"learner {name}: {learner.description}")
+        finals[name] = learner.fit("final", final_train, final_val, pool + test_paths, own_init,
+                                   args.checkpoint_dir if learner.collective else "")  # fmt: skip
+    chosen, choice_scores = learners.choose(finals) if master else (None, {})
+    chosen = run.broadcast(chosen)
+    learner, final = candidates[chosen], finals.get(chosen) or {}  # {}: a waiting process
+    if len(candidates) > 1:
+        figures = ", ".join(f"{n} {v['val_accuracy']:.4f}" for n, v in choice_scores.items())
+        log(f"learner chosen: {chosen} (validation accuracy: {figures})")
+    run = learner.run
 
     # -- cross-fitting: fold k's random labels are scored by a model that never saw their labels
     # (it saw their images unlabeled, as the final model sees the images it will label)
@@ -233,26 +259,28 @@ def main(args: argparse.Namespace) -> dict:
         held = [s for s in random_labels if data.fold_of(s[0], folds) == k]
         kept = set(held)
         fold_train, fold_val = split_validation([s for s in train if s not in kept])
-        resumed = Path(args.checkpoint_dir, f"fold-{k + 1}", "scores.npz")
+        resumed = Path(args.checkpoint_dir, f"fold-{k + 1}", f"scores-{chosen}.npz")
         if run.broadcast(bool(args.checkpoint_dir) and resumed.is_file()):  # rank 0 decides
             if master:
                 with np.load(resumed) as scores:
                     oof.append((scores["confidence"], scores["correct"]))
             log(f"{stage}: scores from the checkpoint")
             continue
+        if not (learner.collective or master):
+            continue
         fold_dir = str(Path(args.checkpoint_dir, f"fold-{k + 1}")) if args.checkpoint_dir else ""
         # Never from the champion: it may have trained on this fold's labels in an earlier round
-        result = fit(run, stage, fold_train, fold_val, pool + test_paths + [p for p, _ in held],
-                     None, fold_dir)  # fmt: skip
+        result = learner.fit(stage, fold_train, fold_val,
+                             pool + test_paths + [p for p, _ in held], None,
+                             fold_dir if learner.collective else "")  # fmt: skip
         if not master:
             continue
-        fold_model = models.build_model(args.arch, len(classes))
-        fold_model.load_state_dict(result["best"])
-        fold_model.to(device, memory_format=torch.channels_last)
-        temperature = calibration.fit_temperature(*run.logits(fold_model, fold_val))
-        scores = confidence_and_correct(*run.logits(fold_model, held), temperature)
+        temperature = calibration.fit_temperature(*learner.logits(result, fold_val))
+        held_logits, held_labels = learner.logits(result, held)
+        scores = confidence_and_correct(held_logits, held_labels, temperature)
         oof.append(scores)
         if args.checkpoint_dir:
+            resumed.parent.mkdir(parents=True, exist_ok=True)
             np.savez(resumed, confidence=scores[0], correct=scores[1])
         log(f"{stage}: {len(held)} held-out random labels, accuracy {scores[1].mean():.4f}")
     if distributed:
@@ -261,9 +289,9 @@ def main(args: argparse.Namespace) -> dict:
         return {}
 
     # -- calibration (temperature on validation) and the certified auto-label threshold
-    val_logits, val_labels = run.logits(run_model, final_val)
+    val_logits, val_labels = learner.logits(final, final_val)
     temperature = calibration.fit_temperature(val_logits, val_labels)
-    test_logits, test_labels = run.logits(run_model, test)
+    test_logits, test_labels = learner.logits(final, test)
     ece_before = calibration.expected_calibration_error(
         *confidence_and_correct(val_logits, val_labels, 1.0)
     )
@@ -272,12 +300,16 @@ def main(args: argparse.Namespace) -> dict:
     )
     pool_scores = [confidence_and_correct(test_logits, test_labels, temperature), *oof]
     conf, correct = (np.concatenate(parts) for parts in zip(*pool_scores, strict=True))
-    choice = calibration.certify_threshold(conf, correct, args.target_accuracy, args.confidence)
+    # The learner was chosen on labels that certify: each candidate gets its share of delta.
+    families = len(candidates)
+    choice = calibration.certify_threshold(conf, correct, args.target_accuracy, args.confidence,
+                                           families=families)  # fmt: skip
     Path(args.output_data_dir).mkdir(parents=True, exist_ok=True)  # the evidence, for audits
     np.savez(Path(args.output_data_dir) / "certification.npz", confidence=conf, correct=correct)
-    projection = calibration.labels_needed(conf, correct, args.target_accuracy, args.confidence)
+    projection = calibration.labels_needed(conf, correct, args.target_accuracy, args.confidence,
+                                           families=families)  # fmt: skip
     need = calibration.min_samples_for(
-        args.target_accuracy, args.confidence, len(calibration.START_MULTIPLES)
+        args.target_accuracy, args.confidence, len(calibration.START_MULTIPLES) * families
     )
     log(f"calibration temperature={temperature:.3f} ece_before={ece_before:.4f} "
         f"ece_after={ece_after:.4f}")  # fmt: skip
@@ -291,8 +323,8 @@ def main(args: argparse.Namespace) -> dict:
 
     # -- out-of-distribution refusal: class means and a shared covariance of the training
     # features; the refusal threshold is the --ood-quantile of images the model never trained on
-    train_features, train_labels = run.features(run_model, final_train)
-    heldout_features, _ = run.features(run_model, final_val + test)
+    train_features, train_labels = learner.features(final, final_train)
+    heldout_features, _ = learner.features(final, final_val + test)
     detector = ood.fit(train_features, train_labels, heldout_features, quantile=args.ood_quantile)
     log(f"ood threshold={detector['threshold']:.2f} quantile={args.ood_quantile} "
         f"n={detector['n_heldout']}")  # fmt: skip
@@ -311,10 +343,21 @@ def main(args: argparse.Namespace) -> dict:
 
     # -- the artifact: weights, config, metrics, serving code
     val_predicted = [classes[i] for i in val_logits.argmax(1)]
+    why = (
+        "the only one asked for (--arch)"
+        if len(candidates) == 1
+        else "the highest validation accuracy (then the lowest validation loss) of the candidates"
+    )
     result = {
         "schema_version": metrics_contract.SCHEMA_VERSION,
         "model_version": args.model_version,
-        "arch": args.arch,
+        "arch": chosen,
+        "learner": {
+            "chosen": chosen,
+            "description": learner.description,
+            "candidates": choice_scores,
+            "why": why,
+        },
         "classes": classes,
         "epochs": final["history"],
         "best_epoch": final["best_epoch"],
@@ -333,6 +376,7 @@ def main(args: argparse.Namespace) -> dict:
         "threshold": {
             **choice.as_dict(),
             "data": f"cross-fit {folds} folds + test" if folds else "test",
+            "families": families,
             "labels_needed": projection,
             "min_all_correct": need,
         },
@@ -346,7 +390,7 @@ def main(args: argparse.Namespace) -> dict:
         },  # fmt: skip
     }
     config = {
-        "arch": args.arch, "classes": classes, "image_size": size, "mean": run.mean,
+        "arch": chosen, "classes": classes, "image_size": run.size, "mean": run.mean,
         "std": run.std, "temperature": temperature, "threshold": choice.threshold,
         "target_accuracy": args.target_accuracy, "model_version": args.model_version,
         "topk": min(5, len(classes)), "ood": detector,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 import train
@@ -136,7 +137,8 @@ def test_a_class_missing_from_train_keeps_every_index(tmp_path, digits_folder):
     # (and a first-round job told to start from a champion that does not exist yet)
     # (two cross-fitting folds, the fewest there are: the fold models get every index too)
     hyperparameters = {
-        "epochs": "1", "workers": "0", "init-model": "champion", "cross-fit-folds": "2"
+        "arch": "small_cnn", "epochs": "1", "workers": "0", "init-model": "champion",
+        "cross-fit-folds": "2",
     }  # fmt: skip
     result = run_training(tmp_path, channels, hyperparameters)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -231,3 +233,19 @@ def test_the_bf16_path_trains_and_predicts(digits_folder):
     logits, labels = engine.predict(model, loader, cpu, True, mean, std)
     assert step == 4 and 0 < loss < 10
     assert logits.dtype == "float32" and logits.shape == (128, 10) and len(labels) == 128
+
+
+def test_the_strong_view_keeps_the_image_shape_and_cuts_a_square_out():
+    # Given a textured 32x32 colour image
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    views = [data.strong_augment(image, np.random.default_rng(seed)) for seed in range(20)]
+    # Then every view is an image like it, different from it, with a grey square of 8-16 px
+    for view in views:
+        assert view.shape == image.shape and view.dtype == np.uint8
+        assert not np.array_equal(view, image)
+        grey = np.all(view == 127, axis=2)
+        rows, cols = np.flatnonzero(grey.any(1)), np.flatnonzero(grey.any(0))
+        assert 8 <= len(rows) <= 16 and 8 <= len(cols) <= 16
+    # and no two seeds give the same view
+    assert len({v.tobytes() for v in views}) == len(views)

@@ -16,6 +16,7 @@ from conftest import REPO, TRAIN_PY, hyperparameter_flags, run_training, sagemak
 
 SEARCH_SPACE = json.loads((REPO / "training_jobs" / "search_space.json").read_text())
 FAST = {
+    "arch": "small_cnn",  # one learner: these tests check the job's mechanics (auto: test_heads)
     "epochs": "3",  # two epochs land anywhere between 50% and 80% on held-out digits
     "batch-size": "64",
     "warmup-epochs": "0.2",
@@ -329,7 +330,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path, digits_folder, smoke_job):
 @pytest.mark.training
 def test_small_cnn_reaches_97_percent_on_digits(tmp_path, digits_folder):
     result = run_training(
-        tmp_path, {"train": digits_folder}, {"epochs": "15", "workers": "2", "cross-fit-folds": "0"}
+        tmp_path,
+        {"train": digits_folder},
+        {"arch": "small_cnn", "epochs": "15", "workers": "2", "cross-fit-folds": "0"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())

@@ -209,6 +209,29 @@ def random_affine(image: np.ndarray, strength: float, rng: np.random.Generator) 
     return cv2.convertScaleAbs(image, alpha=contrast, beta=brightness)
 
 
+def strong_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """FixMatch's strong view (RandAugment + Cutout in spirit): the full-strength affine jitter,
+    then one of blur, noise, equalisation or posterisation, then a square cut out (a quarter to
+    half of the side). No flips, as in random_affine."""
+    image = random_affine(image, 1.0, rng)
+    op = rng.integers(4)
+    if op == 0:
+        image = cv2.GaussianBlur(image, (3, 3), rng.uniform(0.5, 1.5))
+    elif op == 1:
+        noise = rng.normal(0, 12, image.shape)
+        image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    elif op == 2:
+        image = cv2.merge([cv2.equalizeHist(c) for c in cv2.split(image)])
+    else:
+        image = image & np.uint8(256 - 2 ** int(rng.integers(2, 5)))  # keep 4 to 6 bits
+    h, w = image.shape[:2]
+    side = int(min(h, w) * rng.uniform(0.25, 0.5))
+    y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    image = image.copy()
+    image[y : y + side, x : x + side] = 127
+    return image
+
+
 def normalize(batch: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
     """uint8 NCHW on any device -> float NCHW, in the layout the model runs in."""
     mean_t = torch.tensor(mean, device=batch.device).view(1, -1, 1, 1) * 255
@@ -220,14 +243,15 @@ class ImageDataset(Dataset):
     """(uint8 CHW tensor, class index) from files on disk."""
 
     def __init__(
-        self, samples: list[Sample], class_to_idx: dict[str, int], size: int, augment: float = 0.0
+        self,
+        samples: list[Sample],
+        class_to_idx: dict[str, int],
+        size: int,
+        augment: float = 0.0,
+        strong: bool = False,
     ):
-        self.samples, self.class_to_idx, self.size, self.augment = (
-            samples,
-            class_to_idx,
-            size,
-            augment,
-        )
+        self.samples, self.class_to_idx, self.size = samples, class_to_idx, size
+        self.augment, self.strong = augment, strong  # strong: strong_augment, not `augment`
         self.rng = np.random.default_rng()
 
     def __len__(self) -> int:
@@ -238,7 +262,9 @@ class ImageDataset(Dataset):
         image = decode_rgb(np.fromfile(path, np.uint8))
         if image is None:
             raise ValueError(f"cannot decode image {path}")
-        if self.augment > 0:
+        if self.strong:
+            image = strong_augment(resize(image, self.size), self.rng)
+        elif self.augment > 0:
             image = random_affine(resize(image, self.size), self.augment, self.rng)
         return to_tensor(image, self.size), self.class_to_idx[label]
 

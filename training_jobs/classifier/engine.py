@@ -94,11 +94,13 @@ def evaluate_champion(path, test, args, device, amp) -> dict | None:
 class Run:
     """What every model of one job shares: arguments, processes, device, classes, input size."""
 
-    def __init__(self, args, device, amp, rank, distributed, classes, size, mean, std, log):
+    def __init__(self, args, device, amp, rank, distributed, classes, arch, size, log):
         self.args, self.device, self.amp, self.rank = args, device, amp, rank
+        self.arch = arch  # this run's network: train.py runs one per candidate learner
         self.distributed, self.master, self.log = distributed, rank == 0, log
         self.classes, self.class_to_idx = classes, {name: i for i, name in enumerate(classes)}
-        self.size, self.mean, self.std = size, mean, std
+        self.size = size
+        self.mean, self.std = models.normalization(arch)
 
     def broadcast(self, value):
         """Rank 0's value on every process."""
@@ -146,7 +148,7 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
     """
     args, device, log = run.args, run.device, run.log
     torch.manual_seed(args.seed + run.rank)
-    model = models.build_model(args.arch, len(run.classes), args.pretrained)
+    model = models.build_model(run.arch, len(run.classes), args.pretrained)
     if init:
         carried = models.transfer_weights(model, run.classes, init[1], init[0]["classes"])
         if stage == "final":
@@ -159,7 +161,7 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
                              "teacher_epochs": None}  # fmt: skip
     checkpoint = artifact.load_checkpoint(checkpoint_dir) if run.master else None
     checkpoint = run.broadcast(checkpoint)  # every process resumes from rank 0's checkpoint
-    if checkpoint and checkpoint["classes"] == run.classes and checkpoint["arch"] == args.arch:
+    if checkpoint and checkpoint["classes"] == run.classes and checkpoint["arch"] == run.arch:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = {**state, **checkpoint["state"]}
@@ -213,7 +215,7 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
             state["epoch"] = epoch
             if checkpoint_dir:
                 artifact.save_checkpoint(checkpoint_dir, {
-                    "classes": run.classes, "arch": args.arch, "model": raw_model.state_dict(),
+                    "classes": run.classes, "arch": run.arch, "model": raw_model.state_dict(),
                     "optimizer": optimizer.state_dict(), "state": state})  # fmt: skip
 
     # -- supervised
@@ -235,7 +237,7 @@ def fit(run: Run, stage: str, train, val, pool: list[str], init=None, checkpoint
                    args.patience)  # fmt: skip
     if checkpoint_dir and run.master:
         artifact.save_checkpoint(checkpoint_dir, {
-            "classes": run.classes, "arch": args.arch, "model": raw_model.state_dict(),
+            "classes": run.classes, "arch": run.arch, "model": raw_model.state_dict(),
             "optimizer": optimizer.state_dict(), "state": state})  # fmt: skip
     return {
         "best": run.broadcast(state["best"]),

