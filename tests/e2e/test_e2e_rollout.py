@@ -28,6 +28,7 @@ ALARM = "flywheel-endpoint-5xx"
 PARAMETERS = {
     **E2E_PARAMETERS,
     "TrainingEpochs": "3",  # the rollout decides, not the model's accuracy: the shortest job
+    "TrainingArch": "small_cnn",
     "MinTestAccuracy": "0",  # any model clears the floor
     "PromotionMargin": "-1",  # any challenger passes the gate: the rollout decides
     "AuditFraction": "0",

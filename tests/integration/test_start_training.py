@@ -85,6 +85,7 @@ def test_manual_training_writes_the_snapshot_and_starts_one_job(env, context):
     assert hps["sagemaker_program"] == "train.py"
     assert hps["sagemaker_submit_directory"] == f"s3://{env.data_bucket}/{code_key}"
     assert hps["epochs"] == "40" and hps["target-accuracy"] == "0.95"  # TrainingEpochs
+    assert hps["arch"] == "auto"  # TrainingArch
     assert job["AlgorithmSpecification"]["TrainingImage"].endswith("pytorch-training:2.6-gpu-py312")
     assert job["EnableManagedSpotTraining"] is True
     assert (

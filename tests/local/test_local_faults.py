@@ -225,6 +225,7 @@ def test_ctrl_c_under_load_stops_every_process_within_seconds_and_loses_nothing(
 ROLLOUT_PARAMETERS = {
     "EnableTuning": "false",
     "TrainingEpochs": "3",
+    "TrainingArch": "small_cnn",  # the fastest learner: these tests check what survives faults
     "CrossFitFolds": "2",
     "MinTestAccuracy": "0",  # any model is promoted: the faults are the subject here
     "PromotionMargin": "-1",

@@ -47,6 +47,7 @@ def test_training_request_follows_the_container_contract():
     # The stack's values win over the search space's static ones
     assert hp["epochs"] == str(s.epochs) and hp["cross-fit-folds"] == str(s.cross_fit_folds)
     assert hp["confidence"] == str(s.confidence)
+    assert hp["arch"] == s.arch == "auto"  # TrainingArch's default: train.py chooses the learner
     assert hp["target-accuracy"] == str(s.target_accuracy)
     assert all(isinstance(v, str) for v in hp.values())
     assert s.use_spot  # the template's default: spot, so a wait limit twice the runtime

@@ -134,6 +134,7 @@ class StartTrainingSettings(_Settings):
     MAX_PARALLEL_TUNING_JOBS: int
     TARGET_ACCURACY: float
     TRAINING_EPOCHS: int = Field(ge=1)
+    TRAINING_ARCH: str
     CROSS_FIT_FOLDS: int = Field(ge=2)
     CERTIFICATION_CONFIDENCE: float = Field(gt=0.0, lt=1.0)
     MAX_UNLABELED_POOL: int = Field(ge=0)

@@ -28,6 +28,7 @@ class JobSettings:
     max_runtime_seconds: int
     target_accuracy: float
     epochs: int
+    arch: str  # train.py --arch; a tuning job's search space may tune it instead
     cross_fit_folds: int
     confidence: float
     strategy: str
@@ -83,6 +84,7 @@ def _hyperparameters(
         {
             "target-accuracy": str(s.target_accuracy),
             "epochs": str(s.epochs),
+            "arch": s.arch,
             "cross-fit-folds": str(s.cross_fit_folds),
             "confidence": str(s.confidence),
             "checkpoint-dir": CHECKPOINT_LOCAL_PATH,

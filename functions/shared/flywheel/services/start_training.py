@@ -169,6 +169,7 @@ def job_settings(s: StartTrainingSettings, region: str) -> JobSettings:
         max_runtime_seconds=s.MAX_RUNTIME_SECONDS,
         target_accuracy=s.TARGET_ACCURACY,
         epochs=s.TRAINING_EPOCHS,
+        arch=s.TRAINING_ARCH,
         cross_fit_folds=s.CROSS_FIT_FOLDS,
         confidence=s.CERTIFICATION_CONFIDENCE,
         strategy=s.TUNING_STRATEGY,
