@@ -5,7 +5,8 @@ the same ones:
 
 - job and trial status: ``DescribeTrainingJob`` / ``DescribeHyperParameterTuningJob`` /
   ``ListTrainingJobsForHyperParameterTuningJob``;
-- per-epoch metrics: the job's log in CloudWatch Logs (``/aws/sagemaker/TrainingJobs``,
+- per-epoch metrics and the job's stages (which learner, which cross-fitting fold): the
+  job's log in CloudWatch Logs (``/aws/sagemaker/TrainingJobs``,
   streams ``<job>/algo-<n>-<time>``), parsed with the job's own ``MetricDefinitions``,
   which is how SageMaker itself extracts them (its CloudWatch metrics are per minute,
   too coarse for epochs of a few seconds);
@@ -26,6 +27,9 @@ from botocore.exceptions import ClientError
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 TERMINAL = ("Completed", "Failed", "Stopped")
 EPOCH_RE = re.compile(r"\bepoch[= ](\d+)")
+# train.py's lines that say which model of the job is training (no metrics on them): the
+# learners tried and the one chosen, the feature pass, each cross-fitting fold's epochs and end
+STAGE_RE = re.compile(r"(learner |features: |fold \d+/\d+[: ])")
 
 
 def parse_metrics(line: str, definitions: list[dict[str, str]]) -> list[tuple[str, float]]:
@@ -66,6 +70,8 @@ class EpochLog:
             for message in self._read(stream):
                 metrics = parse_metrics(message, self.definitions)
                 if not metrics:
+                    if STAGE_RE.match(message):
+                        out.append(f"  {self.job}  {message.strip()}")
                     continue
                 m = EPOCH_RE.search(message)
                 step = f"epoch {m.group(1):>3}" if m else "metrics  "  # e.g. the final test
