@@ -314,7 +314,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     evaluation = s.get("latest_evaluation")
     if evaluation and evaluation.get("threshold"):
-        from flywheel.domain.certification import explain
+        from flywheel.domain.certification import curve_lines, explain
 
         champion_acc = evaluation.get("champion_test_accuracy")
         print(
@@ -322,7 +322,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{float(evaluation['test_accuracy']):.4f} on {evaluation['test_n']} random labels"
             + (f"  champion {float(champion_acc):.4f} on the same" if champion_acc else "")
         )
+        learner = evaluation.get("learner")
+        if learner:
+            tried = ", ".join(
+                f"{name} {float(v['val_accuracy']):.4f}"
+                for name, v in learner["candidates"].items()
+            )
+            print(f"learner    {learner['description']} (validation accuracy: {tried})")
         print(f"certified  {explain(evaluation['threshold'])}")
+        for line in curve_lines(evaluation["threshold"]):
+            print(f"           {line}")
     busy = {k: v for k, v in s["queues"].items() if v}
     print("queues     " + ("  ".join(f"{k}={v}" for k, v in busy.items()) or "empty"))
     return 0

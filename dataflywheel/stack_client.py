@@ -423,6 +423,7 @@ class StackClient:
             "champion_test_accuracy": (metrics.get("champion_test") or {}).get("accuracy"),
             "test_n": (metrics.get("test") or {}).get("n"),
             "threshold": metrics.get("threshold"),
+            "learner": metrics.get("learner"),
         }
 
     # -- promotion decisions and activity ------------------------------------------

@@ -58,6 +58,7 @@ def test_an_empty_stack_says_there_is_no_champion(stack, context):
     assert body["champion"] is None and body["audit"] is None
     assert body["auto_labeling"] == {"active": False, "why_not": "no champion yet"}
     assert body["rounds"] == [] and body["last_gate"] is None
+    assert body["certificate_curve"] is None
 
 
 def test_a_rejected_first_model_is_the_last_gate_decision(stack, endpoints, context):
@@ -109,6 +110,13 @@ def test_a_champion_that_certified_nothing_says_how_many_labels_would(stack, end
     assert body["auto_labeling"]["active"] is False
     assert why.startswith("18 random labels cannot certify accuracy >= 95%"), why
     assert "about 292 more random labels" in why, why
+    # and the coverage-accuracy curve, each step with what certifying it needs
+    assert body["certificate_curve"] == [
+        {"coverage": 0.5, "observed_accuracy": None, "labels": 310, "more": 292,
+         "status": "more_labels"},
+        {"coverage": 0.9, "observed_accuracy": None, "labels": None, "more": None,
+         "status": "better_model"},
+    ]  # fmt: skip
     (round_,) = body["rounds"]
     assert round_["model_version"] == JOB and round_["human_labels"] == 40
     assert round_["certified_coverage"] == 0.0 and round_["audited_accuracy"] is None
@@ -188,3 +196,47 @@ def test_flywheel_status_prints_the_same_figures(stack, monkeypatch, capsys, con
     assert "champion   dfw-champion00000  test_accuracy=0.9500  threshold=0.800" in text
     assert "autolabel  active" in text
     assert "audit      0.975 (39/40, 95% CI 0.868-0.999)  target 0.95" in text
+
+
+def test_flywheel_status_shows_the_learner_and_the_coverage_curve(stack, monkeypatch, capsys):
+    # Given a latest job that chose a frozen-backbone head over small_cnn and certified 50%
+    from dataflywheel import cli
+
+    evaluation = {
+        "model_version": JOB, "test_accuracy": 0.82, "champion_test_accuracy": None,
+        "test_n": 94,
+        "learner": {
+            "chosen": "efficientnet_lite0",
+            "description": "efficientnet_lite0 (ImageNet weights, frozen) + a linear head, 224 px",
+            "candidates": {"small_cnn": {"val_accuracy": 0.6857, "val_loss": 0.95},
+                           "efficientnet_lite0": {"val_accuracy": 0.7286, "val_loss": 0.78}},
+            "why": "the highest validation accuracy (then the lowest validation loss)",
+        },
+        "threshold": {
+            "reached": True, "threshold": 0.91, "coverage": 0.5, "n": 500,
+            "target_accuracy": 0.95, "confidence": 0.95,
+            "labels_needed": [{"coverage": 0.5, "observed_accuracy": 0.99, "labels": 300},
+                              {"coverage": 0.6, "observed_accuracy": 0.97, "labels": 900},
+                              {"coverage": 0.7, "observed_accuracy": 0.9, "labels": None}],
+        },
+    }  # fmt: skip
+
+    class WithEvaluation(StatusStack):
+        def status(self) -> dict:
+            return {**super().status(), "latest_evaluation": evaluation}
+
+    monkeypatch.setattr(cli, "_client", lambda args: WithEvaluation(stack))
+
+    # When `flywheel status` runs
+    assert cli.main(["status"]) == 0
+    text = capsys.readouterr().out
+
+    # Then it names the learner that serves, what each candidate scored, and the curve
+    assert (
+        "learner    efficientnet_lite0 (ImageNet weights, frozen) + a linear head, 224 px "
+        "(validation accuracy: small_cnn 0.6857, efficientnet_lite0 0.7286)"
+    ) in text
+    assert "certified  auto-labels confidence >= 0.910: 50.0% of 500 random labels" in text
+    assert "           most confident 50%: 99.0% right; certified" in text
+    assert "           most confident 60%: 97.0% right; about 400 more random labels" in text
+    assert "           most confident 70%: 90.0% right; below the target" in text

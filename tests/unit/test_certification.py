@@ -1,6 +1,6 @@
 """The certificate in words, as `flywheel status` prints it."""
 
-from flywheel.domain.certification import explain, min_all_correct
+from flywheel.domain.certification import curve_lines, explain, min_all_correct
 
 
 def test_a_certified_model_says_what_it_auto_labels_and_what_more_labels_would_buy():
@@ -42,3 +42,23 @@ def test_the_models_own_minimum_is_quoted_when_metrics_carry_it():
         "target_accuracy": 0.98, "confidence": 0.95, "min_all_correct": 217,
     }  # fmt: skip
     assert "(at least 217 all correct are needed)" in explain(block)
+
+
+def test_the_curve_says_what_each_step_of_coverage_needs():
+    # Given a model certified for its most confident 80%, right on 98.5% of its top 90% and
+    # below the target on its top 95%
+    block = {
+        "reached": True, "threshold": 0.4138, "coverage": 0.80, "n": 179,
+        "target_accuracy": 0.95, "confidence": 0.95,
+        "labels_needed": [
+            {"coverage": 0.8, "observed_accuracy": 0.99, "labels": 150},
+            {"coverage": 0.9, "observed_accuracy": 0.985, "labels": 260},
+            {"coverage": 0.95, "observed_accuracy": 0.94, "labels": None},
+        ],
+    }  # fmt: skip
+    assert curve_lines(block) == [
+        "most confident 80%: 99.0% right; certified",
+        "most confident 90%: 98.5% right; about 81 more random labels (260 in all)",
+        "most confident 95%: 94.0% right; below the target: more labels cannot certify it, "
+        "a better model can",
+    ]

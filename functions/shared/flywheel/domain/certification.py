@@ -46,3 +46,45 @@ def explain(threshold: dict) -> str:
             f"{float(row['coverage']):.0%} if the model stays as accurate"
         )
     return text
+
+
+def curve(threshold: dict) -> list[dict]:
+    """The coverage-accuracy curve on the random labels (`labels_needed`), each step with
+    what it needs: `certified` (the certificate covers it), `more` random labels (if the model
+    stays as accurate), or `better_model` (the model itself is below the target there)."""
+    n = int(threshold.get("n", 0))
+    covered = float(threshold.get("coverage") or 0.0) if threshold.get("reached") else 0.0
+    rows = []
+    for row in threshold.get("labels_needed") or []:
+        coverage, labels = float(row["coverage"]), row.get("labels")
+        accuracy = row.get("observed_accuracy")
+        if coverage <= covered + 1e-9:
+            status, more = "certified", 0
+        elif labels is None:
+            status, more = "better_model", None
+        else:
+            status, more = "more_labels", max(0, int(labels) - n)
+        rows.append({
+            "coverage": coverage,
+            "observed_accuracy": None if accuracy is None else float(accuracy),
+            "labels": None if labels is None else int(labels),
+            "more": more,
+            "status": status,
+        })  # fmt: skip
+    return rows
+
+
+def curve_lines(threshold: dict) -> list[str]:
+    """`curve` as `flywheel status` prints it, one coverage step a line."""
+    out = []
+    for row in curve(threshold):
+        accuracy = row["observed_accuracy"]
+        seen = "-" if accuracy is None else f"{accuracy:.1%}"
+        if row["status"] == "certified":
+            need = "certified"
+        elif row["status"] == "better_model":
+            need = "below the target: more labels cannot certify it, a better model can"
+        else:
+            need = f"about {row['more']} more random labels ({row['labels']} in all)"
+        out.append(f"most confident {row['coverage']:.0%}: {seen} right; {need}")
+    return out

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flywheel.domain.audit import measurement
-from flywheel.domain.certification import explain
+from flywheel.domain.certification import curve, explain
 
 STATES = ("unlabeled", "auto_labeled", "needs_review", "human_labeled", "rejected")
 
@@ -149,6 +149,8 @@ def figures(
             for r in sorted(rounds, key=lambda r: str(r.get("promoted_at") or ""))
         ],
         "last_gate": _gate(last_gate),
+        # the champion's coverage-accuracy curve on its random labels, with what each step needs
+        "certificate_curve": curve(dict(certificate)) if certificate else None,
     }
 
 
