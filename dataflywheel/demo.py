@@ -138,7 +138,9 @@ class Demo:
         # --quick checks mechanics, not the targets: its 43 random labels (each cross-fit model
         # learns from about 17) certify no threshold even at 0.8, so it auto-labels nothing and
         # its summary says why; a first model of 15 epochs may not reach the default floor.
-        quick = {"TargetAutoLabelAccuracy": "0.8", "MinTestAccuracy": "0.5"} if self.quick else {}
+        # It also trains one learner (small_cnn); the full demo lets train.py choose (auto).
+        quick = {"TargetAutoLabelAccuracy": "0.8", "MinTestAccuracy": "0.5",
+                 "TrainingArch": "small_cnn"} if self.quick else {}  # fmt: skip
         return {
             "EnableTuning": "false",  # one training job per round on 2 cores
             "TrainingEpochs": "15" if self.quick else "30",  # --quick checks mechanics
