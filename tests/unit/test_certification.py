@@ -2,17 +2,20 @@
 
 from flywheel.domain.certification import curve_lines, explain, min_all_correct
 
+# Certified for its most confident 80%, right on 98.5% of its top 90%, below 95% on its top 95%
+CERTIFIED_AT_80 = {
+    "reached": True, "threshold": 0.4138, "coverage": 0.80, "n": 179,
+    "target_accuracy": 0.95, "confidence": 0.95,
+    "labels_needed": [
+        {"coverage": 0.8, "observed_accuracy": 0.99, "labels": 150},
+        {"coverage": 0.9, "observed_accuracy": 0.985, "labels": 260},
+        {"coverage": 0.95, "observed_accuracy": 0.94, "labels": None},
+    ],
+}  # fmt: skip
+
 
 def test_a_certified_model_says_what_it_auto_labels_and_what_more_labels_would_buy():
-    block = {
-        "reached": True, "threshold": 0.4138, "coverage": 0.80, "n": 179,
-        "target_accuracy": 0.95, "confidence": 0.95,
-        "labels_needed": [
-            {"coverage": 0.8, "observed_accuracy": 0.99, "labels": 150},
-            {"coverage": 0.9, "observed_accuracy": 0.985, "labels": 260},
-            {"coverage": 0.95, "observed_accuracy": 0.94, "labels": None},
-        ],
-    }  # fmt: skip
+    block = dict(CERTIFIED_AT_80)
     assert explain(block) == (
         "auto-labels confidence >= 0.414: 80.0% of 179 random labels certify accuracy >= 95% "
         "with probability 95%; about 81 more random labels (audit answers or a random seed) "
@@ -45,17 +48,7 @@ def test_the_models_own_minimum_is_quoted_when_metrics_carry_it():
 
 
 def test_the_curve_says_what_each_step_of_coverage_needs():
-    # Given a model certified for its most confident 80%, right on 98.5% of its top 90% and
-    # below the target on its top 95%
-    block = {
-        "reached": True, "threshold": 0.4138, "coverage": 0.80, "n": 179,
-        "target_accuracy": 0.95, "confidence": 0.95,
-        "labels_needed": [
-            {"coverage": 0.8, "observed_accuracy": 0.99, "labels": 150},
-            {"coverage": 0.9, "observed_accuracy": 0.985, "labels": 260},
-            {"coverage": 0.95, "observed_accuracy": 0.94, "labels": None},
-        ],
-    }  # fmt: skip
+    block = dict(CERTIFIED_AT_80)
     assert curve_lines(block) == [
         "most confident 80%: 99.0% right; certified",
         "most confident 90%: 98.5% right; about 81 more random labels (260 in all)",
