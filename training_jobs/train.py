@@ -237,9 +237,11 @@ def main(args: argparse.Namespace) -> dict:
     for name, learner in candidates.items():
         if not (learner.collective or master):
             continue
-        own_init = init if init and init[0]["arch"] == name else None
-        if init and own_init is None and len(candidates) == 1:
-            log(f"init-model is {init[0]['arch']}, not {name}: training from scratch")
+        # only an ImageLearner of the same arch fine-tunes; a frozen head always starts afresh
+        own_init = init if init and init[0]["arch"] == name and learner.collective else None
+        if init and own_init is None:
+            log(f"init-model is {init[0]['arch']}, not {learner.description}: "
+                "training from scratch")  # fmt: skip
         log(f"learner {name}: {learner.description}")
         finals[name] = learner.fit("final", final_train, final_val, pool + test_paths, own_init,
                                    args.checkpoint_dir if learner.collective else "")  # fmt: skip
